@@ -1,0 +1,78 @@
+"""Loading and validating configuration.
+
+streamrec reads one TOML file. Each part declares its section as a ``msgspec.Struct`` with
+``forbid_unknown_fields=True``; :func:`convert` turns plain data (from TOML or Python) into that
+struct and re-raises any problem as :class:`~streamrec.errors.ConfigError` naming the dotted key,
+so a typo in ``[embedding.slots.user]`` reads ``config key 'embedding.slots.user.dimm': unknown
+key`` rather than a stack trace.
+
+Durations are written the way people write them: ``ttl = "30d"``, ``"12h"``, ``"90s"`` or a
+number of seconds; :func:`parse_duration` is the one parser for them.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from streamrec.errors import ConfigError
+
+T = TypeVar("T")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(value: Any, key: str = "duration") -> float:
+    """Seconds in ``value``: a number of seconds or a string such as ``"5m"``, ``"7d"``."""
+    if isinstance(value, bool):
+        raise ConfigError(key, f"expected a duration such as '30d' or seconds, got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+    else:
+        raise ConfigError(key, f"expected a duration such as '30d', '12h', '90s' or seconds, got {value!r}")
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ConfigError(key, f"duration must be a finite number of seconds >= 0, got {value!r}")
+    return seconds
+
+
+def _dotted(path: str, prefix: str) -> str:
+    # msgspec paths look like "$.slots.user.dim" or "$.slots[0]"; make them "prefix.slots.user.dim".
+    path = path.removeprefix("$").lstrip(".")
+    return ".".join(p for p in (prefix, path) if p)
+
+
+_UNKNOWN = re.compile(r"Object contains unknown field `([^`]+)`(?: - at `([^`]+)`)?")
+_AT = re.compile(r"^(.*) - at `([^`]+)`$")
+
+
+def convert(data: Any, type_: type[T], section: str = "") -> T:
+    """Validate ``data`` into ``type_``; errors become :class:`ConfigError` naming the key."""
+    try:
+        return msgspec.convert(data, type_, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        if match := _UNKNOWN.match(message):
+            field, where = match.group(1), match.group(2) or "$"
+            raise ConfigError(_dotted(f"{where}.{field}", section), "unknown key") from None
+        if match := _AT.match(message):
+            raise ConfigError(_dotted(match.group(2), section), match.group(1)) from None
+        raise ConfigError(section, message) from None
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file, raising :class:`ConfigError` that names the file on syntax errors."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("", f"config file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"{path}: {exc}") from None

@@ -1,0 +1,18 @@
+"""Commands of the embedding part: ``streamrec bench embedding``."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    @bench_app.command("embedding")
+    def bench_embedding(
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+        large: bool = typer.Option(False, "--large", help="Also measure a 10M-row table (minutes)."),
+        quick: bool = typer.Option(False, "--quick", help="Smaller sizes, for a smoke test."),
+    ) -> None:
+        """Collisionless table vs modulo hashing, a Python dict, and EmbeddingBag + sparse Adagrad."""
+        from streamrec.embedding.bench import run_benchmark
+
+        run_benchmark(as_json=as_json, large=large, quick=quick)

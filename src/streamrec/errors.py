@@ -1,0 +1,74 @@
+"""Typed errors raised by every part of streamrec.
+
+Every error is raised where the bad input is first seen and names what is wrong: the field (a
+config key, an argument, a record field) and the offending value. Callers catch the narrowest
+type they can handle; everything derives from :class:`StreamrecError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "InvalidInputError",
+    "LogError",
+    "NonFiniteGradientError",
+    "SnapshotError",
+    "StreamrecError",
+    "UnknownSlotError",
+]
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class StreamrecError(Exception):
+    """Base class of every error streamrec raises on purpose."""
+
+
+class InvalidInputError(StreamrecError, ValueError):
+    """A value handed to streamrec is malformed: wrong type, dtype, shape or range.
+
+    ``field`` names the argument or record field, ``value`` is what was passed (possibly
+    abbreviated in the message).
+    """
+
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{field}: {reason} (got {_short(value)})")
+
+
+class UnknownSlotError(InvalidInputError, KeyError):
+    """A slot name that is not declared in the configuration."""
+
+    def __init__(self, slot: str, known: list[str] | tuple[str, ...] = ()) -> None:
+        hint = f"known slots: {', '.join(sorted(known))}" if known else "no slots are declared"
+        super().__init__("slot", slot, f"unknown slot; {hint}")
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the whole message
+        return self.args[0]
+
+
+class NonFiniteGradientError(InvalidInputError):
+    """A gradient holds NaN or infinity; the update was refused and nothing changed."""
+
+
+class ConfigError(StreamrecError, ValueError):
+    """A configuration file or object is invalid; ``key`` is the dotted path of the bad key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(f"config key '{key}': {message}" if key else f"config: {message}")
+
+
+class SnapshotError(StreamrecError):
+    """A snapshot cannot be written or read (missing, truncated, or from another format)."""
+
+
+class LogError(StreamrecError):
+    """The event log backend failed or was given a bad URL or record."""
