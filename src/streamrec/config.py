@@ -50,6 +50,7 @@ def _dotted(path: str, prefix: str) -> str:
 
 _UNKNOWN = re.compile(r"Object contains unknown field `([^`]+)`(?: - at `([^`]+)`)?")
 _AT = re.compile(r"^(.*) - at `([^`]+)`$")
+_FIELD = re.compile(r"^`(\w+)` (.*)$", re.S)
 
 
 def convert(data: Any, type_: type[T], section: str = "") -> T:
@@ -61,9 +62,12 @@ def convert(data: Any, type_: type[T], section: str = "") -> T:
         if match := _UNKNOWN.match(message):
             field, where = match.group(1), match.group(2) or "$"
             raise ConfigError(_dotted(f"{where}.{field}", section), "unknown key") from None
+        where, detail = "$", message
         if match := _AT.match(message):
-            raise ConfigError(_dotted(match.group(2), section), match.group(1)) from None
-        raise ConfigError(section, message) from None
+            detail, where = match.group(1), match.group(2)
+        if match := _FIELD.match(detail):  # raised by a __post_init__ check: "`field` must be ..."
+            where, detail = f"{where}.{match.group(1)}", f"{match.group(1)} {match.group(2)}"
+        raise ConfigError(_dotted(where, section), detail) from None
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

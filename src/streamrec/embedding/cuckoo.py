@@ -1,0 +1,344 @@
+"""Bucketized cuckoo hash index: int64 id -> row number, never two ids on one row.
+
+Why this shape (Monolith's collisionless table):
+
+* Two hash functions, ``BUCKET`` = 8 slots per bucket. An id lives in one of its two buckets, so a
+  lookup reads at most two 64-byte lines of keys: O(1) worst case, unlike chaining or probing.
+  With 8-slot buckets a random-walk insert fills the index to ~0.95+ before it fails, so memory
+  is spent on ids, not on holes.
+* The index stores ``keys`` (int64) and ``rows`` (int32) side by side; ``rows[p] == -1`` marks an
+  empty position. Emptiness is *not* a reserved key value, so every int64 — 0, -1, INT64_MIN,
+  INT64_MAX — is a storable id.
+* Rows are separate from positions: a cuckoo kick moves 12 bytes of (key, row), never a vector
+  and its optimizer state, and growth rehashes keys only.
+* Buckets are chosen with murmur3's 64-bit finalizer (a bijection with full avalanche) on the id
+  xor a per-index seed, then mapped to ``[0, n_buckets)`` by multiply-shift, so consecutive ids,
+  multiples of 2**k and ids sharing low bits spread evenly, and the bucket count need not be a
+  power of two (growth is x1.5, which keeps the load after growth near 0.63, not 0.48).
+* When a random walk of ``MAX_KICKS`` displacements cannot place an id, the index grows: a new
+  pair of arrays 1.5x larger, every (key, row) reinserted, nothing lost. The homeless pair the
+  failed walk carried is handed back and reinserted too.
+
+Every per-id operation is a Numba kernel over a whole batch; Python only decides when to grow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+BUCKET = 8
+MAX_KICKS = 500
+GROWTH = 1.5
+
+_M1 = np.uint64(0xFF51AFD7ED558CCD)
+_M2 = np.uint64(0xC4CEB9FE1A85EC53)
+_S33 = np.uint64(33)
+_S32 = np.uint64(32)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def py_mix64(x: int) -> int:
+    """:func:`mix64` in plain Python, for seeds computed outside kernels."""
+    x ^= x >> 33
+    x = (x * 0xFF51AFD7ED558CCD) & _MASK64
+    x ^= x >> 33
+    x = (x * 0xC4CEB9FE1A85EC53) & _MASK64
+    return x ^ (x >> 33)
+
+
+@njit(inline="always")
+def mix64(x):
+    """murmur3 fmix64 on a uint64: a bijection whose output bits each depend on every input bit."""
+    x ^= x >> _S33
+    x *= _M1
+    x ^= x >> _S33
+    x *= _M2
+    x ^= x >> _S33
+    return x
+
+
+@njit(inline="always")
+def bucket_of(key, seed, n_buckets):
+    """Bucket of ``key`` (int64) under ``seed`` among ``n_buckets`` (< 2**32) by multiply-shift."""
+    h = mix64(np.uint64(key) ^ seed)
+    return np.int64(((h >> _S32) * np.uint64(n_buckets)) >> _S32)
+
+
+@njit(inline="always")
+def find_position(keys, rows, n_buckets, seed1, seed2, key):
+    """Position of ``key`` in the index, or -1."""
+    base = bucket_of(key, seed1, n_buckets) * BUCKET
+    for j in range(BUCKET):
+        p = base + j
+        if keys[p] == key and rows[p] >= 0:
+            return p
+    base = bucket_of(key, seed2, n_buckets) * BUCKET
+    for j in range(BUCKET):
+        p = base + j
+        if keys[p] == key and rows[p] >= 0:
+            return p
+    return -1
+
+
+@njit(inline="always")
+def _place_in_bucket(keys, rows, bucket, key, row):
+    base = bucket * BUCKET
+    for j in range(BUCKET):
+        if rows[base + j] < 0:
+            keys[base + j] = key
+            rows[base + j] = row
+            return True
+    return False
+
+
+@njit(inline="always")
+def _xorshift(state):
+    x = state[0]
+    x ^= x << np.uint64(13)
+    x ^= x >> np.uint64(7)
+    x ^= x << np.uint64(17)
+    state[0] = x
+    return x
+
+
+@njit
+def insert_new(keys, rows, n_buckets, seed1, seed2, key, row, rng):
+    """Insert ``key`` (known to be absent) with ``row``.
+
+    Returns ``(True, 0, -1)`` on success, or ``(False, homeless_key, homeless_row)`` when a random
+    walk of ``MAX_KICKS`` displacements found no empty position; the homeless pair (possibly a
+    different id than ``key``) is no longer in the index and must be reinserted after growing.
+    """
+    b1 = bucket_of(key, seed1, n_buckets)
+    if _place_in_bucket(keys, rows, b1, key, row):
+        return True, np.int64(0), np.int32(-1)
+    b2 = bucket_of(key, seed2, n_buckets)
+    if _place_in_bucket(keys, rows, b2, key, row):
+        return True, np.int64(0), np.int32(-1)
+    bucket = b1 if (_xorshift(rng) & np.uint64(1)) == 0 else b2
+    for _ in range(MAX_KICKS):
+        p = bucket * BUCKET + np.int64(_xorshift(rng) % np.uint64(BUCKET))
+        victim_key = keys[p]
+        victim_row = rows[p]
+        keys[p] = key
+        rows[p] = row
+        key = victim_key
+        row = victim_row
+        v1 = bucket_of(key, seed1, n_buckets)
+        alt = bucket_of(key, seed2, n_buckets) if v1 == bucket else v1
+        if _place_in_bucket(keys, rows, alt, key, row):
+            return True, np.int64(0), np.int32(-1)
+        bucket = alt
+    return False, key, row
+
+
+@njit(cache=True)
+def insert_batch(keys, rows, n_buckets, seed1, seed2, ids, new_rows, start, rng):
+    """Insert ``ids[start:]`` (absent, distinct) with ``new_rows``.
+
+    Returns ``(-1, 0, -1)`` when all are in, else ``(i, homeless_key, homeless_row)``: ids up to
+    and including ``i`` were processed, but one pair is homeless and the index must grow.
+    """
+    for i in range(start, ids.shape[0]):
+        ok, hk, hr = insert_new(keys, rows, n_buckets, seed1, seed2, ids[i], new_rows[i], rng)
+        if not ok:
+            return i, hk, hr
+    return -1, np.int64(0), np.int32(-1)
+
+
+@njit(nogil=True, cache=True)
+def lookup_rows(keys, rows, n_buckets, seed1, seed2, ids, out):
+    """``out[i]`` = row of ``ids[i]`` or -1. Per-id hot path (one or two bucket reads)."""
+    for i in range(ids.shape[0]):
+        p = find_position(keys, rows, n_buckets, seed1, seed2, ids[i])
+        out[i] = rows[p] if p >= 0 else -1
+
+
+@njit(nogil=True, cache=True)
+def lookup_gather(keys, rows, n_buckets, seed1, seed2, ids, weights, default, out):
+    """``out[i, :]`` = vector of ``ids[i]``, or ``default`` if absent: probe and copy fused."""
+    dim = weights.shape[1]
+    for i in range(ids.shape[0]):
+        p = find_position(keys, rows, n_buckets, seed1, seed2, ids[i])
+        if p >= 0:
+            r = rows[p]
+            for d in range(dim):
+                out[i, d] = weights[r, d]
+        else:
+            for d in range(dim):
+                out[i, d] = default[d]
+
+
+@njit(cache=True)
+def rebuild(old_keys, old_rows, new_keys, new_rows, n_buckets, seed1, seed2, rng):
+    """Reinsert every occupied (key, row) of the old arrays into empty new ones; False on failure."""
+    for p in range(old_rows.shape[0]):
+        if old_rows[p] >= 0:
+            ok, _, _ = insert_new(new_keys, new_rows, n_buckets, seed1, seed2, old_keys[p], old_rows[p], rng)
+            if not ok:
+                return False
+    return True
+
+
+@njit(cache=True)
+def delete_ids(keys, rows, n_buckets, seed1, seed2, ids, freed):
+    """Remove ``ids``; ``freed[k]`` gets the rows released. Returns how many were present."""
+    n = 0
+    for i in range(ids.shape[0]):
+        p = find_position(keys, rows, n_buckets, seed1, seed2, ids[i])
+        if p >= 0:
+            freed[n] = rows[p]
+            rows[p] = -1
+            n += 1
+    return n
+
+
+@njit(cache=True)
+def occupied(keys, rows, out_ids, out_rows):
+    """Copy every (id, row) held by the index into the outputs; returns the count."""
+    n = 0
+    for p in range(rows.shape[0]):
+        if rows[p] >= 0:
+            out_ids[n] = keys[p]
+            out_rows[n] = rows[p]
+            n += 1
+    return n
+
+
+class CuckooIndex:
+    """The id -> row map of one table. Not thread-safe on its own; tables add the locking.
+
+    Parameters
+    ----------
+    capacity:
+        Number of ids to size the first arrays for (at ~0.9 load); the index grows past it.
+    seed:
+        Seeds the two hash functions and the kick walk, so the layout is reproducible.
+
+    Examples
+    --------
+    >>> index = CuckooIndex(capacity=16, seed=1)
+    >>> ids = np.array([-(2**63), -1, 0, 2**63 - 1], dtype=np.int64)
+    >>> index.insert(ids, np.arange(4, dtype=np.int32))
+    >>> index.lookup(np.array([0, 5, -(2**63)], dtype=np.int64)).tolist()
+    [2, -1, 0]
+    """
+
+    def __init__(self, capacity: int = 1024, seed: int = 0) -> None:
+        self._rng = np.array([py_mix64((seed ^ int(_GOLDEN)) & _MASK64) | 1], dtype=np.uint64)
+        self._seed_counter = seed & _MASK64
+        self.size = 0
+        self.growth_loads: list[float] = []  # load factor at each growth, for reporting
+        n_buckets = max(1, int(np.ceil(capacity / (0.9 * BUCKET))))
+        self._allocate(n_buckets)
+
+    def _next_seed(self) -> np.uint64:
+        self._seed_counter = (self._seed_counter + int(_GOLDEN)) & _MASK64
+        return np.uint64(py_mix64(self._seed_counter))
+
+    def _allocate(self, n_buckets: int) -> None:
+        if n_buckets >= 2**32:
+            raise MemoryError("cuckoo index cannot exceed 2**32 buckets")
+        self.n_buckets = n_buckets
+        self.keys = np.zeros(n_buckets * BUCKET, dtype=np.int64)
+        self.rows = np.full(n_buckets * BUCKET, -1, dtype=np.int32)
+        self.seed1 = self._next_seed()
+        self.seed2 = self._next_seed()
+
+    @property
+    def positions(self) -> int:
+        return self.n_buckets * BUCKET
+
+    @property
+    def load_factor(self) -> float:
+        return self.size / self.positions
+
+    @property
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.rows.nbytes
+
+    def lookup(self, ids: np.ndarray) -> np.ndarray:
+        """Rows of ``ids`` (int64 array), -1 where absent."""
+        out = np.empty(ids.shape[0], dtype=np.int32)
+        lookup_rows(self.keys, self.rows, self.n_buckets, self.seed1, self.seed2, ids, out)
+        return out
+
+    def insert(self, ids: np.ndarray, rows: np.ndarray) -> None:
+        """Insert ids known to be absent and distinct, growing as needed (nothing is lost)."""
+        start = 0
+        while start < ids.shape[0]:
+            stopped, hk, hr = insert_batch(
+                self.keys, self.rows, self.n_buckets, self.seed1, self.seed2, ids, rows, start, self._rng
+            )
+            if stopped < 0:
+                self.size += ids.shape[0] - start
+                return
+            self.size += stopped + 1 - start
+            self.grow(homeless=(int(hk), int(hr)))
+            start = stopped + 1
+
+    def grow(self, homeless: tuple[int, int] | None = None) -> None:
+        """Rehash into 1.5x the buckets; ``homeless`` is a pair a failed insert left out."""
+        self.growth_loads.append(self.size / self.positions)
+        old_keys, old_rows = self.keys, self.rows
+        n_buckets = int(np.ceil(self.n_buckets * GROWTH))
+        while True:
+            self._allocate(n_buckets)
+            if rebuild(old_keys, old_rows, self.keys, self.rows, self.n_buckets, self.seed1, self.seed2, self._rng):
+                if homeless is None:
+                    return
+                ok, hk, hr = insert_new(
+                    self.keys, self.rows, self.n_buckets, self.seed1, self.seed2,
+                    np.int64(homeless[0]), np.int32(homeless[1]), self._rng,
+                )  # fmt: skip
+                if ok:
+                    return
+                # The walk displaced someone else; start over from a consistent copy.
+                old_keys, old_rows = self.keys, self.rows
+                homeless = (int(hk), int(hr))
+            n_buckets = int(np.ceil(n_buckets * 1.1))
+
+    def delete(self, ids: np.ndarray) -> np.ndarray:
+        """Remove ``ids`` (absent ones are ignored); returns the rows they held."""
+        freed = np.empty(ids.shape[0], dtype=np.int32)
+        n = delete_ids(self.keys, self.rows, self.n_buckets, self.seed1, self.seed2, ids, freed)
+        self.size -= n
+        return freed[:n]
+
+    def items(self) -> tuple[np.ndarray, np.ndarray]:
+        """All (ids, rows) currently held, in position order."""
+        ids = np.empty(self.size, dtype=np.int64)
+        rows = np.empty(self.size, dtype=np.int32)
+        n = occupied(self.keys, self.rows, ids, rows)
+        assert n == self.size, (n, self.size)
+        return ids, rows
+
+    # -- snapshots -----------------------------------------------------------------------------
+    def state(self) -> dict[str, np.ndarray]:
+        return {
+            "keys": self.keys,
+            "rows": self.rows,
+            "meta": np.array(
+                [self.n_buckets, self.size, self.seed1, self.seed2, self._rng[0], self._seed_counter],
+                dtype=np.uint64,
+            ),
+            "growth_loads": np.array(self.growth_loads, dtype=np.float64),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> CuckooIndex:
+        index = cls.__new__(cls)
+        n_buckets, size, s1, s2, rng, counter = (np.uint64(v) for v in state["meta"])
+        index.n_buckets = int(n_buckets)
+        index.size = int(size)
+        index.seed1, index.seed2 = s1, s2
+        index._rng = np.array([rng], dtype=np.uint64)
+        index._seed_counter = int(counter)
+        index.keys = np.array(state["keys"], dtype=np.int64)
+        index.rows = np.array(state["rows"], dtype=np.int32)
+        index.growth_loads = [float(x) for x in state["growth_loads"]]
+        return index

@@ -1,0 +1,177 @@
+"""The PyTorch face of the tables: ids per slot in, embeddings that take part in autograd out.
+
+Why not an ``nn.Parameter`` per table: a table holds millions of rows that change membership
+every step (admission, expiry), and torch optimizers would keep dense state for all of them.
+Instead, a training forward gathers only the *distinct* rows the batch touches into a small leaf
+tensor (``[unique rows, dim]``, requires grad) and builds the batch's embeddings from it with
+``F.embedding`` / ``F.embedding_bag``. Autograd therefore sums the gradients of duplicate ids for
+free. After ``loss.backward()``, :meth:`EmbeddingModule.apply_gradients` hands each leaf's
+gradient to its table's row optimizer. Dense parameters of the model keep their torch optimizer.
+
+Ids that are not admitted yet map to one extra leaf row holding the slot's default vector; its
+gradient is dropped.
+
+In ``eval()`` mode (or under ``torch.no_grad()``) the module only reads: no admission, no
+timestamps, no gradient bookkeeping — and the same code path runs on a
+:class:`~streamrec.embedding.serving.ServingCollection`, so a serving replica that applied the
+latest delta returns bit-identical embeddings.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from streamrec.embedding.collection import EmbeddingCollection
+from streamrec.embedding.serving import ServingCollection
+from streamrec.embedding.table import EmbeddingTable, as_ids
+from streamrec.errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class JaggedIds:
+    """Several ids per example: ``values`` (int64 [N]) split into bags by ``offsets`` (int64 [B]).
+
+    ``offsets[b]`` is where example ``b``'s ids start in ``values`` (as ``nn.EmbeddingBag``);
+    example ``b`` holds ``values[offsets[b]:offsets[b + 1]]`` and the last runs to the end.
+    """
+
+    values: torch.Tensor
+    offsets: torch.Tensor
+
+    @classmethod
+    def from_lists(cls, lists: Sequence[Sequence[int]]) -> JaggedIds:
+        lengths = [len(x) for x in lists]
+        values = torch.tensor([i for x in lists for i in x], dtype=torch.int64)
+        offsets = torch.tensor(np.concatenate([[0], np.cumsum(lengths)[:-1]]) if lengths else [], dtype=torch.int64)
+        return cls(values, offsets)
+
+    def __len__(self) -> int:
+        return int(self.offsets.numel())
+
+    def check(self, slot: str) -> None:
+        o = self.offsets
+        if not isinstance(o, torch.Tensor) or o.dtype != torch.int64 or o.dim() != 1:
+            raise InvalidInputError(f"{slot}.offsets", o, "offsets must be a 1-D int64 tensor")
+        n = self.values.numel()
+        if o.numel() and (int(o[0]) != 0 or bool((o[1:] < o[:-1]).any()) or int(o[-1]) > n):
+            raise InvalidInputError(
+                f"{slot}.offsets", o.tolist()[:10], f"offsets must start at 0, not decrease, and stay <= {n}"
+            )
+
+
+SparseInput = Mapping[str, "torch.Tensor | np.ndarray | JaggedIds"]
+
+
+@dataclass
+class _Touched:
+    table: EmbeddingTable
+    rows: torch.Tensor  # distinct rows, sorted; -1 (not admitted) first if present
+    leaf: torch.Tensor
+
+
+class EmbeddingModule(nn.Module):
+    """Embeddings for a batch of ids per slot, over training tables or a serving replica.
+
+    ``forward(features, now)`` takes ``{slot: ids}`` where ids are a 1-D int64 tensor (one id per
+    example -> ``[B, dim]``) or :class:`JaggedIds` (pooled by the slot's ``pooling`` -> ``[B, dim]``),
+    and returns ``{slot: embeddings}``. ``now`` is the batch's event time (seconds; defaults to
+    the wall clock), used for admission timestamps and expiry.
+
+    Examples
+    --------
+    >>> from streamrec.embedding.config import SlotConfig, SGD, Zeros
+    >>> tables = EmbeddingCollection({"item": SlotConfig(dim=2, optimizer=SGD(lr=1.0), initializer=Zeros())})
+    >>> module = EmbeddingModule(tables)
+    >>> out = module({"item": torch.tensor([3, 3, 5])}, now=10)
+    >>> (out["item"] * torch.tensor([1.0, 2.0])).sum().backward()
+    >>> module.apply_gradients()           # id 3 occurred twice: its gradient is summed
+    >>> tables["item"].lookup(np.array([3, 5])).tolist()
+    [[-2.0, -4.0], [-1.0, -2.0]]
+    """
+
+    def __init__(self, tables: EmbeddingCollection | ServingCollection) -> None:
+        super().__init__()
+        self.tables = tables
+        self._touched: list[_Touched] = []
+
+    @property
+    def trainable(self) -> bool:
+        return isinstance(self.tables, EmbeddingCollection)
+
+    def forward(self, features: SparseInput, now: float | None = None) -> dict[str, torch.Tensor]:
+        train = self.training and self.trainable and torch.is_grad_enabled()
+        if train and now is None:
+            now = time.time()
+        out = {}
+        for slot, ids in features.items():
+            table = self.tables[slot]
+            jagged = isinstance(ids, JaggedIds)
+            if jagged:
+                ids.check(slot)
+            values = as_ids(ids.values if jagged else ids, field=f"{slot}.ids")
+            if train:
+                out[slot] = self._train_lookup(table, values, ids if jagged else None, now)
+            else:
+                vectors = torch.from_numpy(table.lookup(values))
+                out[slot] = self._pool(slot, torch.arange(len(values)), vectors, ids) if jagged else vectors
+        return out
+
+    def _pool(self, slot: str, index: torch.Tensor, weight: torch.Tensor, ids: JaggedIds) -> torch.Tensor:
+        mode = (
+            self.tables.pooling[slot]
+            if isinstance(self.tables, ServingCollection)
+            else self.tables[slot].config.pooling
+        )
+        return F.embedding_bag(index, weight, ids.offsets, mode=mode)
+
+    def _train_lookup(
+        self, table: EmbeddingTable, values: np.ndarray, jagged: JaggedIds | None, now: float
+    ) -> torch.Tensor:
+        rows = torch.from_numpy(table.admit(values, now)).to(torch.int64)
+        distinct, inverse = torch.unique(rows, return_inverse=True)
+        leaf = table.weight.index_select(0, distinct.clamp(min=0))
+        if distinct.numel() and int(distinct[0]) < 0:
+            leaf[0] = torch.from_numpy(table.default)
+        leaf.requires_grad_(True)
+        self._touched.append(_Touched(table, distinct, leaf))
+        if jagged is None:
+            return F.embedding(inverse, leaf)
+        return self._pool(table.slot, inverse, leaf, jagged)
+
+    def apply_gradients(self) -> None:
+        """Apply the sparse update for everything looked up since the last call.
+
+        Every gradient is checked first; if any is bad (NaN/inf, wrong shape) an error names the
+        slot and no table changes. A slot looked up several times gets one step with the sum.
+        """
+        touched, self._touched = self._touched, []
+        per_table: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        for t in touched:
+            if t.leaf.grad is None:
+                continue
+            keep = t.rows >= 0
+            per_table.setdefault(t.table.slot, []).append((t.rows[keep], t.leaf.grad[keep]))
+        updates = []
+        for slot, parts in per_table.items():
+            table = self.tables[slot]
+            if len(parts) == 1:
+                rows, grads = parts[0]
+            else:
+                all_rows = torch.cat([r for r, _ in parts])
+                rows, inverse = torch.unique(all_rows, return_inverse=True)
+                grads = torch.zeros(len(rows), table.dim).index_add_(0, inverse, torch.cat([g for _, g in parts]))
+            table.check_gradients(rows, grads)
+            updates.append((table, rows, grads))
+        for table, rows, grads in updates:
+            table.apply_gradients(rows, grads)
+
+    def discard_gradients(self) -> None:
+        """Forget lookups made since the last :meth:`apply_gradients` (e.g. after a bad batch)."""
+        self._touched = []
