@@ -25,7 +25,10 @@ Every per-id operation is a Numba kernel over a whole batch; Python only decides
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 BUCKET = 8
 MAX_KICKS = 500
@@ -158,19 +161,101 @@ def lookup_rows(keys, rows, n_buckets, seed1, seed2, ids, out):
         out[i] = rows[p] if p >= 0 else -1
 
 
+@intrinsic
+def prefetch(typingctx, array, index):
+    """Hint the CPU to fetch ``array[index]`` into cache (LLVM ``llvm.prefetch``, read, high locality)."""
+    sig = types.void(array, index)
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        array_struct = context.make_array(array_type)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, array_type, array_struct, [args[1]], wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+_AHEAD_BUCKET = 24  # ids ahead whose buckets are being fetched
+_AHEAD_ROW = 12  # ids ahead whose rows are being fetched
+
+
+@njit(nogil=True, inline="always")
+def _gather_range(keys, rows, n_buckets, seed1, seed2, ids, weights, flat, default, out, found, lo, hi):
+    """Probe and copy ids[lo:hi] as a three-stage software pipeline.
+
+    A lookup is two dependent cache misses (bucket, then row) where a modulo-hashed table has one;
+    out-of-order execution cannot overlap them across ids because the bucket scan branches on
+    data. So the loop works on three ids at once: it prefetches both buckets of id ``i``, probes
+    id ``i - 12`` (its buckets are now cached) and prefetches its row, and copies the row of id
+    ``i - 24``.
+    """
+    dim = weights.shape[1]
+    for i in range(lo, hi + _AHEAD_BUCKET):
+        if i < hi:
+            key = ids[i]
+            b = bucket_of(key, seed1, n_buckets) * BUCKET
+            prefetch(keys, b)
+            prefetch(rows, b)
+            b = bucket_of(key, seed2, n_buckets) * BUCKET
+            prefetch(keys, b)
+            prefetch(rows, b)
+        k = i - _AHEAD_ROW
+        if lo <= k < hi:
+            p = find_position(keys, rows, n_buckets, seed1, seed2, ids[k])
+            r = rows[p] if p >= 0 else -1
+            found[k] = r
+            if r >= 0:
+                prefetch(flat, r * dim)
+        m = i - _AHEAD_BUCKET
+        if lo <= m < hi:
+            r = found[m]
+            if r >= 0:
+                for d in range(dim):
+                    out[m, d] = weights[r, d]
+            else:
+                for d in range(dim):
+                    out[m, d] = default[d]
+
+
+_CHUNK = 4096
+PARALLEL_MIN = 4 * _CHUNK
+
+
 @njit(nogil=True, cache=True)
 def lookup_gather(keys, rows, n_buckets, seed1, seed2, ids, weights, default, out):
     """``out[i, :]`` = vector of ``ids[i]``, or ``default`` if absent: probe and copy fused."""
-    dim = weights.shape[1]
-    for i in range(ids.shape[0]):
-        p = find_position(keys, rows, n_buckets, seed1, seed2, ids[i])
-        if p >= 0:
-            r = rows[p]
-            for d in range(dim):
-                out[i, d] = weights[r, d]
-        else:
-            for d in range(dim):
-                out[i, d] = default[d]
+    found = np.empty(ids.shape[0], dtype=np.int32)
+    flat = weights.reshape(-1)
+    _gather_range(keys, rows, n_buckets, seed1, seed2, ids, weights, flat, default, out, found, 0, ids.shape[0])
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def lookup_gather_parallel(keys, rows, n_buckets, seed1, seed2, ids, weights, default, out):
+    """:func:`lookup_gather` split in chunks of 4096 ids over Numba's (thread-safe) OpenMP pool."""
+    n = ids.shape[0]
+    found = np.empty(n, dtype=np.int32)
+    flat = weights.reshape(-1)
+    for c in prange((n + _CHUNK - 1) // _CHUNK):
+        _gather_range(
+            keys,
+            rows,
+            n_buckets,
+            seed1,
+            seed2,
+            ids,
+            weights,
+            flat,
+            default,
+            out,
+            found,
+            c * _CHUNK,
+            min(n, (c + 1) * _CHUNK),
+        )
 
 
 @njit(cache=True)
@@ -265,6 +350,16 @@ class CuckooIndex:
         """Rows of ``ids`` (int64 array), -1 where absent."""
         out = np.empty(ids.shape[0], dtype=np.int32)
         lookup_rows(self.keys, self.rows, self.n_buckets, self.seed1, self.seed2, ids, out)
+        return out
+
+    def gather(self, ids: np.ndarray, weights: np.ndarray, default: np.ndarray) -> np.ndarray:
+        """``weights[row of id]`` for each id (``default`` where absent), float32 [n, dim].
+
+        Batches of ``PARALLEL_MIN`` ids or more are split over Numba's thread pool.
+        """
+        out = np.empty((ids.shape[0], weights.shape[1]), dtype=weights.dtype)
+        kernel = lookup_gather_parallel if ids.shape[0] >= PARALLEL_MIN else lookup_gather
+        kernel(self.keys, self.rows, self.n_buckets, self.seed1, self.seed2, ids, weights, default, out)
         return out
 
     def insert(self, ids: np.ndarray, rows: np.ndarray) -> None:

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 import numpy as np
 from numba import njit
 
-from streamrec.embedding.cuckoo import CuckooIndex, find_position, insert_new, lookup_gather
+from streamrec.embedding.cuckoo import CuckooIndex, find_position, insert_new
 from streamrec.embedding.delta import CollectionDelta, TableDelta
 from streamrec.embedding.table import as_ids
 from streamrec.errors import InvalidInputError, UnknownSlotError
@@ -137,11 +137,8 @@ class ServingTable:
     def lookup(self, ids: object) -> np.ndarray:
         """Vectors of ``ids`` (float32 [n, dim]); absent ids get the default vector. Thread-safe."""
         ids = as_ids(ids)
-        out = np.empty((ids.shape[0], self.dim), dtype=np.float32)
         with self.lock.read():
-            ix = self.index
-            lookup_gather(ix.keys, ix.rows, ix.n_buckets, ix.seed1, ix.seed2, ids, self._weights, self.default, out)
-        return out
+            return self.index.gather(ids, self._weights, self.default)
 
     def check(self, delta: TableDelta) -> None:
         """Raise :class:`InvalidInputError` if ``delta`` cannot apply to this table."""

@@ -37,7 +37,6 @@ from streamrec.embedding.cuckoo import (
     CuckooIndex,
     find_position,
     insert_new,
-    lookup_gather,
     py_mix64,
 )
 from streamrec.embedding.delta import TableDelta
@@ -335,10 +334,7 @@ class EmbeddingTable:
     def lookup(self, ids: object) -> np.ndarray:
         """Vectors of ``ids`` (float32 [n, dim]); absent ids get the default vector. Read-only."""
         ids = as_ids(ids)
-        out = np.empty((ids.shape[0], self.dim), dtype=np.float32)
-        ix = self.index
-        lookup_gather(ix.keys, ix.rows, ix.n_buckets, ix.seed1, ix.seed2, ids, self._weights, self.default, out)
-        return out
+        return self.index.gather(ids, self._weights, self.default)
 
     def rows_of(self, ids: object) -> np.ndarray:
         """Rows of ``ids`` without admitting or touching them (-1 = absent)."""
