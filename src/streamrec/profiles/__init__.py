@@ -1,0 +1,25 @@
+"""The profile service (IPS): profiles of time slices per entity, reduce functions, compaction and
+truncation, a write table merged into a read table, a cache of compressed profiles over LMDB with a
+write-ahead log, and windowed feature queries (structured or SQL).
+
+See ``docs/profiles.md`` for formats, invariants and failure behaviour.
+"""
+
+from streamrec.profiles.config import ProfilesConfig, SlotConfig, Tier, load_profiles_config, profiles_config
+from streamrec.profiles.reduce import register_reduce
+from streamrec.profiles.types import Feature, FeatureQuery, FeatureResult, QueryResult, SqlResult, WriteResult
+
+__all__ = [
+    "Feature",
+    "FeatureQuery",
+    "FeatureResult",
+    "ProfilesConfig",
+    "QueryResult",
+    "SlotConfig",
+    "SqlResult",
+    "Tier",
+    "WriteResult",
+    "load_profiles_config",
+    "profiles_config",
+    "register_reduce",
+]
