@@ -7,11 +7,15 @@ fixed-size count-min sketch (``depth`` rows of ``width`` saturating uint8 counte
 
 * *Conservative update*: an occurrence raises only the counters that equal the current minimum,
   which keeps over-counts (and so false admissions) far below plain count-min.
-* *Estimates never undercount*: an id is never admitted late because of the sketch; it can only be
-  admitted early (a false admission) when all its ``depth`` counters were inflated by others.
-* *Admission subtracts*: when an id is admitted its counters drop by ``admit_after``, so the
-  sketch does not fill up with ids that already have rows, and an id that is later evicted must
-  be seen ``admit_after`` times again before it comes back.
+* *Estimates never undercount*: counters only grow while ids are being admitted, so an id is never
+  admitted late because of the sketch; it can only be admitted early (a false admission) when all
+  its ``depth`` counters were inflated by others. (Admission must not lower counters: with
+  conservative update a counter is shared by ids whose counts do not add up, so lowering it
+  for one id can drop another id's estimate below its true count and delay its admission.)
+* *Eviction forgets*: when the table evicts an id, :meth:`CountMinSketch.forget` lowers its
+  counters by ``admit_after``, so an evicted id must be seen ``admit_after`` times again before
+  it comes back. This is the one place an estimate can drop below a true count: an id whose
+  smallest counter it shares with an evicted id may then need a few more occurrences.
 
 Memory is ``depth * width`` bytes whatever the number of distinct ids. The per-id work is a Numba
 kernel (:func:`sketch_observe`) called from the table's admission kernel.
@@ -37,7 +41,7 @@ def _cell(key, seed, row, width):
 
 @njit(inline="always")
 def sketch_observe(counts, seed, key, threshold):
-    """Count one occurrence of ``key``; True (and its counters lowered) once it reaches threshold."""
+    """Count one occurrence of ``key``; True once its estimate reaches ``threshold``."""
     depth, width = counts.shape
     estimate = 255
     for r in range(depth):
@@ -45,15 +49,11 @@ def sketch_observe(counts, seed, key, threshold):
         if c < estimate:
             estimate = c
     new = estimate + 1 if estimate < 255 else 255
-    admitted = new >= threshold
     for r in range(depth):
         j = _cell(key, seed, r, width)
-        c = counts[r, j]
-        if admitted:
-            counts[r, j] = c - threshold if c >= threshold else 0
-        elif c < new:
+        if counts[r, j] < new:
             counts[r, j] = new
-    return admitted
+    return new >= threshold
 
 
 @njit(cache=True)
@@ -74,6 +74,16 @@ def _observe_many(counts, seed, keys, threshold, out):
         out[i] = sketch_observe(counts, seed, keys[i], threshold)
 
 
+@njit(cache=True)
+def _forget_many(counts, seed, keys, amount):
+    depth, width = counts.shape
+    for i in range(keys.shape[0]):
+        for r in range(depth):
+            j = _cell(keys[i], seed, r, width)
+            c = counts[r, j]
+            counts[r, j] = c - amount if c >= amount else 0
+
+
 class CountMinSketch:
     """Saturating count-min sketch with conservative update, ``depth * width`` bytes.
 
@@ -84,7 +94,10 @@ class CountMinSketch:
     >>> sketch.observe(ids, threshold=3).tolist()   # the third 5 is admitted
     [False, False, False, True]
     >>> sketch.estimate(np.array([5, 9, 11], dtype=np.int64)).tolist()
-    [0, 1, 0]
+    [3, 1, 0]
+    >>> sketch.forget(np.array([5], dtype=np.int64), 3)   # 5 was evicted: it counts from 0 again
+    >>> sketch.estimate(np.array([5], dtype=np.int64)).tolist()
+    [0]
     """
 
     def __init__(self, width: int = DEFAULT_WIDTH, depth: int = DEFAULT_DEPTH, seed: int = 0) -> None:
@@ -101,8 +114,12 @@ class CountMinSketch:
         _observe_many(self.counts, self.seed, ids, threshold, out)
         return out
 
+    def forget(self, ids: np.ndarray, amount: int) -> None:
+        """Lower the counters of ``ids`` by ``amount`` (not below 0): evicted ids start counting again."""
+        _forget_many(self.counts, self.seed, ids, amount)
+
     def estimate(self, ids: np.ndarray) -> np.ndarray:
-        """Current (over-)estimate of each id's count since its last admission."""
+        """Current (over-)estimate of each id's count (since its last eviction, if any)."""
         out = np.empty(ids.shape[0], dtype=np.int64)
         _estimate_many(self.counts, self.seed, ids, out)
         return out

@@ -72,19 +72,25 @@ def bucket_of(key, seed, n_buckets):
 
 
 @njit(inline="always")
-def find_position(keys, rows, n_buckets, seed1, seed2, key):
-    """Position of ``key`` in the index, or -1."""
-    base = bucket_of(key, seed1, n_buckets) * BUCKET
+def find_in(keys, rows, base1, base2, key):
+    """Position of ``key`` given the first positions of its two buckets, or -1."""
     for j in range(BUCKET):
-        p = base + j
+        p = base1 + j
         if keys[p] == key and rows[p] >= 0:
             return p
-    base = bucket_of(key, seed2, n_buckets) * BUCKET
     for j in range(BUCKET):
-        p = base + j
+        p = base2 + j
         if keys[p] == key and rows[p] >= 0:
             return p
     return -1
+
+
+@njit(inline="always")
+def find_position(keys, rows, n_buckets, seed1, seed2, key):
+    """Position of ``key`` in the index, or -1."""
+    return find_in(
+        keys, rows, bucket_of(key, seed1, n_buckets) * BUCKET, bucket_of(key, seed2, n_buckets) * BUCKET, key
+    )
 
 
 @njit(inline="always")
@@ -185,7 +191,7 @@ _AHEAD_ROW = 12  # ids ahead whose rows are being fetched
 
 
 @njit(nogil=True, inline="always")
-def _gather_range(keys, rows, n_buckets, seed1, seed2, ids, weights, flat, default, out, found, lo, hi):
+def _gather_range(keys, rows, n_buckets, seed1, seed2, ids, weights, flat, default, out, found, bases, lo, hi):
     """Probe and copy ids[lo:hi] as a three-stage software pipeline.
 
     A lookup is two dependent cache misses (bucket, then row) where a modulo-hashed table has one;
@@ -198,15 +204,17 @@ def _gather_range(keys, rows, n_buckets, seed1, seed2, ids, weights, flat, defau
     for i in range(lo, hi + _AHEAD_BUCKET):
         if i < hi:
             key = ids[i]
-            b = bucket_of(key, seed1, n_buckets) * BUCKET
-            prefetch(keys, b)
-            prefetch(rows, b)
-            b = bucket_of(key, seed2, n_buckets) * BUCKET
-            prefetch(keys, b)
-            prefetch(rows, b)
+            b1 = bucket_of(key, seed1, n_buckets) * BUCKET
+            b2 = bucket_of(key, seed2, n_buckets) * BUCKET
+            bases[i, 0] = b1
+            bases[i, 1] = b2
+            prefetch(keys, b1)
+            prefetch(rows, b1)
+            prefetch(keys, b2)
+            prefetch(rows, b2)
         k = i - _AHEAD_ROW
         if lo <= k < hi:
-            p = find_position(keys, rows, n_buckets, seed1, seed2, ids[k])
+            p = find_in(keys, rows, bases[k, 0], bases[k, 1], ids[k])
             r = rows[p] if p >= 0 else -1
             found[k] = r
             if r >= 0:
@@ -230,8 +238,9 @@ PARALLEL_MIN = 4 * _CHUNK
 def lookup_gather(keys, rows, n_buckets, seed1, seed2, ids, weights, default, out):
     """``out[i, :]`` = vector of ``ids[i]``, or ``default`` if absent: probe and copy fused."""
     found = np.empty(ids.shape[0], dtype=np.int32)
+    bases = np.empty((ids.shape[0], 2), dtype=np.int64)
     flat = weights.reshape(-1)
-    _gather_range(keys, rows, n_buckets, seed1, seed2, ids, weights, flat, default, out, found, 0, ids.shape[0])
+    _gather_range(keys, rows, n_buckets, seed1, seed2, ids, weights, flat, default, out, found, bases, 0, ids.shape[0])
 
 
 @njit(nogil=True, cache=True, parallel=True)
@@ -239,6 +248,7 @@ def lookup_gather_parallel(keys, rows, n_buckets, seed1, seed2, ids, weights, de
     """:func:`lookup_gather` split in chunks of 4096 ids over Numba's (thread-safe) OpenMP pool."""
     n = ids.shape[0]
     found = np.empty(n, dtype=np.int32)
+    bases = np.empty((n, 2), dtype=np.int64)
     flat = weights.reshape(-1)
     for c in prange((n + _CHUNK - 1) // _CHUNK):
         _gather_range(
@@ -253,6 +263,7 @@ def lookup_gather_parallel(keys, rows, n_buckets, seed1, seed2, ids, weights, de
             default,
             out,
             found,
+            bases,
             c * _CHUNK,
             min(n, (c + 1) * _CHUNK),
         )
@@ -378,7 +389,9 @@ class CuckooIndex:
 
     def grow(self, homeless: tuple[int, int] | None = None) -> None:
         """Rehash into 1.5x the buckets; ``homeless`` is a pair a failed insert left out."""
-        self.growth_loads.append(self.size / self.positions)
+        # ``size`` already counts the homeless pair, which is not in the index.
+        held = self.size - (1 if homeless is not None else 0)
+        self.growth_loads.append(held / self.positions)
         old_keys, old_rows = self.keys, self.rows
         n_buckets = int(np.ceil(self.n_buckets * GROWTH))
         while True:

@@ -345,7 +345,7 @@ class EmbeddingTable:
         """Remove rows idle for longer than the slot's TTL at event time ``now``; returns how many.
 
         Their rows are reused by later admissions; their ids must pass admission again (the
-        sketch forgot them when they were admitted) and are reported in the next delta.
+        sketch forgets their counts now) and are reported in the next delta.
         """
         t = int(check_time(now))
         if self.config.ttl is None:
@@ -368,6 +368,8 @@ class EmbeddingTable:
             self._alloc[0] = free_count + n
             self._evicted.append(ids[:n].copy())
             self.stats.evicted += n
+            if self.sketch is not None:
+                self.sketch.forget(ids[:n], self.config.admit_after)
         return n
 
     def export_delta(self) -> TableDelta:
