@@ -139,7 +139,8 @@ class NumpyFTRL:
             if abs(z) <= self.l1:
                 self.w[i, d] = 0.0
             else:
-                self.w[i, d] = -(z - np.sign(z) * self.l1) / ((self.beta + np.sqrt(self.n[i, d])) / self.alpha + self.l2)
+                denominator = (self.beta + np.sqrt(self.n[i, d])) / self.alpha + self.l2
+                self.w[i, d] = -(z - np.sign(z) * self.l1) / denominator
 
 
 @pytest.mark.parametrize(
