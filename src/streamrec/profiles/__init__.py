@@ -7,12 +7,14 @@ See ``docs/profiles.md`` for formats, invariants and failure behaviour.
 
 from streamrec.profiles.config import ProfilesConfig, SlotConfig, Tier, load_profiles_config, profiles_config
 from streamrec.profiles.reduce import register_reduce
+from streamrec.profiles.store import ProfileStore
 from streamrec.profiles.types import Feature, FeatureQuery, FeatureResult, QueryResult, SqlResult, WriteResult
 
 __all__ = [
     "Feature",
     "FeatureQuery",
     "FeatureResult",
+    "ProfileStore",
     "ProfilesConfig",
     "QueryResult",
     "SlotConfig",

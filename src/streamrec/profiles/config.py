@@ -37,6 +37,7 @@ one another so that coarse slices are exact unions of fine ones.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Literal
 
 import msgspec
@@ -161,7 +162,7 @@ class SlotConfig(_Strict):
 def _check_tiers(tiers: list[Tier]) -> None:
     if not tiers:
         raise ValueError("`tiers` must list at least one granularity")
-    for prev, nxt in zip(tiers, tiers[1:], strict=False):
+    for prev, nxt in itertools.pairwise(tiers):
         if prev.until is None:
             raise ValueError(f"`tiers` every tier but the last needs `until` (tier of width {prev.width:g}s)")
         if nxt.width % prev.width:
@@ -169,7 +170,7 @@ def _check_tiers(tiers: list[Tier]) -> None:
         if nxt.width <= prev.width:
             raise ValueError("`tiers` widths must grow from first to last")
     untils = [t.until for t in tiers[:-1]]
-    if any(b <= a for a, b in zip(untils, untils[1:], strict=False)):
+    if any(b <= a for a, b in itertools.pairwise(untils)):
         raise ValueError(f"`tiers` until ages must grow: {untils!r}")
 
 
@@ -182,7 +183,9 @@ def _default_slots() -> dict[str, SlotConfig]:
     # category, counters rating and dwell_ms.
     engagement = ["show", "click", "like", "dwell_ms"]
     return {
-        "actions": SlotConfig(entity="user", value="action", counters=["count", "dwell_ms"], reduce={"dwell_ms": "max"}),
+        "actions": SlotConfig(
+            entity="user", value="action", counters=["count", "dwell_ms"], reduce={"dwell_ms": "max"}
+        ),
         "clicked_item": SlotConfig(entity="user", value="item", counters=engagement, truncate=200, truncate_by="click"),
         "clicked_category": SlotConfig(entity="user", value="category", counters=engagement, truncate=50),
         "watched_genre": SlotConfig(entity="user", value="genre", counters=["show", "click", "rating"], truncate=50),

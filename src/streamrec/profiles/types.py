@@ -46,20 +46,23 @@ class Feature(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
         numerator of a ratio), or ``"ratio"`` to rank by the ratio itself.
     values: if set, only these feature values count (a filter applied before everything else).
     name: the output name (default ``slot:agg:window``, e.g. ``clicked_item:counters:7d``).
+
+    ``counters`` and ``values`` are tuples so that a ``Feature`` is hashable: the store caches
+    the resolved form of each feature it has seen (lists work too, uncached).
     """
 
     slot: str
     window: str | float = "7d"
     since: float | None = None
     agg: Literal["counters", "ratio", "distinct"] = "counters"
-    counters: list[str] | None = None
+    counters: tuple[str, ...] | None = None
     numerator: str | None = None
     denominator: str | None = None
     alpha: float = 0.0
     beta: float = 0.0
     top_k: int = 0
     by: str | None = None
-    values: list[str] | None = None
+    values: tuple[str, ...] | None = None
     name: str | None = None
 
     def output_name(self) -> str:
@@ -141,7 +144,10 @@ class QueryResult(msgspec.Struct, array_like=True, gc=False):
                 if res.values is None:
                     entity[name] = res.data[0][0] if len(cols) == 1 else dict(zip(cols, res.data[0], strict=True))
                 else:
-                    entity[name] = {v: (d[0] if len(cols) == 1 else dict(zip(cols, d, strict=True))) for v, d in zip(res.values, res.data, strict=True)}
+                    entity[name] = {
+                        v: (d[0] if len(cols) == 1 else dict(zip(cols, d, strict=True)))
+                        for v, d in zip(res.values, res.data, strict=True)
+                    }
             out.append(entity)
         return out
 

@@ -1,0 +1,118 @@
+"""A profile: one entity's slots, each a small set of NumPy arrays, and its stored form.
+
+Readers never lock. A merge never changes a :class:`SlotData` in place: it builds new arrays and
+swaps the reference in ``Profile.slots`` (one list store, atomic under the GIL), so a reader holds
+either the old slot or the new one, whole. The same immutability makes a flush snapshot a shallow
+copy of the list.
+
+Stored form: ``msgspec`` msgpack of :class:`ProfileBlob` (per slot: raw little-endian arrays, the
+column names, the value vocabulary) compressed with zstd. Column names are stored so that a
+profile written under an older config (a counter added or removed) still loads: columns are
+matched by name, new ones start at their reduce's identity.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+
+__all__ = ["Profile", "ProfileBlob", "SlotBlob", "SlotData"]
+
+
+class SlotData:
+    """One slot of one profile (immutable once built).
+
+    Attributes
+    ----------
+    starts: int64 slice start of each row, newest first.
+    vals: int32 index of each row's value in ``vocab``.
+    data: float64 ``rows x columns``.
+    vocab: the feature values this slot has seen (strings).
+    """
+
+    __slots__ = ("_vindex", "_vocab_arr", "data", "starts", "vals", "vocab")
+
+    def __init__(self, starts: np.ndarray, vals: np.ndarray, data: np.ndarray, vocab: list[str]) -> None:
+        self.starts = starts
+        self.vals = vals
+        self.data = data
+        self.vocab = vocab
+        self._vindex: dict[str, int] | None = None
+        self._vocab_arr: np.ndarray | None = None
+
+    @property
+    def vindex(self) -> dict[str, int]:
+        """Value -> index in ``vocab`` (built on first use)."""
+        if self._vindex is None:
+            self._vindex = {v: i for i, v in enumerate(self.vocab)}
+        return self._vindex
+
+    @property
+    def vocab_array(self) -> np.ndarray:
+        """``vocab`` as a NumPy string array (for sorting ties by value)."""
+        if self._vocab_arr is None:
+            self._vocab_arr = np.array(self.vocab, dtype=object) if self.vocab else np.empty(0, dtype=object)
+        return self._vocab_arr
+
+    def nbytes(self) -> int:
+        """Approximate memory held."""
+        return self.starts.nbytes + self.vals.nbytes + self.data.nbytes + sum(len(v) + 56 for v in self.vocab)
+
+
+class Profile:
+    """One entity's profile: a slot list indexed like the store's slots (``None`` = empty slot).
+
+    ``version`` grows at every change; the profile is clean when ``version == flushed``.
+    """
+
+    __slots__ = ("flushed", "nbytes", "slots", "version")
+
+    def __init__(self, nslots: int) -> None:
+        self.slots: list[SlotData | None] = [None] * nslots
+        self.version = 0
+        self.flushed = 0
+        self.nbytes = 0
+
+    @property
+    def dirty(self) -> bool:
+        return self.version != self.flushed
+
+
+class SlotBlob(msgspec.Struct, array_like=True):
+    """Stored form of a slot: raw arrays and their column names."""
+
+    columns: list[str]
+    starts: bytes
+    vals: bytes
+    data: bytes
+    vocab: list[str]
+
+
+class ProfileBlob(msgspec.Struct, array_like=True):
+    """Stored form of a profile (before zstd): format version and slots by name."""
+
+    format: int
+    slots: dict[str, SlotBlob]
+
+
+def slot_to_blob(slot: SlotData, columns: list[str]) -> SlotBlob:
+    return SlotBlob(
+        columns=columns,
+        starts=slot.starts.astype("<i8").tobytes(),
+        vals=slot.vals.astype("<i4").tobytes(),
+        data=slot.data.astype("<f8").tobytes(),
+        vocab=slot.vocab,
+    )
+
+
+def blob_arrays(blob: SlotBlob) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Arrays of a stored slot (in its own columns)."""
+    starts = np.frombuffer(blob.starts, dtype="<i8").astype(np.int64)
+    vals = np.frombuffer(blob.vals, dtype="<i4").astype(np.int32)
+    ncol = max(len(blob.columns), 1)
+    data = np.frombuffer(blob.data, dtype="<f8").astype(np.float64).reshape(-1, ncol)
+    if starts.shape[0] != vals.shape[0] or starts.shape[0] != data.shape[0]:
+        raise ValueError("slot arrays disagree in length")
+    if vals.size and (vals.min() < 0 or vals.max() >= len(blob.vocab)):
+        raise ValueError("slot value index out of range")
+    return starts, vals, data

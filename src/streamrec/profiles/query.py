@@ -1,0 +1,313 @@
+"""Answering features: windows as prefixes, one kernel pass per (profile, slot).
+
+A request asks tens to hundreds of features, but only of a handful of slots and windows. So the
+features are grouped by slot, the distinct window starts of a slot are sorted newest first, and
+one Numba pass over the slot's rows (already sorted newest first) accumulates, for every window at
+once, the reduced counters per value (``acc[window, value, column]``), the totals over values and
+the number of distinct values: windows are nested, so window ``w+1`` starts as a copy of window
+``w`` and adds the rows in between. Each feature is then a few array reads in Python (a top-k is a
+partition plus a sort of the tied candidates). Nothing here loops over events or slices in
+Python.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from streamrec.config import parse_duration
+from streamrec.errors import ConfigError, InvalidInputError, UnknownSlotError
+from streamrec.profiles.events import SlotSpec
+from streamrec.profiles.profile import SlotData
+from streamrec.profiles.slices import combine_row
+from streamrec.profiles.types import Feature, FeatureResult
+
+__all__ = [
+    "FeaturePlan",
+    "SlotWindows",
+    "answer",
+    "plan_feature",
+    "reduce_values",
+    "window_aggregate",
+    "window_seconds",
+]
+
+
+@njit(cache=True)
+def window_aggregate(
+    starts: np.ndarray,
+    vals: np.ndarray,
+    data: np.ndarray,
+    codes: np.ndarray,
+    tcol: np.ndarray,
+    identity: np.ndarray,
+    cutoffs: np.ndarray,
+    upper: int,
+    nvocab: int,
+):
+    """Per-window per-value reduce, totals and distinct counts. Hot path, Numba.
+
+    ``cutoffs`` are window starts sorted descending (shortest window first); rows with a start
+    after ``upper`` (the query's now) are skipped. Returns ``(acc, present, totals, distinct)``.
+    """
+    nw = cutoffs.shape[0]
+    k = data.shape[1]
+    acc = np.empty((nw, nvocab, k), dtype=np.float64)
+    tot = np.empty((nw, k), dtype=np.float64)
+    present = np.zeros((nw, nvocab), dtype=np.bool_)
+    distinct = np.zeros(nw, dtype=np.int64)
+    for v in range(nvocab):
+        for c in range(k):
+            acc[0, v, c] = identity[c]
+    for c in range(k):
+        tot[0, c] = identity[c]
+    n = starts.shape[0]
+    i = 0
+    while i < n and starts[i] > upper:
+        i += 1
+    nd = 0
+    for w in range(nw):
+        if w > 0:
+            acc[w] = acc[w - 1]
+            tot[w] = tot[w - 1]
+            present[w] = present[w - 1]
+        while i < n and starts[i] >= cutoffs[w]:
+            v = vals[i]
+            combine_row(acc[w, v], data[i], codes, tcol)
+            combine_row(tot[w], data[i], codes, tcol)
+            if not present[w, v]:
+                present[w, v] = True
+                nd += 1
+            i += 1
+        distinct[w] = nd
+    return acc, present, tot, distinct
+
+
+@njit(cache=True)
+def reduce_values(acc: np.ndarray, mask: np.ndarray, codes: np.ndarray, tcol: np.ndarray, identity: np.ndarray):
+    """Reduce the rows of ``acc`` (values x columns) selected by ``mask``. Hot path, Numba."""
+    out = identity.copy()
+    for v in range(acc.shape[0]):
+        if mask[v]:
+            combine_row(out, acc[v], codes, tcol)
+    return out
+
+
+_WINDOWS: dict[Any, float] = {}
+
+
+def window_seconds(window: Any) -> float:
+    """Seconds of a window (``"7d"`` or a number), memoised."""
+    try:
+        return _WINDOWS[window]
+    except (KeyError, TypeError):
+        pass
+    try:
+        seconds = parse_duration(window, "window")
+    except ConfigError:
+        raise InvalidInputError("window", window, "expected a duration such as '5m', '1h', '7d' or seconds") from None
+    if seconds <= 0:
+        raise InvalidInputError("window", window, "must be > 0")
+    if isinstance(window, str | int | float):
+        _WINDOWS[window] = seconds
+    return seconds
+
+
+class FeaturePlan:
+    """A feature resolved against the config: column indices and the window's length."""
+
+    __slots__ = (
+        "agg",
+        "alpha",
+        "beta",
+        "by",
+        "cols",
+        "columns",
+        "den",
+        "feature",
+        "name",
+        "num",
+        "seconds",
+        "since",
+        "spec",
+        "top_k",
+        "values",
+    )
+
+    def __init__(self, feature: Feature, spec: SlotSpec) -> None:
+        self.feature = feature
+        self.spec = spec
+        self.name = feature.output_name()
+        self.agg = feature.agg
+        self.since = feature.since
+        if feature.since is not None:
+            if not math.isfinite(feature.since):
+                raise InvalidInputError("since", feature.since, "must be a finite epoch time")
+            self.seconds = 0.0
+        else:
+            self.seconds = window_seconds(feature.window)
+        idx = {c: i for i, c in enumerate(spec.counters)}
+
+        def col(field: str, name: str | None) -> int:
+            if name not in idx:
+                raise InvalidInputError(
+                    field, name, f"not a counter of slot {spec.name!r} ({', '.join(spec.counters)})"
+                )
+            return idx[name]
+
+        self.top_k = feature.top_k
+        if self.top_k < 0:
+            raise InvalidInputError("top_k", self.top_k, "must be >= 0")
+        self.alpha, self.beta = float(feature.alpha), float(feature.beta)
+        self.num = self.den = -1
+        if self.agg == "counters":
+            names = feature.counters if feature.counters is not None else spec.counters
+            if not names:
+                raise InvalidInputError("counters", names, "name at least one counter")
+            self.cols = np.asarray([col("counters", c) for c in names], dtype=np.int64)
+            self.columns = list(names)
+            default_by = names[0]
+        elif self.agg == "ratio":
+            self.num = col("numerator", feature.numerator)
+            self.den = col("denominator", feature.denominator)
+            if not (math.isfinite(self.alpha) and math.isfinite(self.beta)):
+                raise InvalidInputError("alpha", (self.alpha, self.beta), "smoothing must be finite")
+            self.cols = np.empty(0, dtype=np.int64)
+            self.columns = ["ratio"]
+            default_by = feature.numerator
+        elif self.agg == "distinct":
+            if self.top_k:
+                raise InvalidInputError("top_k", self.top_k, "top-k does not apply to 'distinct'")
+            self.cols = np.empty(0, dtype=np.int64)
+            self.columns = ["distinct"]
+            default_by = spec.counters[0]
+        else:
+            raise InvalidInputError("agg", self.agg, "expected 'counters', 'ratio' or 'distinct'")
+        by = feature.by or default_by
+        if by == "ratio" and self.agg == "ratio":
+            self.by = -1
+        else:
+            self.by = col("by", by)
+        self.values = feature.values
+
+    def window_start(self, now: float) -> int:
+        start = self.since if self.since is not None else now - self.seconds
+        return self.spec.plan.window_start(start, now)
+
+
+def plan_feature(feature: Any, specs_by_name: dict[str, SlotSpec]) -> FeaturePlan:
+    if not isinstance(feature, Feature):
+        raise InvalidInputError("features", feature, "expected a Feature")
+    spec = specs_by_name.get(feature.slot)
+    if spec is None:
+        raise UnknownSlotError(feature.slot, list(specs_by_name))
+    return FeaturePlan(feature, spec)
+
+
+class SlotWindows:
+    """The kernel's output for one (profile, slot) and its windows."""
+
+    __slots__ = ("acc", "distinct", "index", "present", "slot", "tot")
+
+    def __init__(self, slot: SlotData | None, spec: SlotSpec, cutoffs: list[int], now: float) -> None:
+        ordered = sorted(set(cutoffs), reverse=True)
+        self.index = {c: i for i, c in enumerate(ordered)}
+        self.slot = slot
+        if slot is None or slot.starts.shape[0] == 0:
+            nw = len(ordered)
+            self.acc = np.empty((nw, 0, len(spec.columns)))
+            self.present = np.zeros((nw, 0), dtype=np.bool_)
+            self.tot = np.tile(spec.identity, (nw, 1))
+            self.distinct = np.zeros(nw, dtype=np.int64)
+            return
+        self.acc, self.present, self.tot, self.distinct = window_aggregate(
+            slot.starts,
+            slot.vals,
+            slot.data,
+            spec.codes,
+            spec.tcol,
+            spec.identity,
+            np.asarray(ordered, dtype=np.int64),
+            math.floor(now),
+            len(slot.vocab),
+        )
+
+
+def _ratio(n: float, d: float, alpha: float, beta: float) -> float:
+    n = 0.0 if n != n else n
+    d = 0.0 if d != d else d
+    den = d + beta
+    return (n + alpha) / den if den != 0 else 0.0
+
+
+def answer(plan: FeaturePlan, sw: SlotWindows, cutoff: int) -> FeatureResult:
+    """One feature from the slot's window aggregates."""
+    w = sw.index[cutoff]
+    spec = plan.spec
+    if plan.values is not None:
+        mask = _filter_mask(plan.values, sw)
+        mask &= sw.present[w]
+        if plan.top_k == 0:
+            if plan.agg == "distinct":
+                return FeatureResult(None, [[float(mask.sum())]])
+            tot = reduce_values(sw.acc[w], mask, spec.codes, spec.tcol, spec.identity) if mask.any() else spec.identity
+            return _whole(plan, tot)
+        return _top(plan, sw, w, mask)
+    if plan.top_k == 0:
+        if plan.agg == "distinct":
+            return FeatureResult(None, [[float(sw.distinct[w])]])
+        return _whole(plan, sw.tot[w])
+    return _top(plan, sw, w, sw.present[w])
+
+
+def _filter_mask(values: list[str], sw: SlotWindows) -> np.ndarray:
+    n = sw.present.shape[1]
+    mask = np.zeros(n, dtype=np.bool_)
+    if sw.slot is not None:
+        vindex = sw.slot.vindex
+        for v in values:
+            i = vindex.get(v)
+            if i is not None and i < n:
+                mask[i] = True
+    return mask
+
+
+def _whole(plan: FeaturePlan, tot: np.ndarray) -> FeatureResult:
+    if plan.agg == "ratio":
+        return FeatureResult(None, [[_ratio(float(tot[plan.num]), float(tot[plan.den]), plan.alpha, plan.beta)]])
+    return FeatureResult(None, [tot[plan.cols].tolist()])
+
+
+def _top(plan: FeaturePlan, sw: SlotWindows, w: int, mask: np.ndarray) -> FeatureResult:
+    cand = np.flatnonzero(mask)
+    if cand.size == 0:
+        return FeatureResult([], [])
+    acc = sw.acc[w]
+    if plan.by == -1:
+        n = np.nan_to_num(acc[cand, plan.num])
+        d = np.nan_to_num(acc[cand, plan.den]) + plan.beta
+        safe = np.where(d != 0, d, 1.0)
+        score = np.where(d != 0, (n + plan.alpha) / safe, 0.0)
+    else:
+        score = acc[cand, plan.by]
+    score = np.where(np.isnan(score), -np.inf, score)
+    k = plan.top_k
+    if cand.size > k:
+        kth = np.partition(score, cand.size - k)[cand.size - k]
+        keep = score >= kth
+        cand, score = cand[keep], score[keep]
+    names = sw.slot.vocab_array[cand]
+    order = np.lexsort((names, -score))[:k]
+    chosen = cand[order]
+    vocab = sw.slot.vocab
+    values = [vocab[i] for i in chosen.tolist()]
+    if plan.agg == "ratio":
+        num = acc[chosen, plan.num].tolist()
+        den = acc[chosen, plan.den].tolist()
+        data = [[_ratio(a, b, plan.alpha, plan.beta)] for a, b in zip(num, den, strict=True)]
+    else:
+        data = acc[np.ix_(chosen, plan.cols)].tolist()
+    return FeatureResult(values, data)

@@ -1,0 +1,667 @@
+"""ProfileStore: the IPS compute-cache and storage layers in one process.
+
+Write path: ``write`` validates a batch (``events.py``), appends its rows to the write-ahead log
+and fsyncs (``wal.py``), and queues them in the *write table*; it returns once the rows are
+durable. A background thread merges the write table into the *read table* at least every
+``merge_interval`` (1 s): rows are grouped by entity with NumPy and each touched (profile, slot)
+goes through one Numba kernel that places rows in their slices, compacts, drops what is past
+retention and truncates (``slices.py``). Merged slots are new arrays swapped in whole, so readers
+take no lock and never see half a merge.
+
+Read path: ``query`` resolves each feature once (cached), groups features by slot and window, and
+per (entity, slot) runs one kernel pass for all its windows (``query.py``).
+
+Cache and storage: the read table is an LRU map entity key -> :class:`Profile`. Every
+``flush_interval`` (and at ``flush``/``close``) the dirty profiles are serialized (msgspec +
+zstd) and written to LMDB with the WAL sequence number they include, in one transaction; then the
+WAL segments they cover are deleted. Over ``memory_budget_mb``, clean profiles are evicted, and
+a later read loads them back (a miss). On open, LMDB is read and the WAL records after its
+sequence number are replayed.
+
+Time: the store's clock is wall time, or with ``clock = "event"`` the latest event time written
+(for loading history). Tests pass a ``clock`` callable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import zstandard
+
+from streamrec.errors import InvalidInputError, StreamrecError
+from streamrec.profiles.config import ProfilesConfig, profiles_config
+from streamrec.profiles.events import EntityKeyer, SlotRows, build_specs, events_to_rows
+from streamrec.profiles.profile import Profile, ProfileBlob, SlotData, blob_arrays, slot_to_blob
+from streamrec.profiles.query import FeaturePlan, SlotWindows, answer, plan_feature
+from streamrec.profiles.slices import merge_rows
+from streamrec.profiles.storage import ProfileStorage
+from streamrec.profiles.types import Feature, FeatureQuery, FeatureResult, QueryResult, SqlResult, WriteResult
+from streamrec.profiles.wal import WalBatch, WalSlotRows, WriteAheadLog
+
+__all__ = ["ProfileStore"]
+
+_FORMAT = 1
+_COMPACT_INTERVAL = 60.0
+
+
+class ProfileStore:
+    """Profiles of many entities: batched durable writes, windowed feature queries.
+
+    Parameters
+    ----------
+    cfg: the ``[profiles]`` section (a :class:`ProfilesConfig`, a plain dict, or ``None`` for the
+        defaults).
+    path: directory for the WAL and LMDB (created; recovered on open), or ``None`` for a
+        memory-only store (nothing survives the process; no eviction).
+    clock: a callable returning "now" in epoch seconds (default: ``time.time``, or the event
+        watermark with ``clock = "event"``).
+    background: run the merge/flush thread. Without it, call :meth:`merge`/:meth:`flush`
+        yourself (``merge_interval = 0`` merges inside every ``write``).
+
+    Examples
+    --------
+    >>> from streamrec.profiles import ProfileStore, Feature, FeatureQuery
+    >>> from streamrec.profiles.events import _EventShape as Event
+    >>> store = ProfileStore(background=False, clock=lambda: 1_700_000_000.0)
+    >>> ev = [Event(user="42", item="m1", action="click", time=1_699_999_990.0, attributes={"category": "comedy"})]
+    >>> store.write(ev).accepted
+    1
+    >>> store.merge()
+    >>> f = Feature(slot="clicked_category", window="1h", counters=("click",))
+    >>> q = FeatureQuery(entities=["user:42"], features=[f])
+    >>> store.query(q).results[0][0].scalar()
+    1.0
+    >>> store.close()
+    """
+
+    def __init__(
+        self,
+        cfg: ProfilesConfig | dict[str, Any] | None = None,
+        path: str | Path | None = None,
+        *,
+        clock: Callable[[], float] | None = None,
+        background: bool = True,
+    ) -> None:
+        self.cfg = cfg = profiles_config(cfg)
+        self.specs = build_specs(cfg)
+        self._spec_by_name = {s.name: s for s in self.specs}
+        self._entity_types = frozenset(s.entity for s in self.specs)
+        self._keyer = EntityKeyer(cfg.secret)
+        if clock is not None:
+            self._clock: Callable[[], float] | None = clock
+        else:
+            self._clock = time.time if cfg.clock == "wall" else None
+        self._watermark = 0.0
+        self._profiles: OrderedDict[bytes, Profile] = OrderedDict()
+        self._pending: list[tuple[int, list[SlotRows], list[bytes]]] = []
+        self._deleted: set[bytes] = set()
+        self._write_lock = threading.Lock()
+        self._merge_lock = threading.RLock()
+        self._flush_lock = threading.Lock()
+        self._seq = 0
+        self._mem = 0
+        self._budget = int(cfg.memory_budget_mb * (1 << 20))
+        self._plans: dict[Feature, FeaturePlan] = {}
+        self._cctx = zstandard.ZstdCompressor(level=cfg.compression_level)
+        self._dctx = zstandard.ZstdDecompressor()
+        self._enc = msgspec.msgpack.Encoder()
+        self._dec = msgspec.msgpack.Decoder(ProfileBlob)
+        self._stats = dict.fromkeys(
+            (
+                "accepted",
+                "rejected",
+                "too_old",
+                "dropped_retention",
+                "cache_hits",
+                "cache_misses",
+                "evictions",
+                "merges",
+                "flushes",
+                "loads",
+            ),
+            0,
+        )
+        self._closed = False
+        self._last_compact = time.monotonic()
+        self.path = Path(path) if path is not None else None
+        self._storage: ProfileStorage | None = None
+        self._wal: WriteAheadLog | None = None
+        if self.path is not None:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._storage = ProfileStorage(self.path / "lmdb", cfg.map_size_mb)
+            self._seq = self._storage.seq()
+            self._watermark = self._storage.clock()
+            self._wal = WriteAheadLog(self.path / "wal", fsync=cfg.fsync)
+            self._recover()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        if background and float(cfg.merge_interval) > 0:
+            self._thread = threading.Thread(target=self._run, name="profiles-merge", daemon=True)
+            self._thread.start()
+
+    # ------------------------------------------------------------------ clock and keys
+
+    def now(self) -> float:
+        """The store's clock (wall time, the injected clock, or the event watermark)."""
+        return self._clock() if self._clock is not None else self._watermark
+
+    def entity_key(self, entity_type: str, entity_id: str) -> bytes:
+        """Keyed 16-byte hash of an entity; the only form in which entities are stored or logged."""
+        if entity_type not in self._entity_types:
+            raise InvalidInputError(
+                "entity", entity_type, f"not the entity of any slot ({', '.join(sorted(self._entity_types))})"
+            )
+        if not isinstance(entity_id, str) or not entity_id:
+            raise InvalidInputError("entity", entity_id, "entity id must be a non-empty string")
+        return self._keyer(entity_type, entity_id)
+
+    def label_key(self, label: str) -> bytes:
+        """Key of an entity label ``"type:id"`` (``"user:42"``)."""
+        if not isinstance(label, str) or ":" not in label:
+            raise InvalidInputError("entities", label, "expected 'type:id', e.g. 'user:42'")
+        entity_type, entity_id = label.split(":", 1)
+        return self.entity_key(entity_type, entity_id)
+
+    # ------------------------------------------------------------------ write path
+
+    def write(self, events: Sequence[Any]) -> WriteResult:
+        """Validate and apply a batch of action events; durable when this returns.
+
+        Bad events are rejected with ``(index, reason)``; the others are applied. Events older than
+        retention (at the store's clock) are counted in ``too_old`` and dropped. Writes become
+        visible to queries at the next merge (within ``merge_interval``, or call :meth:`merge`).
+        """
+        self._check_open()
+        if isinstance(events, str | bytes) or not isinstance(events, Sequence | Iterable):
+            raise InvalidInputError("events", events, "expected a sequence of action events")
+        events = list(events)
+        with self._write_lock:
+            now = self._clock() if self._clock is not None else None
+            rows, accepted, rejected, too_old, now = events_to_rows(
+                events, self.specs, self._keyer, now, float(self.cfg.max_future), floor=self._watermark
+            )
+            if rows:
+                self._log_rows(rows)
+            if self._clock is None:
+                self._watermark = max(self._watermark, now)
+            self._stats["accepted"] += accepted
+            self._stats["rejected"] += len(rejected)
+            self._stats["too_old"] += too_old
+        if float(self.cfg.merge_interval) == 0:
+            self.merge()
+        return WriteResult(accepted=accepted, rejected=rejected, too_old=too_old)
+
+    def _log_rows(self, rows: list[SlotRows], deletes: list[bytes] | None = None) -> None:
+        # Caller holds the write lock.
+        self._seq += 1
+        if self._wal is not None:
+            wal_rows = [
+                WalSlotRows(
+                    slot=self.specs[r.slot].name,
+                    columns=self.specs[r.slot].columns,
+                    keys=r.keys,
+                    times=r.times.tobytes(),
+                    values=r.values,
+                    data=r.data.tobytes(),
+                )
+                for r in rows
+            ]
+            self._wal.append(WalBatch(seq=self._seq, rows=wal_rows, deletes=deletes or []))
+        self._pending.append((self._seq, rows, deletes or []))
+
+    def merge(self) -> None:
+        """Merge the write table into the read table now (the background thread does it every ``merge_interval``)."""
+        with self._merge_lock:
+            with self._write_lock:
+                pending, self._pending = self._pending, []
+            if pending:
+                self._apply(pending, self.now())
+                self._stats["merges"] += 1
+            self._evict()
+
+    def _apply(self, pending: list[tuple[int, list[SlotRows], list[bytes]]], now: float) -> None:
+        # Rows are merged in groups between deletes, so a delete removes exactly what came before it.
+        group: list[SlotRows] = []
+        for _, rows, deletes in pending:
+            group.extend(rows)
+            if deletes:
+                self._merge_group(group, now)
+                group = []
+                for key in deletes:
+                    p = self._profiles.pop(key, None)
+                    if p is not None:
+                        self._mem -= p.nbytes
+                    self._deleted.add(key)
+        self._merge_group(group, now)
+
+    def _merge_group(self, group: list[SlotRows], now: float) -> None:
+        by_slot: dict[int, list[SlotRows]] = {}
+        for r in group:
+            by_slot.setdefault(r.slot, []).append(r)
+        for si, parts in by_slot.items():
+            spec = self.specs[si]
+            keys = [k for p in parts for k in p.keys]
+            times = np.concatenate([p.times for p in parts])
+            values = [v for p in parts for v in p.values]
+            data = np.concatenate([p.data for p in parts])
+            karr = np.array(keys, dtype="S16")
+            uniq, inverse = np.unique(karr, return_inverse=True)
+            order = np.argsort(inverse, kind="stable")
+            bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
+            tb, cutoff = spec.plan.bounds(now)
+            for u in range(len(uniq)):
+                idx = order[bounds[u] : bounds[u + 1]]
+                key = bytes(uniq[u]).ljust(16, b"\0")
+                profile = self._get(key, create=True, count=False)
+                self._merge_slot(profile, spec, times[idx], [values[i] for i in idx.tolist()], data[idx], tb, cutoff)
+
+    def _merge_slot(self, profile: Profile, spec, times, values, data, tb, cutoff) -> None:
+        old = profile.slots[spec.index]
+        if old is None:
+            vocab: list[str] = []
+            vindex: dict[str, int] = {}
+        else:
+            vocab, vindex = old.vocab, old.vindex
+        new_vals = np.empty(len(values), dtype=np.int32)
+        for j, v in enumerate(values):
+            i = vindex.get(v)
+            if i is None:
+                i = len(vocab)
+                vocab.append(v)  # append-only: readers of the old slot index only below their length
+                vindex[v] = i
+            new_vals[j] = i
+        if old is not None and old.starts.shape[0]:
+            times = np.concatenate([old.starts.astype(np.float64), times])
+            new_vals = np.concatenate([old.vals, new_vals])
+            data = np.concatenate([old.data, data])
+        self._install(profile, spec, times, new_vals, data, vocab, vindex, tb, cutoff)
+
+    def _install(self, profile, spec, times, vals, data, vocab, vindex, tb, cutoff) -> None:
+        starts, vals, data, dropped = merge_rows(
+            times,
+            vals,
+            np.ascontiguousarray(data),
+            spec.codes,
+            spec.tcol,
+            tb,
+            spec.plan.widths,
+            cutoff,
+            spec.truncate,
+            spec.trunc_col,
+        )
+        self._stats["dropped_retention"] += int(dropped)
+        if len(vocab) > 2 * len(starts) + 64:  # values no row uses any more: rebuild the vocabulary
+            used, vals = np.unique(vals, return_inverse=True)
+            vals = vals.astype(np.int32)
+            vocab = [vocab[i] for i in used.tolist()]
+            slot = SlotData(starts, vals, data, vocab)
+        else:
+            slot = SlotData(starts, vals, data, vocab)
+            slot._vindex = vindex
+        old = profile.slots[spec.index]
+        delta = slot.nbytes() - (old.nbytes() if old is not None else 0)
+        profile.slots[spec.index] = slot if starts.shape[0] else None
+        profile.nbytes += delta
+        self._mem += delta
+        profile.version += 1
+
+    def compact(self, now: float | None = None) -> None:
+        """Re-slice every cached profile at ``now`` (compaction, retention, truncation); runs every minute."""
+        with self._merge_lock:
+            now = self.now() if now is None else now
+            plans = {s.index: s.plan.bounds(now) for s in self.specs}
+            for profile in list(self._profiles.values()):
+                for spec in self.specs:
+                    old = profile.slots[spec.index]
+                    if old is None:
+                        continue
+                    tb, cutoff = plans[spec.index]
+                    if old.starts[-1] >= tb[0] if len(tb) else old.starts[-1] >= cutoff:
+                        continue  # every row is still in the finest tier: nothing to compact
+                    self._install(
+                        profile,
+                        spec,
+                        old.starts.astype(np.float64),
+                        old.vals,
+                        old.data,
+                        old.vocab,
+                        old.vindex,
+                        tb,
+                        cutoff,
+                    )
+
+    # ------------------------------------------------------------------ cache
+
+    def _get(self, key: bytes, create: bool, count: bool = True) -> Profile | None:
+        profiles = self._profiles
+        p = profiles.get(key)
+        if p is not None:
+            if count:
+                self._stats["cache_hits"] += 1
+            with contextlib.suppress(KeyError):  # evicted meanwhile; the object is still valid to read
+                profiles.move_to_end(key)
+            return p
+        if count:
+            self._stats["cache_misses"] += 1
+        blob = None
+        if self._storage is not None and key not in self._deleted:
+            blob = self._storage.get(key)
+        if blob is not None:
+            p = self._decode(blob)
+            self._stats["loads"] += 1
+        elif create:
+            p = Profile(len(self.specs))
+        else:
+            return None
+        existing = profiles.setdefault(key, p)
+        if existing is p:
+            self._mem += p.nbytes
+        return existing
+
+    def _evict(self) -> None:
+        # Caller holds the merge lock (so no merge is writing into a profile being evicted).
+        if self._storage is None or self._mem <= self._budget:
+            return
+        for key in list(self._profiles.keys()):
+            if self._mem <= self._budget * 0.9:
+                break
+            p = self._profiles.get(key)
+            if p is not None and not p.dirty:
+                del self._profiles[key]
+                self._mem -= p.nbytes
+                self._stats["evictions"] += 1
+        if self._mem > self._budget:
+            self._wake.set()  # everything left is dirty: ask the thread to flush
+
+    # ------------------------------------------------------------------ serialization
+
+    def _encode(self, slots: list[SlotData | None]) -> bytes:
+        blob = ProfileBlob(
+            format=_FORMAT,
+            slots={
+                spec.name: slot_to_blob(s, spec.columns)
+                for spec, s in zip(self.specs, slots, strict=True)
+                if s is not None
+            },
+        )
+        return self._cctx.compress(self._enc.encode(blob))
+
+    def _decode(self, raw: bytes) -> Profile:
+        try:
+            blob = self._dec.decode(self._dctx.decompress(raw))
+        except (zstandard.ZstdError, msgspec.DecodeError) as exc:
+            raise InvalidInputError("profile", raw[:16], f"not a stored profile: {exc}") from None
+        p = Profile(len(self.specs))
+        for name, sb in blob.slots.items():
+            spec = self._spec_by_name.get(name)
+            if spec is None:
+                continue  # a slot no longer configured
+            try:
+                starts, vals, data = blob_arrays(sb)
+            except ValueError as exc:
+                raise InvalidInputError("profile", name, f"corrupt slot: {exc}") from None
+            data = self._remap(spec, sb.columns, data)
+            slot = SlotData(starts, vals, data, list(sb.vocab))
+            p.slots[spec.index] = slot
+            p.nbytes += slot.nbytes()
+        return p
+
+    @staticmethod
+    def _remap(spec, columns: list[str], data: np.ndarray) -> np.ndarray:
+        if columns == spec.columns:
+            return data
+        out = np.tile(spec.identity, (data.shape[0], 1))
+        pos = {c: i for i, c in enumerate(columns)}
+        for j, c in enumerate(spec.columns):
+            if c in pos:
+                out[:, j] = data[:, pos[c]]
+        return out
+
+    # ------------------------------------------------------------------ moving profiles
+
+    def entity_keys(self) -> Iterator[bytes]:
+        """Keys of the entities held by this store (cached and stored)."""
+        self.merge()
+        seen = set(self._profiles.keys())
+        yield from list(seen)
+        if self._storage is not None:
+            for key in self._storage.iter_keys():
+                if key not in seen and key not in self._deleted:
+                    yield key
+
+    def export_profiles(self, keys: Iterable[bytes]) -> dict[bytes, bytes]:
+        """Serialized, compressed profiles of ``keys`` (absent keys are left out)."""
+        self.merge()
+        out = {}
+        for key in keys:
+            key = _as_key(key)
+            p = self._get(key, create=False, count=False)
+            if p is not None and any(s is not None for s in p.slots):
+                out[key] = self._encode(list(p.slots))
+        return out
+
+    def import_profiles(self, blobs: dict[bytes, bytes]) -> None:
+        """Merge exported profiles in (by the reduce functions); durable when this returns."""
+        self._check_open()
+        per_slot: dict[int, tuple[list, list, list, list]] = {}
+        for key, raw in blobs.items():
+            key = _as_key(key)
+            p = self._decode(raw)
+            for spec, slot in zip(self.specs, p.slots, strict=True):
+                if slot is None:
+                    continue
+                keys, times, values, data = per_slot.setdefault(spec.index, ([], [], [], []))
+                n = slot.starts.shape[0]
+                keys.extend([key] * n)
+                times.append(slot.starts.astype(np.float64))
+                values.extend(slot.vocab[i] for i in slot.vals.tolist())
+                data.append(slot.data)
+        rows = [SlotRows(si, k, np.concatenate(t), v, np.concatenate(d)) for si, (k, t, v, d) in per_slot.items() if k]
+        with self._write_lock:
+            if rows:
+                self._log_rows(rows)
+        self.merge()
+
+    def delete_profiles(self, keys: Iterable[bytes]) -> None:
+        """Delete the profiles of ``keys``; durable when this returns."""
+        self._check_open()
+        keys = [_as_key(k) for k in keys]
+        if not keys:
+            return
+        with self._write_lock:
+            self._log_rows([], deletes=keys)
+        self.merge()
+
+    # ------------------------------------------------------------------ read path
+
+    def _plan(self, feature: Feature) -> FeaturePlan:
+        try:
+            plan = self._plans.get(feature)
+        except TypeError:  # lists inside: not hashable, resolve without caching
+            return plan_feature(feature, self._spec_by_name)
+        if plan is None:
+            plan = plan_feature(feature, self._spec_by_name)
+            if len(self._plans) > 100_000:
+                self._plans.clear()
+            self._plans[feature] = plan
+        return plan
+
+    def query(self, query: FeatureQuery) -> QueryResult:
+        """Answer many features of one or many entities (see :class:`FeatureQuery`)."""
+        if not isinstance(query, FeatureQuery):
+            raise InvalidInputError("query", query, "expected a FeatureQuery")
+        now = self.now() if query.now is None else query.now
+        if not isinstance(now, int | float) or now != now or now in (float("inf"), float("-inf")):
+            raise InvalidInputError("now", now, "must be a finite epoch time")
+        plans = [self._plan(f) for f in query.features]
+        keys = [self.label_key(e) for e in query.entities]
+        keys.extend(_as_key(k) for k in query.keys)
+        # Per slot: the window start of each feature (computed once per distinct window).
+        groups: dict[int, list[tuple[int, int]]] = {}
+        starts: dict[tuple[int, Any], int] = {}
+        for j, plan in enumerate(plans):
+            si = plan.spec.index
+            wk = (si, plan.since if plan.since is not None else -plan.seconds)
+            cutoff = starts.get(wk)
+            if cutoff is None:
+                cutoff = starts[wk] = plan.window_start(now)
+            groups.setdefault(si, []).append((j, cutoff))
+        results: list[list[FeatureResult]] = []
+        nplans = len(plans)
+        for key in keys:
+            profile = self._get(key, create=False)
+            row: list[Any] = [None] * nplans
+            for si, items in groups.items():
+                slot = profile.slots[si] if profile is not None else None
+                sw = SlotWindows(slot, self.specs[si], [c for _, c in items], now)
+                for j, cutoff in items:
+                    row[j] = answer(plans[j], sw, cutoff)
+            results.append(row)
+        return QueryResult(
+            names=[p.name for p in plans],
+            columns=[p.columns for p in plans],
+            keys=keys,
+            results=results,
+            now=float(now),
+        )
+
+    def sql(self, text: str, now: float | None = None) -> SqlResult:
+        """Answer a SQL query (the dialect is in ``docs/profiles.md``) as a table."""
+        from streamrec.profiles.sql import run_sql
+
+        return run_sql(self, text, now)
+
+    # ------------------------------------------------------------------ flush, recovery, lifecycle
+
+    def flush(self) -> None:
+        """Merge, then write every dirty profile to LMDB and truncate the WAL (no-op for memory-only)."""
+        self._check_open()
+        self._flush()
+
+    def _flush(self) -> None:
+        if self._storage is None or self._wal is None:
+            self.merge()
+            return
+        with self._flush_lock:
+            with self._merge_lock:
+                with self._write_lock:
+                    old_segments = self._wal.rotate()
+                    seq = self._seq
+                    pending, self._pending = self._pending, []
+                    clock = self._watermark
+                if pending:
+                    self._apply(pending, self.now())
+                snapshot = [(k, p, p.version, list(p.slots)) for k, p in self._profiles.items() if p.dirty]
+                deleted = set(self._deleted)
+            puts = [(k, self._encode(slots)) for k, _, _, slots in snapshot if any(s is not None for s in slots)]
+            empty = {k for k, _, _, slots in snapshot if all(s is None for s in slots)}
+            put_keys = {k for k, _ in puts}
+            self._storage.commit(puts, (deleted | empty) - put_keys, seq, clock)
+            for _, p, version, _ in snapshot:
+                if p.version == version:
+                    p.flushed = version
+            with self._merge_lock:
+                self._deleted -= deleted
+            self._wal.remove(old_segments)
+            self._stats["flushes"] += 1
+            with self._merge_lock:
+                self._evict()
+
+    def _recover(self) -> None:
+        assert self._wal is not None and self._storage is not None
+        stored = self._seq
+        for batch in self._wal.replay():
+            if batch.seq <= stored:
+                continue
+            rows = []
+            for wr in batch.rows:
+                spec = self._spec_by_name.get(wr.slot)
+                if spec is None:
+                    continue
+                data = np.frombuffer(wr.data, dtype=np.float64).reshape(len(wr.keys), max(len(wr.columns), 1))
+                data = self._remap(spec, wr.columns, data.copy())
+                times = np.frombuffer(wr.times, dtype=np.float64).copy()
+                rows.append(SlotRows(spec.index, list(wr.keys), times, list(wr.values), data))
+                if self.cfg.clock == "event" and times.size:
+                    self._watermark = max(self._watermark, float(times.max()))
+            self._pending.append((batch.seq, rows, list(batch.deletes)))
+            self._seq = max(self._seq, batch.seq)
+        self.merge()
+
+    def _run(self) -> None:
+        last_flush = time.monotonic()
+        interval = float(self.cfg.merge_interval)
+        while not self._stop.is_set():
+            self._wake.wait(interval)
+            woke = self._wake.is_set()
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self.merge()
+                t = time.monotonic()
+                if t - self._last_compact >= _COMPACT_INTERVAL:
+                    self.compact()
+                    self._last_compact = t
+                if self._storage is not None and (woke or t - last_flush >= float(self.cfg.flush_interval)):
+                    self._flush()
+                    last_flush = time.monotonic()
+            except Exception:  # keep merging; the error shows up in stats
+                self._stats["background_errors"] = self._stats.get("background_errors", 0) + 1
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and sizes: entities, bytes, cache hits/misses, rejected, too_old, evictions..."""
+        out: dict[str, Any] = dict(self._stats)
+        out["cached_entities"] = len(self._profiles)
+        out["memory_bytes"] = self._mem
+        out["pending_batches"] = len(self._pending)
+        out["wal_seq"] = self._seq
+        if self._storage is not None and not self._closed:
+            n, size = self._storage.count_and_bytes()
+            out["stored_entities"] = n
+            out["stored_bytes"] = size
+            keys = set(self._storage.iter_keys()) | set(self._profiles.keys())
+            out["entities"] = len(keys - self._deleted) if self._deleted else len(keys)
+        else:
+            out["entities"] = len(self._profiles)
+        return out
+
+    def close(self) -> None:
+        """Stop the background thread, flush, and release the files."""
+        if self._closed:
+            return
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._flush()
+        self._closed = True
+        if self._wal is not None:
+            self._wal.close()
+        if self._storage is not None:
+            self._storage.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StreamrecError("the profile store is closed")
+
+    def __enter__(self) -> ProfileStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _as_key(key: Any) -> bytes:
+    if not isinstance(key, bytes | bytearray) or len(key) != 16:
+        raise InvalidInputError("keys", key, "an entity key is 16 bytes (from ProfileStore.entity_key)")
+    return bytes(key)
