@@ -55,6 +55,31 @@ class JaggedIds:
     def __len__(self) -> int:
         return int(self.offsets.numel())
 
+    def lengths(self) -> torch.Tensor:
+        """Number of ids of each example."""
+        ends = torch.cat([self.offsets[1:], torch.tensor([self.values.numel()], dtype=torch.int64)])
+        return ends - self.offsets
+
+    def slice(self, lo: int, hi: int) -> JaggedIds:
+        """Examples ``lo..hi-1`` as their own jagged batch (views, no copy of the ids)."""
+        n = len(self)
+        lo, hi = max(0, min(lo, n)), max(0, min(hi, n))
+        if hi <= lo:
+            return JaggedIds(self.values[:0], self.offsets[:0])
+        start = int(self.offsets[lo])
+        stop = int(self.offsets[hi]) if hi < n else self.values.numel()
+        return JaggedIds(self.values[start:stop], self.offsets[lo:hi] - start)
+
+    def take(self, index: torch.Tensor) -> JaggedIds:
+        """The examples at ``index`` (any order, repeats allowed), as a new jagged batch."""
+        lengths = self.lengths()[index]
+        starts = self.offsets[index]
+        offsets = torch.cumsum(lengths, 0) - lengths
+        # position of every output id in `values`: its bag's start plus its rank within the bag
+        total = int(lengths.sum())
+        within = torch.arange(total) - torch.repeat_interleave(offsets, lengths)
+        return JaggedIds(self.values[torch.repeat_interleave(starts, lengths) + within], offsets)
+
     def check(self, slot: str) -> None:
         o = self.offsets
         if not isinstance(o, torch.Tensor) or o.dtype != torch.int64 or o.dim() != 1:

@@ -1,0 +1,5 @@
+"""Training: the example batch, the trainer (batch and online stages), snapshots and sync."""
+
+from streamrec.training.batch import ExampleBatch
+
+__all__ = ["ExampleBatch"]
