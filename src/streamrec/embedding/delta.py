@@ -106,6 +106,10 @@ class CollectionDelta:
             raise InvalidInputError("delta.version", wire.version, f"expected {_FORMAT_VERSION}")
         tables = {}
         for t in wire.tables:
+            n = len(t.ids) // 8
+            if t.dim < 1 or len(t.ids) % 8 or len(t.evicted) % 8 or len(t.vectors) != n * t.dim * 4:
+                sizes = f"dim={t.dim}, ids={len(t.ids)}B, vectors={len(t.vectors)}B, evicted={len(t.evicted)}B"
+                raise InvalidInputError(f"delta.tables.{t.slot}", sizes, "array sizes do not match ids and dim")
             ids = np.frombuffer(t.ids, dtype="<i8").astype(np.int64)
             vectors = np.frombuffer(t.vectors, dtype="<f4").astype(np.float32).reshape(len(ids), t.dim)
             evicted = np.frombuffer(t.evicted, dtype="<i8").astype(np.int64)
