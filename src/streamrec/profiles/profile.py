@@ -30,7 +30,7 @@ class SlotData:
     vocab: the feature values this slot has seen (strings).
     """
 
-    __slots__ = ("_vindex", "_vocab_arr", "data", "starts", "vals", "vocab")
+    __slots__ = ("_rank_order", "_vindex", "data", "starts", "vals", "vocab")
 
     def __init__(self, starts: np.ndarray, vals: np.ndarray, data: np.ndarray, vocab: list[str]) -> None:
         self.starts = starts
@@ -38,7 +38,7 @@ class SlotData:
         self.data = data
         self.vocab = vocab
         self._vindex: dict[str, int] | None = None
-        self._vocab_arr: np.ndarray | None = None
+        self._rank_order: np.ndarray | None = None
 
     @property
     def vindex(self) -> dict[str, int]:
@@ -48,11 +48,14 @@ class SlotData:
         return self._vindex
 
     @property
-    def vocab_array(self) -> np.ndarray:
-        """``vocab`` as a NumPy string array (for sorting ties by value)."""
-        if self._vocab_arr is None:
-            self._vocab_arr = np.array(self.vocab, dtype=object) if self.vocab else np.empty(0, dtype=object)
-        return self._vocab_arr
+    def rank_order(self) -> np.ndarray:
+        """Indices of ``vocab`` in string order (ties of a top-k go to the smaller string)."""
+        order = self._rank_order
+        if order is None or order.shape[0] != len(self.vocab):
+            n = len(self.vocab)
+            order = np.asarray(sorted(range(n), key=self.vocab.__getitem__), dtype=np.int64)
+            self._rank_order = order
+        return order
 
     def nbytes(self) -> int:
         """Approximate memory held."""

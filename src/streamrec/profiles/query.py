@@ -282,32 +282,70 @@ def _whole(plan: FeaturePlan, tot: np.ndarray) -> FeatureResult:
 
 
 def _top(plan: FeaturePlan, sw: SlotWindows, w: int, mask: np.ndarray) -> FeatureResult:
-    cand = np.flatnonzero(mask)
-    if cand.size == 0:
+    slot = sw.slot
+    if slot is None or not mask.any():
         return FeatureResult([], [])
-    acc = sw.acc[w]
-    if plan.by == -1:
-        n = np.nan_to_num(acc[cand, plan.num])
-        d = np.nan_to_num(acc[cand, plan.den]) + plan.beta
-        safe = np.where(d != 0, d, 1.0)
-        score = np.where(d != 0, (n + plan.alpha) / safe, 0.0)
-    else:
-        score = acc[cand, plan.by]
-    score = np.where(np.isnan(score), -np.inf, score)
-    k = plan.top_k
-    if cand.size > k:
-        kth = np.partition(score, cand.size - k)[cand.size - k]
-        keep = score >= kth
-        cand, score = cand[keep], score[keep]
-    names = sw.slot.vocab_array[cand]
-    order = np.lexsort((names, -score))[:k]
-    chosen = cand[order]
-    vocab = sw.slot.vocab
-    values = [vocab[i] for i in chosen.tolist()]
-    if plan.agg == "ratio":
-        num = acc[chosen, plan.num].tolist()
-        den = acc[chosen, plan.den].tolist()
-        data = [[_ratio(a, b, plan.alpha, plan.beta)] for a, b in zip(num, den, strict=True)]
-    else:
-        data = acc[np.ix_(chosen, plan.cols)].tolist()
-    return FeatureResult(values, data)
+    chosen, data = top_values(
+        sw.acc[w], mask, slot.rank_order, plan.by, plan.num, plan.den, plan.alpha, plan.beta, plan.top_k, plan.cols
+    )
+    vocab = slot.vocab
+    return FeatureResult([vocab[i] for i in chosen.tolist()], data.tolist())
+
+
+@njit(cache=True)
+def top_values(
+    acc: np.ndarray,
+    mask: np.ndarray,
+    rank_order: np.ndarray,
+    by: int,
+    num: int,
+    den: int,
+    alpha: float,
+    beta: float,
+    k: int,
+    cols: np.ndarray,
+):
+    """The ``k`` values of ``mask`` with the largest score, ties by value string. Hot path, Numba.
+
+    ``by >= 0`` ranks by that column, ``by == -1`` by the smoothed ratio ``num/den``.
+    ``rank_order`` lists value indices in string order, so a stable sort by score breaks ties by
+    string. Returns ``(indices, rows)``; rows hold ``cols``, or the ratio when ``cols`` is empty.
+    """
+    n = 0
+    for i in range(rank_order.shape[0]):
+        if rank_order[i] < mask.shape[0] and mask[rank_order[i]]:
+            n += 1
+    cand = np.empty(n, dtype=np.int64)
+    neg = np.empty(n, dtype=np.float64)
+    m = 0
+    for i in range(rank_order.shape[0]):
+        v = rank_order[i]
+        if v < mask.shape[0] and mask[v]:
+            cand[m] = v
+            x = acc[v, by] if by >= 0 else _ratio_nb(acc[v, num], acc[v, den], alpha, beta)
+            neg[m] = np.inf if math.isnan(x) else -x
+            m += 1
+    order = np.argsort(neg, kind="mergesort")
+    kk = min(k, n)
+    chosen = np.empty(kk, dtype=np.int64)
+    ncol = cols.shape[0] if cols.shape[0] > 0 else 1
+    rows = np.empty((kk, ncol), dtype=np.float64)
+    for r in range(kk):
+        v = cand[order[r]]
+        chosen[r] = v
+        if cols.shape[0] > 0:
+            for c in range(ncol):
+                rows[r, c] = acc[v, cols[c]]
+        else:
+            rows[r, 0] = _ratio_nb(acc[v, num], acc[v, den], alpha, beta)
+    return chosen, rows
+
+
+@njit(cache=True)
+def _ratio_nb(n: float, d: float, alpha: float, beta: float) -> float:
+    if math.isnan(n):
+        n = 0.0
+    if math.isnan(d):
+        d = 0.0
+    den = d + beta
+    return (n + alpha) / den if den != 0 else 0.0

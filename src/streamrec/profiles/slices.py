@@ -39,27 +39,32 @@ class TierPlan:
     retention: seconds of history kept.
     """
 
-    __slots__ = ("retention", "untils", "widths")
+    __slots__ = ("_memo", "retention", "untils", "widths")
 
     def __init__(self, widths: list[float], untils: list[float], retention: float) -> None:
         self.widths = np.asarray(widths, dtype=np.int64)
         self.untils = np.asarray(untils, dtype=np.float64)
         self.retention = float(retention)
+        self._memo: tuple[float, np.ndarray, int] = (float("nan"), np.empty(0, dtype=np.int64), 0)
 
     def bounds(self, now: float) -> tuple[np.ndarray, int]:
         """Tier boundaries at ``now`` (``bounds[k]``: oldest time of tier ``k``) and the retention cutoff."""
+        memo = self._memo  # one entry: the queries of one instant share it
+        if memo[0] == now:
+            return memo[1], memo[2]
         w = self.widths
         b = np.empty(len(w) - 1, dtype=np.int64)
         for k in range(len(w) - 1):
             b[k] = math.floor((now - self.untils[k]) / w[k + 1]) * w[k + 1]
-        cutoff = math.floor((now - self.retention) / w[-1]) * int(w[-1])
-        return b, int(cutoff)
+        cutoff = int(math.floor((now - self.retention) / w[-1]) * int(w[-1]))
+        self._memo = (now, b, cutoff)
+        return b, cutoff
 
     def width_at(self, t: float, now: float) -> int:
         """Width of the slice that holds time ``t`` at clock ``now``."""
         b, _ = self.bounds(now)
-        for k in range(len(b)):
-            if t >= b[k]:
+        for k, bk in enumerate(b.tolist()):
+            if t >= bk:
                 return int(self.widths[k])
         return int(self.widths[-1])
 
