@@ -212,3 +212,71 @@ def parse_many(
         except InvalidInputError as exc:
             errors.append((index, exc))
     return valid, errors
+
+
+# -- joiner records (streamrec.joiner; see docs/joiner.md) --------------------------------------
+
+
+def _check_rate(field: str, value: Any) -> None:
+    _check_number(field, value)
+    if not 0.0 < value <= 1.0:
+        raise InvalidInputError(field, value, "must be in (0, 1]")
+
+
+class Impression(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One item shown in one response, with the exact features the ranker used (topic ``impressions``).
+
+    The joiner turns it into exactly one :class:`Example` (see ``docs/joiner.md``); ``(request_id,
+    item)`` identifies it, so a duplicated impression is recognised and joined once.
+
+    Examples
+    --------
+    >>> imp = Impression(request_id="r1", user="u1", item="i7", time=1_700_000_000.0, sparse={"user": [42]})
+    >>> msgspec.msgpack.decode(msgspec.msgpack.encode(imp), type=Impression) == imp
+    True
+    """
+
+    request_id: str
+    user: str
+    item: str
+    time: float  # event time the item was shown, unix seconds
+    sparse: dict[str, list[int]] = {}  # slot -> int64 feature ids used at serving
+    dense: list[float] = []  # dense feature values used at serving, in the model's order
+    position: int = 0
+    score: float | None = None  # the served (corrected) probability, if any
+
+    def __post_init__(self) -> None:
+        _check_text("request_id", self.request_id)
+        _check_text("user", self.user)
+        _check_text("item", self.item)
+        _check_number("time", self.time)
+        if self.time < 0:
+            raise InvalidInputError("time", self.time, "must be unix seconds, not negative")
+
+
+class Example(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A labelled training example (topic ``examples``), built by the joiner or by dataset readers.
+
+    ``sample_rate`` is the probability the example was kept: ``r`` for a sampled negative, 1 for a
+    positive. Predictions of a model trained on such examples are corrected at serving time with
+    :func:`streamrec.joiner.correct_probability` (``docs/joiner.md``).
+    """
+
+    sparse: dict[str, list[int]]
+    dense: list[float] = []
+    label: float  # 1.0 positive, 0.0 negative
+    sample_rate: float = 1.0  # probability this example was kept (negatives: r; positives: 1)
+    time: float  # event time of the label (action time, or window close)
+    request_id: str | None = None
+    user: str | None = None
+    item: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_number("label", self.label)
+        if not 0.0 <= self.label <= 1.0:
+            raise InvalidInputError("label", self.label, "must be in [0, 1]")
+        _check_rate("sample_rate", self.sample_rate)
+        _check_number("time", self.time)
+
+
+__all__ += ["Example", "Impression"]
