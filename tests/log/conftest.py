@@ -1,0 +1,47 @@
+"""Fixtures of the event log tests: a fresh log per call, on SQLite and on a real redis-server."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+
+import pytest
+
+from streamrec.log import EventLog, open_log
+
+BACKENDS = ["sqlite", "redis"]
+
+
+class LogFactory:
+    """Opens fresh, isolated logs of one backend: a new file, or a new key prefix on the server."""
+
+    def __init__(self, backend: str, folder, redis_url: str | None) -> None:
+        self.backend = backend
+        self._folder = folder
+        self._redis_url = redis_url
+        self._count = itertools.count()
+        self._opened: list[EventLog] = []
+
+    def new_url(self) -> str:
+        if self.backend == "sqlite":
+            return f"sqlite://{self._folder}/log-{next(self._count)}.db"
+        return f"{self._redis_url}?prefix=t{uuid.uuid4().hex[:12]}:"
+
+    def open(self, url: str | None = None) -> EventLog:
+        log = open_log(url or self.new_url())
+        self._opened.append(log)
+        return log
+
+    def close_all(self) -> None:
+        for log in self._opened:
+            log.close()
+        self._opened.clear()
+
+
+@pytest.fixture(params=BACKENDS)
+def logs(request, tmp_path_factory):
+    """A :class:`LogFactory` for each backend in turn (the redis one starts a real server)."""
+    redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    factory = LogFactory(request.param, tmp_path_factory.mktemp("log"), redis_url)
+    yield factory
+    factory.close_all()
