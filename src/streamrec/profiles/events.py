@@ -22,12 +22,13 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import msgspec
 import numpy as np
 
+from streamrec.errors import InvalidInputError
 from streamrec.profiles.config import ProfilesConfig
 from streamrec.profiles.reduce import REDUCE_LAST, get_reduce
 from streamrec.profiles.slices import TIME_COLUMN, TierPlan
+from streamrec.records import parse_action
 
 __all__ = ["EntityKeyer", "SlotRows", "SlotSpec", "build_specs", "events_to_rows"]
 
@@ -122,21 +123,11 @@ class SlotRows:
         self.data = data
 
 
-class _EventShape(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    user: str
-    item: str
-    action: str
-    time: float
-    counters: dict[str, float] = {}
-    attributes: dict[str, str] = {}
-    request_id: str | None = None
-
-
 def _coerce(event: Any) -> Any:
-    if isinstance(event, Mapping):
+    if isinstance(event, Mapping):  # untrusted data (JSON bodies, CSV rows): the record parser checks it
         try:
-            return msgspec.convert(dict(event), _EventShape, strict=False)
-        except msgspec.ValidationError as exc:
+            return parse_action(dict(event))
+        except InvalidInputError as exc:
             raise _Bad(str(exc)) from None
     return event
 

@@ -69,7 +69,7 @@ class ProfileStore:
     Examples
     --------
     >>> from streamrec.profiles import ProfileStore, Feature, FeatureQuery
-    >>> from streamrec.profiles.events import _EventShape as Event
+    >>> from streamrec.records import ActionEvent as Event
     >>> store = ProfileStore(background=False, clock=lambda: 1_700_000_000.0)
     >>> ev = [Event(user="42", item="m1", action="click", time=1_699_999_990.0, attributes={"category": "comedy"})]
     >>> store.write(ev).accepted
