@@ -25,3 +25,20 @@ __all__ = [
     "profiles_config",
     "register_reduce",
 ]
+
+# ---- Service, client and placement (client.py, ring.py, service.py) --------------------------
+# Loaded on first use so that `import streamrec.profiles` does not import gRPC.
+_SERVICE_NAMES = {
+    "ProfileClient": "streamrec.profiles.client",
+    "HashRing": "streamrec.profiles.ring",
+    "ProfileNodeServer": "streamrec.profiles.service",
+}
+__all__ += list(_SERVICE_NAMES)
+
+
+def __getattr__(name: str):
+    if name in _SERVICE_NAMES:
+        import importlib
+
+        return getattr(importlib.import_module(_SERVICE_NAMES[name]), name)
+    raise AttributeError(f"module 'streamrec.profiles' has no attribute {name!r}")

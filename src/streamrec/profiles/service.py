@@ -1,0 +1,436 @@
+"""A profile node: one :class:`ProfileStore` behind gRPC, with health checks and Prometheus metrics.
+
+The node is thin on purpose. Everything a feature means is decided by the store; the node only
+turns wire bytes into the store's types and back, so a query answered over gRPC is the same
+``QueryResult`` an in-process caller gets. The hot call (``Query``) does three things: look the
+feature list up in a small cache keyed by its msgpack bytes (a client asking the same 100 features
+again pays their decoding once, and the store's per-feature plan cache then hits on the very
+same ``Feature`` objects), call ``store.query``, and encode the answer with one msgspec call. No
+protobuf message is built per feature or per number.
+
+Placement is the client's job (``client.py``): a node owns whatever entities the client's ring
+sends it. An event feeds the profiles of several entities (its user, its item...), which may live
+on different nodes, so a clustered ``Write`` names the keys this node owns and the node applies
+only their rows (``write_owned``); the other nodes apply the rest of the same events.
+
+Bad input (undecodable blobs, unknown slots, bad keys, a bad clock) answers ``INVALID_ARGUMENT``
+with the message of the :class:`InvalidInputError` that names the field, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent import futures
+from typing import Any
+
+import grpc
+import msgspec
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from streamrec.errors import InvalidInputError, StreamrecError
+from streamrec.profiles.events import events_to_rows
+from streamrec.profiles.proto import health_pb2, health_pb2_grpc, profiles_pb2, profiles_pb2_grpc
+from streamrec.profiles.store import ProfileStore
+from streamrec.profiles.types import Feature, FeatureQuery, WriteResult
+
+__all__ = ["NodeMetrics", "ProfileNodeServer", "serve", "write_owned"]
+
+_FEATURES = msgspec.msgpack.Decoder(list[Feature])
+_MAX_MESSAGE = 256 * 1024 * 1024
+GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", _MAX_MESSAGE),
+    ("grpc.max_receive_message_length", _MAX_MESSAGE),
+    ("grpc.so_reuseport", 0),
+]
+
+
+def write_owned(store: ProfileStore, events: Sequence[Any], primary: int, owned: frozenset[bytes]) -> WriteResult:
+    """Apply only the rows of ``owned`` entity keys; report on ``events[:primary]`` only.
+
+    A clustered write sends an event to every node that owns one of its entities; each node keeps
+    the rows of its own entities. Validation is per event and deterministic, so every node judges
+    an event the same way; the reply counts only the events this node is primary for, so the
+    client adds the replies up without counting an event twice.
+
+    This reaches into the store's write path (``events_to_rows`` and the WAL append under the
+    write lock) because the store's public ``write`` has no ownership filter; it keeps the same
+    durability: the filtered rows are in the WAL when this returns.
+    """
+    store._check_open()
+    events = list(events)
+    max_future = float(store.cfg.max_future)
+    with store._write_lock:
+        clock = store._clock() if store._clock is not None else None
+        rows, accepted, rejected, too_old, now = events_to_rows(
+            events, store.specs, store._keyer, clock, max_future, floor=store._watermark
+        )
+        if primary < len(events):
+            _, accepted, rejected, too_old, _ = events_to_rows(
+                events[:primary], store.specs, store._keyer, now, max_future, floor=store._watermark
+            )
+        kept = []
+        for r in rows:
+            mask = [k in owned for k in r.keys]
+            if all(mask):
+                kept.append(r)
+            elif any(mask):
+                idx = [i for i, m in enumerate(mask) if m]
+                kept.append(
+                    type(r)(r.slot, [r.keys[i] for i in idx], r.times[idx], [r.values[i] for i in idx], r.data[idx])
+                )
+        if kept:
+            store._log_rows(kept)
+        if store._clock is None:
+            store._watermark = max(store._watermark, now)
+        store._stats["accepted"] += accepted
+        store._stats["rejected"] += len(rejected)
+        store._stats["too_old"] += too_old
+    if float(store.cfg.merge_interval) == 0:
+        store.merge()
+    return WriteResult(accepted=accepted, rejected=rejected, too_old=too_old)
+
+
+class NodeMetrics:
+    """Prometheus metrics of one node, in a registry of its own (several nodes may share a process).
+
+    Request counts and latencies per method and status code, events by outcome, entities and
+    features queried, and the store's own counters and sizes read at scrape time.
+    """
+
+    def __init__(self, store: ProfileStore) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "streamrec_profiles_requests",
+            "gRPC requests by method and status code",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "streamrec_profiles_request_seconds",
+            "gRPC request latency by method",
+            ["method"],
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "streamrec_profiles_events", "events written by outcome", ["outcome"], registry=self.registry
+        )
+        self.entities = Counter(
+            "streamrec_profiles_entities_queried", "entities answered by Query", registry=self.registry
+        )
+        self.features = Counter(
+            "streamrec_profiles_features_queried", "features answered (per entity)", registry=self.registry
+        )
+        self.registry.register(_StoreCollector(store))
+
+
+class _StoreCollector:
+    """Exposes ``ProfileStore.stats()`` at scrape time (counters end in ``_total``, sizes are gauges)."""
+
+    _COUNTERS = ("cache_hits", "cache_misses", "evictions", "merges", "flushes", "loads", "dropped_retention")
+
+    def __init__(self, store: ProfileStore) -> None:
+        self.store = store
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            stats = self.store.stats()
+        except Exception:  # a closed store: nothing to report
+            return
+        for name, value in stats.items():
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            if name in self._COUNTERS:
+                yield CounterMetricFamily(f"streamrec_profiles_store_{name}", f"ProfileStore {name}", value=value)
+            elif name not in ("accepted", "rejected", "too_old"):
+                yield GaugeMetricFamily(f"streamrec_profiles_store_{name}", f"ProfileStore {name}", value=value)
+
+
+def _invalid(context: grpc.ServicerContext, message: str) -> None:
+    context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+class _Servicer(profiles_pb2_grpc.ProfileNodeServicer):
+    def __init__(self, store: ProfileStore, metrics: NodeMetrics) -> None:
+        self.store = store
+        self.m = metrics
+        self._features: dict[bytes, list[Feature]] = {}
+        self._enc = msgspec.msgpack.Encoder()
+        self._lat = {name: metrics.latency.labels(name) for name in self._methods()}
+        self._ok = {name: metrics.requests.labels(name, "OK") for name in self._methods()}
+
+    @staticmethod
+    def _methods() -> tuple[str, ...]:
+        return (
+            "Query",
+            "Write",
+            "Sql",
+            "ListKeys",
+            "ExportProfiles",
+            "ImportProfiles",
+            "DeleteProfiles",
+            "Flush",
+            "Stats",
+        )
+
+    def _call(self, name: str, context: grpc.ServicerContext, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        try:
+            out = fn()
+        except InvalidInputError as exc:
+            self.m.requests.labels(name, "INVALID_ARGUMENT").inc()
+            _invalid(context, str(exc))
+        except msgspec.DecodeError as exc:
+            self.m.requests.labels(name, "INVALID_ARGUMENT").inc()
+            _invalid(context, f"{name.lower()}: undecodable msgpack ({exc})")
+        except StreamrecError as exc:
+            self.m.requests.labels(name, "FAILED_PRECONDITION").inc()
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        self._lat[name].observe(time.perf_counter() - t0)
+        self._ok[name].inc()
+        return out
+
+    # ---------------------------------------------------------------- hot path
+
+    def _decode_features(self, blob: bytes) -> list[Feature]:
+        feats = self._features.get(blob)
+        if feats is None:
+            try:
+                feats = _FEATURES.decode(blob)
+            except msgspec.ValidationError as exc:
+                raise InvalidInputError("features", blob[:40], f"not a list of Feature ({exc})") from None
+            except msgspec.DecodeError as exc:
+                raise InvalidInputError("features", blob[:40], f"undecodable msgpack ({exc})") from None
+            if not feats:
+                raise InvalidInputError("features", feats, "ask for at least one feature")
+            if len(self._features) >= 1024:
+                self._features.clear()
+            self._features[blob] = feats
+        return feats
+
+    def Query(self, request: profiles_pb2.QueryRequest, context: grpc.ServicerContext) -> profiles_pb2.QueryReply:
+        def run() -> profiles_pb2.QueryReply:
+            feats = self._decode_features(request.features)
+            now = request.now if request.HasField("now") else None
+            q = FeatureQuery(features=feats, entities=list(request.entities), keys=list(request.keys), now=now)
+            res = self.store.query(q)
+            self.m.entities.inc(len(res.keys))
+            self.m.features.inc(len(res.keys) * len(feats))
+            return profiles_pb2.QueryReply(result=self._enc.encode(res))
+
+        return self._call("Query", context, run)
+
+    # ---------------------------------------------------------------- writes and moves
+
+    def Write(self, request: profiles_pb2.WriteRequest, context: grpc.ServicerContext) -> profiles_pb2.WriteReply:
+        def run() -> profiles_pb2.WriteReply:
+            try:
+                events = msgspec.msgpack.decode(request.events)
+            except msgspec.DecodeError as exc:
+                raise InvalidInputError("events", request.events[:40], f"undecodable msgpack ({exc})") from None
+            if not isinstance(events, list):
+                raise InvalidInputError("events", type(events).__name__, "expected a msgpack list of events")
+            if request.owned:
+                res = write_owned(self.store, events, request.primary, frozenset(request.owned))
+            else:
+                res = self.store.write(events)
+            self.m.events.labels("accepted").inc(res.accepted)
+            self.m.events.labels("rejected").inc(len(res.rejected))
+            self.m.events.labels("too_old").inc(res.too_old)
+            return profiles_pb2.WriteReply(
+                accepted=res.accepted,
+                too_old=res.too_old,
+                rejected=[profiles_pb2.Rejected(index=i, reason=r) for i, r in res.rejected],
+            )
+
+        return self._call("Write", context, run)
+
+    def Sql(self, request: profiles_pb2.SqlRequest, context: grpc.ServicerContext) -> profiles_pb2.SqlReply:
+        def run() -> profiles_pb2.SqlReply:
+            now = request.now if request.HasField("now") else None
+            return profiles_pb2.SqlReply(result=self._enc.encode(self.store.sql(request.text, now)))
+
+        return self._call("Sql", context, run)
+
+    def ListKeys(
+        self, request: profiles_pb2.ListKeysRequest, context: grpc.ServicerContext
+    ) -> Iterator[profiles_pb2.Keys]:
+        chunk = request.chunk or 4096
+        keys = self._call("ListKeys", context, lambda: list(self.store.entity_keys()))
+        for i in range(0, len(keys), chunk):
+            yield profiles_pb2.Keys(keys=keys[i : i + chunk])
+
+    def ExportProfiles(self, request: profiles_pb2.Keys, context: grpc.ServicerContext) -> profiles_pb2.Profiles:
+        def run() -> profiles_pb2.Profiles:
+            blobs = self.store.export_profiles(list(request.keys))
+            return profiles_pb2.Profiles(keys=list(blobs), blobs=list(blobs.values()))
+
+        return self._call("ExportProfiles", context, run)
+
+    def ImportProfiles(self, request: profiles_pb2.Profiles, context: grpc.ServicerContext) -> profiles_pb2.Count:
+        def run() -> profiles_pb2.Count:
+            if len(request.keys) != len(request.blobs):
+                raise InvalidInputError(
+                    "blobs", len(request.blobs), f"need one blob per key ({len(request.keys)} keys)"
+                )
+            try:
+                self.store.import_profiles(dict(zip(request.keys, request.blobs, strict=True)))
+            except (msgspec.DecodeError, ValueError) as exc:
+                if isinstance(exc, InvalidInputError):
+                    raise
+                raise InvalidInputError("blobs", "...", f"not an exported profile ({exc})") from None
+            return profiles_pb2.Count(count=len(request.keys))
+
+        return self._call("ImportProfiles", context, run)
+
+    def DeleteProfiles(self, request: profiles_pb2.Keys, context: grpc.ServicerContext) -> profiles_pb2.Count:
+        def run() -> profiles_pb2.Count:
+            self.store.delete_profiles(list(request.keys))
+            return profiles_pb2.Count(count=len(request.keys))
+
+        return self._call("DeleteProfiles", context, run)
+
+    def Flush(self, request: profiles_pb2.Empty, context: grpc.ServicerContext) -> profiles_pb2.Empty:
+        def run() -> profiles_pb2.Empty:
+            self.store.flush()
+            return profiles_pb2.Empty()
+
+        return self._call("Flush", context, run)
+
+    def Stats(self, request: profiles_pb2.Empty, context: grpc.ServicerContext) -> profiles_pb2.StatsReply:
+        return self._call(
+            "Stats", context, lambda: profiles_pb2.StatsReply(json=json.dumps(self.store.stats(), default=str))
+        )
+
+
+class _Health(health_pb2_grpc.HealthServicer):
+    """``grpc.health.v1.Health``: SERVING while the store is open, NOT_SERVING while draining."""
+
+    SERVICES = ("", "streamrec.profiles.v1.ProfileNode")
+
+    def __init__(self) -> None:
+        self.status = health_pb2.HealthCheckResponse.SERVING
+
+    def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        if request.service not in self.SERVICES:
+            return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+        return health_pb2.HealthCheckResponse(status=self.status)
+
+    def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext) -> Iterator[Any]:
+        yield self.Check(request, context)
+
+
+class ProfileNodeServer:
+    """A running profile node: gRPC (profiles + health) and an optional Prometheus endpoint.
+
+    Parameters
+    ----------
+    store: the store it serves (closed by :meth:`stop` if ``own_store``).
+    host, port: where gRPC listens (``port=0``: a free port, see :attr:`port` after start).
+    metrics_port: where ``/metrics`` listens (``None``: no HTTP endpoint; ``0``: a free port).
+    workers: gRPC handler threads.
+    own_store: close the store on :meth:`stop`.
+
+    Examples
+    --------
+    >>> from streamrec.profiles import ProfileStore, ProfileClient
+    >>> with ProfileNodeServer(ProfileStore(), own_store=True).start() as node:
+    ...     client = ProfileClient([node.address])
+    ...     client.health()[node.address]
+    'SERVING'
+    """
+
+    def __init__(
+        self,
+        store: ProfileStore,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        metrics_port: int | None = None,
+        workers: int = 8,
+        own_store: bool = False,
+    ) -> None:
+        self.store = store
+        self.host = host
+        self.port = port
+        self.metrics_port = metrics_port
+        self.own_store = own_store
+        self.metrics = NodeMetrics(store)
+        self._health = _Health()
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=GRPC_OPTIONS)
+        profiles_pb2_grpc.add_ProfileNodeServicer_to_server(_Servicer(store, self.metrics), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        self._http: Any = None
+        self._stopped = threading.Event()
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the gRPC endpoint."""
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> ProfileNodeServer:
+        """Bind and start serving (returns at once)."""
+        bound = self._server.add_insecure_port(f"{self.host}:{self.port}")
+        if bound == 0:
+            raise StreamrecError(f"profile node: cannot listen on {self.host}:{self.port}")
+        self.port = bound
+        self._server.start()
+        if self.metrics_port is not None:
+            self._http, _ = start_http_server(self.metrics_port, addr=self.host, registry=self.metrics.registry)
+            self.metrics_port = self._http.server_port
+        return self
+
+    def stop(self, grace: float = 2.0) -> None:
+        """Report NOT_SERVING, finish in-flight calls (up to ``grace`` s), stop, close the store if owned."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self._health.status = health_pb2.HealthCheckResponse.NOT_SERVING
+        self._server.stop(grace).wait()
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        if self.own_store:
+            self.store.close()
+
+    def wait(self) -> None:
+        """Block until :meth:`stop` (from a signal handler or another thread)."""
+        self._stopped.wait()
+
+    def __enter__(self) -> ProfileNodeServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve(
+    store: ProfileStore,
+    host: str,
+    port: int,
+    metrics_port: int | None,
+    workers: int = 8,
+    on_ready: Callable[[ProfileNodeServer], None] | None = None,
+) -> None:
+    """Run a node until SIGTERM/SIGINT, then drain and close the store (flushes it to disk)."""
+    node = ProfileNodeServer(store, host, port, metrics_port=metrics_port, workers=workers, own_store=True).start()
+
+    def _stop(signum: int, frame: Any) -> None:
+        threading.Thread(target=node.stop, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    if on_ready is not None:
+        on_ready(node)
+    node.wait()
+    node.stop()
