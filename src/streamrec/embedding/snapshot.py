@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -62,8 +63,10 @@ def read_arrays(path: str | Path, expected_format: str) -> dict[str, np.ndarray]
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise SnapshotError(f"{path} is not a readable snapshot: {exc}") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, NotImplementedError, zlib.error) as exc:
+        # a damaged zip directory surfaces as any of these (e.g. a flipped flag byte reads as
+        # "compression method not supported", a flipped name byte as a missing member)
+        raise SnapshotError(f"{path} is not a readable snapshot: {exc!r}") from None
     found = bytes(arrays.get("format", np.array([], np.uint8))).decode(errors="replace")
     if found != expected_format:
         raise SnapshotError(f"{path} has format {found!r}, expected {expected_format!r}")
@@ -85,15 +88,21 @@ def collection_arrays(collection: EmbeddingCollection, prefix: str = "") -> dict
 
 
 def collection_from_arrays(arrays: Mapping[str, np.ndarray], prefix: str = "") -> EmbeddingCollection:
-    """Rebuild a collection from :func:`collection_arrays` output."""
-    config = embedding_config(json.loads(bytes(arrays[f"{prefix}config"]).decode()))
-    collection = EmbeddingCollection.__new__(EmbeddingCollection)
-    collection.config = config
-    collection.tables = {}
-    for slot, slot_config in config.slots.items():
-        head = f"{prefix}slot/{slot}/"
-        table_arrays = {k.removeprefix(head): v for k, v in arrays.items() if k.startswith(head)}
-        collection.tables[slot] = EmbeddingTable.from_state_arrays(slot, slot_config, config.seed, table_arrays)
+    """Rebuild a collection from :func:`collection_arrays` output.
+
+    Raises :class:`SnapshotError` if an array is missing or does not fit the others.
+    """
+    try:
+        config = embedding_config(json.loads(bytes(arrays[f"{prefix}config"]).decode()))
+        collection = EmbeddingCollection.__new__(EmbeddingCollection)
+        collection.config = config
+        collection.tables = {}
+        for slot, slot_config in config.slots.items():
+            head = f"{prefix}slot/{slot}/"
+            table_arrays = {k.removeprefix(head): v for k, v in arrays.items() if k.startswith(head)}
+            collection.tables[slot] = EmbeddingTable.from_state_arrays(slot, slot_config, config.seed, table_arrays)
+    except (KeyError, ValueError, TypeError, IndexError) as exc:  # ValueError covers ConfigError and bad JSON
+        raise SnapshotError(f"snapshot arrays are incomplete or inconsistent: {exc!r}") from None
     return collection
 
 
