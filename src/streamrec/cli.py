@@ -18,6 +18,7 @@ _PARTS = (
     "streamrec.embedding.cli",
     "streamrec.training.cli",
     "streamrec.demo",
+    "streamrec.joiner.cli",
 )
 
 app = typer.Typer(
