@@ -98,6 +98,7 @@ def run(log, program) -> None:
             key, model = (group, topic), groups[(group, topic)]
             if key in consumers:
                 consumers.pop(key).close()  # no commit: what was polled comes back
+            envelopes[key] = []
             model.position = model.committed
             model.delivered = []
         for (group, topic), model in groups.items():
