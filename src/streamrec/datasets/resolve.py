@@ -54,7 +54,8 @@ def load_dataset(spec: str | Path) -> Dataset:
         from streamrec.datasets.criteo import load_criteo
 
         train = load_criteo(path / "train.tsv")
-        test = load_criteo(path / "test.tsv") if (path / "test.tsv").exists() else None
+        held_out = [path / name for name in ("dev.tsv", "test.tsv") if (path / name).exists()]
+        test = ExampleBatch.concat([load_criteo(p) for p in held_out]) if held_out else None
         return Dataset(path.name, "criteo", train, test=test, has_time=False)
     if path.suffix in (".tsv", ".txt") or path.is_dir():
         from streamrec.datasets.criteo import load_criteo
