@@ -30,7 +30,7 @@ from torch import nn
 
 from streamrec.embedding.collection import EmbeddingCollection
 from streamrec.embedding.serving import ServingCollection
-from streamrec.embedding.table import EmbeddingTable, as_ids
+from streamrec.embedding.table import EmbeddingTable, as_ids, check_time
 from streamrec.errors import InvalidInputError
 
 
@@ -134,13 +134,18 @@ class EmbeddingModule(nn.Module):
         train = self.training and self.trainable and torch.is_grad_enabled()
         if train and now is None:
             now = time.time()
-        out = {}
+        # Check every slot's input before admitting anything, so a bad slot changes no table.
+        checked = []
         for slot, ids in features.items():
             table = self.tables[slot]
             jagged = isinstance(ids, JaggedIds)
             if jagged:
                 ids.check(slot)
-            values = as_ids(ids.values if jagged else ids, field=f"{slot}.ids")
+            checked.append((slot, table, ids, jagged, as_ids(ids.values if jagged else ids, field=f"{slot}.ids")))
+        if train:
+            check_time(now)
+        out = {}
+        for slot, table, ids, jagged, values in checked:
             if train:
                 out[slot] = self._train_lookup(table, values, ids if jagged else None, now)
             else:
