@@ -16,6 +16,7 @@ from streamrec import __version__
 # Parts that add commands; each module defines register(app, bench_app).
 _PARTS = (
     "streamrec.embedding.cli",
+    "streamrec.log.cli",
     "streamrec.profiles.cli",
     "streamrec.training.cli",
     "streamrec.eval.cli",
