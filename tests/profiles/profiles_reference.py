@@ -55,6 +55,8 @@ def reduce_all(fn: str, items: list[tuple[float, int, float]]) -> float:
         return min(v for _, _, v in items)
     if fn == "last":
         return max(items)[2]
+    if fn == "first":
+        return min(items)[2]
     raise ValueError(fn)
 
 

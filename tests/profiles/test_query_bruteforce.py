@@ -15,7 +15,12 @@ NOW = 1_700_000_000.0
 TIERS = [(60.0, 7200.0), (3600.0, 3 * 86400.0), (86400.0, None)]
 SLOTS = {
     "cat": {"entity": "user", "value": "category", "counters": ["show", "click", "dwell"], "reduce": {"dwell": "max"}},
-    "item": {"entity": "user", "value": "item", "counters": ["click", "rating"], "reduce": {"rating": "last"}},
+    "item": {
+        "entity": "user",
+        "value": "item",
+        "counters": ["click", "rating", "dwell"],
+        "reduce": {"rating": "last", "dwell": "first"},
+    },
     "ia": {"entity": "item", "value": "action", "counters": ["count", "dwell"], "reduce": {"dwell": "min"}},
     "rates": {"entity": "user", "value": "item", "counters": ["rating"], "actions": ["rate"]},
 }

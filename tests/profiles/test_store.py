@@ -292,3 +292,12 @@ def test_ratio_and_distinct_and_filters(store):
     assert one(agg="distinct", values=("a", "zz")).results[0][0].scalar() == 1.0
     top = one(agg="ratio", numerator="click", denominator="show", top_k=2, by="ratio").results[0][0]
     assert top.values == ["a", "b"] and top.data == [[0.5], [1 / 3]]
+
+
+def test_write_owns_filter_keeps_only_owned_entities(store):
+    mine = store.entity_key("user", "1")
+    res = store.write([ev(attributes={"category": "a", "author": "x"})], owns=lambda k: k == mine)
+    assert res.accepted == 1
+    assert clicks(store) == 1.0
+    out = store.query(FeatureQuery(entities=["item:i1"], features=[Feature(slot="authors")], now=NOW))
+    assert out.results[0][0].scalar() == 0.0  # the item row belonged to another node

@@ -6,7 +6,6 @@ See ``docs/profiles.md`` for formats, invariants and failure behaviour.
 """
 
 from streamrec.profiles.config import ProfilesConfig, SlotConfig, Tier, load_profiles_config, profiles_config
-from streamrec.profiles.reduce import register_reduce
 from streamrec.profiles.store import ProfileStore
 from streamrec.profiles.types import Feature, FeatureQuery, FeatureResult, QueryResult, SqlResult, WriteResult
 
@@ -23,7 +22,6 @@ __all__ = [
     "WriteResult",
     "load_profiles_config",
     "profiles_config",
-    "register_reduce",
 ]
 
 # ---- Service, client and placement (client.py, ring.py, service.py) --------------------------

@@ -99,8 +99,8 @@ class SlotConfig(_Strict):
     value: the feature value: ``"item"``, ``"user"``, ``"action"`` or an attribute name.
     counters: counter names; each event adds to a counter ``c`` the amount ``event.counters[c]``
         if present, else 1 if ``event.action == c``, else nothing.
-    reduce: counter -> reduce function name (``sum``, ``max``, ``min``, ``last`` or a registered
-        one); unnamed counters use ``sum``.
+    reduce: counter -> reduce function name (``sum``, ``max``, ``min``, ``last``, ``first``);
+        unnamed counters use ``sum``.
     actions: if set, only events with one of these actions feed the slot.
     retention: how long history is kept (``"30d"``).
     truncate: keep at most this many values per slice (0 = all), the ones with the largest

@@ -26,7 +26,7 @@ import numpy as np
 
 from streamrec.errors import InvalidInputError
 from streamrec.profiles.config import ProfilesConfig
-from streamrec.profiles.reduce import REDUCE_LAST, get_reduce
+from streamrec.profiles.reduce import get_reduce
 from streamrec.profiles.slices import TIME_COLUMN, TierPlan
 from streamrec.records import parse_action
 
@@ -68,7 +68,7 @@ class SlotSpec:
         codes = [r.code for r in self.reduces]
         tcol = [0] * len(columns)
         for i, r in enumerate(self.reduces):
-            if r.code == REDUCE_LAST:
+            if r.timed:
                 tcol[i] = len(columns)
                 columns.append(f"{self.counters[i]}@time")
                 codes.append(TIME_COLUMN)
@@ -228,7 +228,7 @@ def events_to_rows(
                         continue
                 row[c] = float(x)
                 hit = True
-                if s.reduces[c].code == REDUCE_LAST:
+                if s.reduces[c].timed:
                     row[s.tcol[c]] = t
             if not hit:
                 continue

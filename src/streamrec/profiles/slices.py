@@ -22,7 +22,7 @@ import math
 import numpy as np
 from numba import njit
 
-from streamrec.profiles.reduce import REDUCE_LAST, REDUCE_MAX, REDUCE_MIN, REDUCE_SUM
+from streamrec.profiles.reduce import REDUCE_FIRST, REDUCE_LAST, REDUCE_MAX, REDUCE_MIN, REDUCE_SUM
 
 __all__ = ["TierPlan", "combine_row", "merge_rows"]
 
@@ -92,7 +92,8 @@ def combine_row(acc: np.ndarray, new: np.ndarray, codes: np.ndarray, tcol: np.nd
     """``acc = reduce(acc, new)`` column by column (in place). Hot path, Numba.
 
     ``sum`` adds; ``max``/``min`` ignore NaN (a counter nobody set); ``last`` keeps the value with
-    the latest hidden time, a tie going to ``new`` (the later arrival).
+    the latest hidden time, a tie going to ``new`` (the later arrival); ``first`` the earliest, a
+    tie staying with ``acc``. A new reduce is a new branch here (see ``reduce.py``).
     """
     for c in range(codes.shape[0]):
         code = codes[c]
@@ -108,6 +109,11 @@ def combine_row(acc: np.ndarray, new: np.ndarray, codes: np.ndarray, tcol: np.nd
         elif code == REDUCE_LAST:
             tc = tcol[c]
             if not math.isnan(x) and (math.isnan(acc[c]) or new[tc] >= acc[tc]):
+                acc[c] = x
+                acc[tc] = new[tc]
+        elif code == REDUCE_FIRST:
+            tc = tcol[c]
+            if not math.isnan(x) and (math.isnan(acc[c]) or new[tc] < acc[tc]):
                 acc[c] = x
                 acc[tc] = new[tc]
 

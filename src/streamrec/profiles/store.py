@@ -173,12 +173,16 @@ class ProfileStore:
 
     # ------------------------------------------------------------------ write path
 
-    def write(self, events: Sequence[Any]) -> WriteResult:
+    def write(self, events: Sequence[Any], owns: Callable[[bytes], bool] | None = None) -> WriteResult:
         """Validate and apply a batch of action events; durable when this returns.
 
         Bad events are rejected with ``(index, reason)``; the others are applied. Events older than
         retention (at the store's clock) are counted in ``too_old`` and dropped. Writes become
         visible to queries at the next merge (within ``merge_interval``, or call :meth:`merge`).
+
+        ``owns``, if given, filters by entity key: only rows of entities with ``owns(key)`` true are
+        kept (a node of a cluster keeps the user rows of an event it owns and leaves its item rows
+        to the item's node). Validation and the counts in the result are unaffected.
         """
         self._check_open()
         if isinstance(events, str | bytes) or not isinstance(events, Sequence | Iterable):
@@ -189,6 +193,8 @@ class ProfileStore:
             rows, accepted, rejected, too_old, now = events_to_rows(
                 events, self.specs, self._keyer, now, float(self.cfg.max_future), floor=self._watermark
             )
+            if owns is not None:
+                rows = _owned(rows, owns)
             if rows:
                 self._log_rows(rows)
             if self._clock is None:
@@ -650,6 +656,11 @@ class ProfileStore:
         if self._storage is not None:
             self._storage.close()
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
     def _check_open(self) -> None:
         if self._closed:
             raise StreamrecError("the profile store is closed")
@@ -659,6 +670,20 @@ class ProfileStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _owned(rows: list[SlotRows], owns: Callable[[bytes], bool]) -> list[SlotRows]:
+    out = []
+    for r in rows:
+        keep = [i for i, k in enumerate(r.keys) if owns(k)]
+        if len(keep) == len(r.keys):
+            out.append(r)
+        elif keep:
+            idx = np.asarray(keep, dtype=np.int64)
+            out.append(
+                SlotRows(r.slot, [r.keys[i] for i in keep], r.times[idx], [r.values[i] for i in keep], r.data[idx])
+            )
+    return out
 
 
 def _as_key(key: Any) -> bytes:
