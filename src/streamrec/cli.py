@@ -18,6 +18,7 @@ _PARTS = (
     "streamrec.embedding.cli",
     "streamrec.log.cli",
     "streamrec.profiles.cli",
+    "streamrec.profiles.service_cli",
     "streamrec.training.cli",
     "streamrec.eval.cli",
     "streamrec.demo",

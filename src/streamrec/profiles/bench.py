@@ -1,0 +1,635 @@
+"""``streamrec bench profiles``: a profile node over gRPC against the same features kept in Redis.
+
+What is compared, side by side in one run on the same generated data:
+
+- **streamrec**: a node started as its own process (``python -m streamrec.profiles.service_cli``,
+  WAL + LMDB in a temp dir, fsync on), written to and queried through :class:`ProfileClient`.
+- **Redis baseline**, built the way a careful engineer builds windowed counters on Redis today:
+  one hash per (slot, entity, time bucket) at the *same granularities streamrec compacts to*
+  (minute, hour and day buckets, every event written to all three), fields ``value\\x1fcounter``
+  bumped with ``HINCRBY``; increments are pre-aggregated per batch and sent in one pipeline, and
+  every bucket gets an ``EXPIREAT`` so it lives exactly as long as a query can need it. A query
+  covers each window with the fewest buckets (whole days, then whole hours, then minutes), fetches
+  the union of all buckets the request needs with one pipelined ``HGETALL`` each, and merges on the
+  client. So a window never reads more buckets there than streamrec merges. Redis runs with
+  ``appendfsync always``, because a streamrec write is durable when acknowledged.
+
+Both answer the same 100-feature request for one user (5 slots x 5 windows 5m..30d x {counters,
+smoothed ratio, distinct, top-10}); the benchmark checks that the two answers are equal on a sample
+of users before timing anything, so the ratio compares equal work. Requests alternate between
+the two systems so noise on a shared machine hits both alike.
+
+Data (reproducible from ``seed``): users and items with Zipf-Mandelbrot activity/popularity,
+items with a category, an author and a genre, 30 days of show/click/like events (clicks carry a
+dwell time), time-ordered as a stream would deliver them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zstandard
+
+from streamrec.errors import StreamrecError
+from streamrec.profiles.config import ProfilesConfig, profiles_config
+from streamrec.profiles.events import EntityKeyer
+from streamrec.profiles.types import Feature, FeatureQuery, FeatureResult
+
+__all__ = ["BENCH_SLOTS", "RedisProfiles", "Scale", "generate_events", "request_features", "run_benchmark"]
+
+ENGAGEMENT = ["show", "click", "like", "dwell_ms"]
+BENCH_SLOTS: dict[str, dict[str, Any]] = {
+    "clicked_item": {"entity": "user", "value": "item", "counters": ENGAGEMENT},
+    "clicked_category": {"entity": "user", "value": "category", "counters": ENGAGEMENT},
+    "clicked_author": {"entity": "user", "value": "author", "counters": ENGAGEMENT},
+    "watched_genre": {"entity": "user", "value": "genre", "counters": ENGAGEMENT},
+    "actions": {"entity": "user", "value": "action", "counters": ["count", "dwell_ms"]},
+    "item_engagement": {"entity": "item", "value": "action", "counters": ["count", "dwell_ms"]},
+}
+WINDOWS = ["5m", "1h", "1d", "7d", "30d"]
+WINDOW_SECONDS = {"5m": 300, "1h": 3600, "1d": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+ACTIONS = np.array(["show", "click", "like"])
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Sizes of one benchmark run."""
+
+    users: int = 100_000
+    items: int = 10_000
+    days: int = 30
+    events: int = 1_000_000
+    requests: int = 2000
+    batch: int = 2000
+    check_users: int = 30
+
+
+QUICK = Scale(users=2000, items=500, days=30, events=20_000, requests=150, batch=1000, check_users=10)
+
+
+def bench_config(secret: str = "bench-secret") -> ProfilesConfig:
+    """The benchmark's ``[profiles]``: the slots above, all sums, no truncation, default tiers."""
+    return profiles_config({"secret": secret, "slots": BENCH_SLOTS})
+
+
+def _config_toml(secret: str) -> str:
+    lines = ["[profiles]", f'secret = "{secret}"', 'merge_interval = "1s"', ""]
+    for name, slot in BENCH_SLOTS.items():
+        lines.append(f"[profiles.slots.{name}]")
+        lines.append(f'entity = "{slot["entity"]}"')
+        lines.append(f'value = "{slot["value"]}"')
+        lines.append("counters = [" + ", ".join(f'"{c}"' for c in slot["counters"]) + "]")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _zipf_weights(n: int, s: float, q: float) -> np.ndarray:
+    w = 1.0 / (np.arange(1, n + 1) + q) ** s
+    return w / w.sum()
+
+
+@dataclass
+class Dataset:
+    """Generated events as columns, plus the item attributes."""
+
+    user: np.ndarray
+    item: np.ndarray
+    action: np.ndarray
+    time: np.ndarray
+    dwell: np.ndarray
+    category: np.ndarray
+    author: np.ndarray
+    genre: np.ndarray
+    user_weights: np.ndarray
+    end: float
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+    def batches(self, size: int) -> Iterator[list[dict[str, Any]]]:
+        """Events as mappings (``ActionEvent`` fields), ``size`` at a time, oldest first."""
+        for lo in range(0, len(self), size):
+            hi = min(lo + size, len(self))
+            out = []
+            for u, i, a, t, d in zip(
+                self.user[lo:hi].tolist(),
+                self.item[lo:hi].tolist(),
+                self.action[lo:hi].tolist(),
+                self.time[lo:hi].tolist(),
+                self.dwell[lo:hi].tolist(),
+                strict=True,
+            ):
+                ev: dict[str, Any] = {
+                    "user": f"u{u}",
+                    "item": f"i{i}",
+                    "action": str(ACTIONS[a]),
+                    "time": t,
+                    "attributes": {
+                        "category": f"c{self.category[i]}",
+                        "author": f"a{self.author[i]}",
+                        "genre": f"g{self.genre[i]}",
+                    },
+                }
+                if d:
+                    ev["counters"] = {"dwell_ms": d}
+                out.append(ev)
+            yield out
+
+
+def generate_events(scale: Scale, end: float, seed: int = 7) -> Dataset:
+    """``scale.events`` events over ``scale.days`` days ending at ``end`` (reproducible from ``seed``).
+
+    Users act with Zipf-Mandelbrot weights (s=0.9, q=20: a heavy head without one user owning
+    the data), items are picked with Zipf popularity (s=1.0, q=5); 75% shows, 18% clicks (with a
+    log-normal dwell time in ms), 7% likes; times uniform over the period, sorted.
+    """
+    rng = np.random.default_rng(seed)
+    uw = _zipf_weights(scale.users, 0.9, 20.0)
+    iw = _zipf_weights(scale.items, 1.0, 5.0)
+    n = scale.events
+    user = rng.permutation(scale.users)[rng.choice(scale.users, size=n, p=uw)]
+    item = rng.permutation(scale.items)[rng.choice(scale.items, size=n, p=iw)]
+    action = rng.choice(3, size=n, p=[0.75, 0.18, 0.07])
+    span = scale.days * 86400.0
+    times = np.sort(np.floor(end - rng.uniform(0, span, size=n)))
+    dwell = np.where(action == 1, np.round(rng.lognormal(8.0, 1.0, size=n)).astype(np.int64) + 1, 0)
+    user_weights = np.bincount(user, minlength=scale.users) / n
+    return Dataset(
+        user=user,
+        item=item,
+        action=action,
+        time=times,
+        dwell=dwell,
+        category=rng.integers(0, 50, size=scale.items),
+        author=rng.integers(0, 2000, size=scale.items),
+        genre=rng.integers(0, 20, size=scale.items),
+        user_weights=user_weights,
+        end=end,
+    )
+
+
+def request_features() -> list[Feature]:
+    """The 100 features of one request: 5 user slots x 5 windows x {counters, ratio, distinct, top-10}."""
+    out = []
+    for slot in ("clicked_item", "clicked_category", "clicked_author", "watched_genre", "actions"):
+        num, den = ("click", "show") if slot != "actions" else ("dwell_ms", "count")
+        for w in WINDOWS:
+            out.append(Feature(slot=slot, window=w))
+            out.append(Feature(slot=slot, window=w, agg="ratio", numerator=num, denominator=den, alpha=1.0, beta=10.0))
+            out.append(Feature(slot=slot, window=w, agg="distinct"))
+            out.append(Feature(slot=slot, window=w, top_k=10, by="click" if slot != "actions" else "count"))
+    return out
+
+
+# --------------------------------------------------------------------------- Redis baseline
+
+_GRAINS = ((b"m", 60, 2 * 3600 + 60), (b"h", 3600, 3 * 86400 + 3600), (b"d", 86400, 31 * 86400))
+
+
+class RedisProfiles:
+    """The same profiles as Redis hashes per (slot, entity, bucket); see the module docstring.
+
+    Parameters
+    ----------
+    client: a ``redis.Redis`` connection.
+    cfg: the profile config (slots, tiers, secret: entities are keyed the same way, so neither
+        side stores raw ids).
+    """
+
+    def __init__(self, client: Any, cfg: ProfilesConfig) -> None:
+        self.r = client
+        self.cfg = cfg
+        self.keyer = EntityKeyer(cfg.secret)
+        self.slots = [
+            (name.encode(), s.entity, s.value, [c.encode() for c in s.counters], list(s.counters))
+            for name, s in cfg.slots.items()
+        ]
+        self.counters = {name: list(s.counters) for name, s in cfg.slots.items()}
+        self._counter_index = {n: {c.encode(): i for i, c in enumerate(cs)} for n, cs in self.counters.items()}
+        tiers = cfg.tiers
+        self.widths = [int(t.width) for t in tiers]
+        self.untils = [float(t.until) for t in tiers[:-1]]
+
+    # ---- write
+
+    def write(self, events: list[dict[str, Any]]) -> None:
+        """Pre-aggregate a batch's increments, then one MULTI/EXEC pipeline of HINCRBY + EXPIREAT.
+
+        Buckets that would already be expired (a minute bucket of an event three hours old) are not
+        written at all, as streamrec places old events straight into coarse slices. MULTI/EXEC makes
+        the batch one AOF write, so ``appendfsync always`` costs one fsync per batch.
+        """
+        acc: dict[bytes, dict[bytes, int]] = {}
+        expire: dict[bytes, int] = {}
+        keyer = self.keyer
+        wall = time.time()
+        for ev in events:
+            t = ev["time"]
+            action = ev["action"]
+            counters = ev.get("counters") or {}
+            attrs = ev.get("attributes") or {}
+            grains = []
+            for g, w, keep in _GRAINS:
+                until = (int(t // w) + 1) * w + keep
+                if until > wall:
+                    grains.append((g, int(t // w), until))
+            for slot_b, entity, value, counters_b, names in self.slots:
+                eid = ev[entity] if entity in ("user", "item") else attrs.get(entity)
+                val = ev[value] if value in ("user", "item", "action") else attrs.get(value)
+                if not eid or not val:
+                    continue
+                incs = []
+                for c_b, c in zip(counters_b, names, strict=True):
+                    x = counters.get(c)
+                    if x is None:
+                        if action == c or (c == "count" and "count" not in counters):
+                            x = 1
+                        else:
+                            continue
+                    incs.append((val.encode() + b"\x1f" + c_b, int(x)))
+                if not incs:
+                    continue
+                ekey = keyer(entity, eid)
+                for g, bucket, until in grains:
+                    key = b"%s|%s|%s|%d" % (slot_b, ekey, g, bucket)
+                    fields = acc.get(key)
+                    if fields is None:
+                        fields = acc[key] = {}
+                        expire[key] = until
+                    for f, x in incs:
+                        fields[f] = fields.get(f, 0) + x
+        pipe = self.r.pipeline(transaction=True)
+        for key, fields in acc.items():
+            for f, x in fields.items():
+                pipe.hincrby(key, f, x)
+            pipe.expireat(key, expire[key])
+        pipe.execute()
+
+    # ---- read
+
+    def window_start(self, seconds: float, now: float) -> int:
+        """Start of a window, rounded down to the width of the slices that hold it (streamrec's rule)."""
+        start = now - seconds
+        width = self.widths[-1]
+        for k, until in enumerate(self.untils):
+            boundary = math.floor((now - until) / self.widths[k + 1]) * self.widths[k + 1]
+            if start >= boundary:
+                width = self.widths[k]
+                break
+        return int(math.floor(start / width) * width)
+
+    @staticmethod
+    def cover(start: int, now: float) -> list[tuple[bytes, int]]:
+        """Fewest (grain, bucket) covering ``[start, now]``: whole days, then whole hours, then minutes."""
+        end = int(now // 60) * 60 + 60
+        out = []
+        t = start
+        while t < end:
+            for g, w, _ in reversed(_GRAINS):
+                if t % w == 0 and t + w <= end:
+                    out.append((g, t // w))
+                    t += w
+                    break
+            else:  # start not minute-aligned (cannot happen with the default tiers)
+                out.append((b"m", t // 60))
+                t = (t // 60 + 1) * 60
+        return out
+
+    def query(self, user: str, features: list[Feature], now: float) -> list[tuple[list[str] | None, list[list[float]]]]:
+        """Answer ``features`` for one user: one pipeline of HGETALL, then merge on the client."""
+        ekey = self.keyer("user", user)
+        plans = []
+        covers: dict[tuple[str, int], list[bytes]] = {}
+        for f in features:
+            start = self.window_start(WINDOW_SECONDS[f.window], now)
+            ck = (f.slot, start)
+            if ck not in covers:
+                slot_b = f.slot.encode()
+                covers[ck] = [b"%s|%s|%s|%d" % (slot_b, ekey, g, b) for g, b in self.cover(start, now)]
+            plans.append(ck)
+        keys = list({k for ks in covers.values() for k in ks})
+        pipe = self.r.pipeline(transaction=False)
+        for k in keys:
+            pipe.hgetall(k)
+        hashes = dict(zip(keys, pipe.execute(), strict=True))
+        # Merge each (slot, window) once: value -> counter vector.
+        merged: dict[tuple[str, int], dict[str, list[float]]] = {}
+        for ck, ks in covers.items():
+            index = self._counter_index[ck[0]]
+            nc = len(index)
+            agg: dict[bytes, list[float]] = {}
+            for k in ks:
+                for field, x in hashes[k].items():
+                    value, _, counter = field.rpartition(b"\x1f")
+                    vec = agg.get(value)
+                    if vec is None:
+                        vec = agg[value] = [0.0] * nc
+                    vec[index[counter]] += int(x)
+            merged[ck] = {v.decode(): vec for v, vec in agg.items()}
+        return [self._answer(f, merged[ck]) for f, ck in zip(features, plans, strict=True)]
+
+    def _answer(self, f: Feature, agg: dict[str, list[float]]) -> tuple[list[str] | None, list[list[float]]]:
+        names = self.counters[f.slot]
+        if f.values is not None:
+            agg = {v: x for v, x in agg.items() if v in f.values}
+        if f.agg == "distinct":
+            return None, [[float(len(agg))]]
+        if f.agg == "ratio":
+            ni, di = names.index(f.numerator), names.index(f.denominator)
+
+            def ratio(vec: list[float]) -> float:
+                den = vec[di] + f.beta
+                return (vec[ni] + f.alpha) / den if den != 0 else 0.0
+
+            if not f.top_k:
+                tot = [sum(v[i] for v in agg.values()) for i in range(len(names))]
+                return None, [[ratio(tot)]]
+            by_ratio = f.by in (None, "ratio")
+            ranked = sorted(
+                agg.items(), key=lambda kv: (-(ratio(kv[1]) if by_ratio else kv[1][names.index(f.by)]), kv[0])
+            )
+            top = ranked[: f.top_k]
+            return [v for v, _ in top], [[ratio(x)] for _, x in top]
+        cols = [names.index(c) for c in (f.counters or names)]
+        if not f.top_k:
+            tot = [0.0] * len(names)
+            for vec in agg.values():
+                for i, x in enumerate(vec):
+                    tot[i] += x
+            return None, [[tot[c] for c in cols]]
+        bi = names.index(f.by or names[cols[0]])
+        top = sorted(agg.items(), key=lambda kv: (-kv[1][bi], kv[0]))[: f.top_k]
+        return [v for v, _ in top], [[x[c] for c in cols] for _, x in top]
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class _Node:
+    """A profile node subprocess with its data directory."""
+
+    def __init__(self, config_text: str) -> None:
+        self.dir = tempfile.TemporaryDirectory(prefix="streamrec-bench-node-")
+        root = Path(self.dir.name)
+        (root / "profiles.toml").write_text(config_text)
+        ready = root / "ready.json"
+        cmd = [
+            sys.executable, "-m", "streamrec.profiles.service_cli", "--config", str(root / "profiles.toml"),
+            "--path", str(root / "data"), "--port", "0", "--metrics-port", "-1", "--ready-file", str(ready),
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise StreamrecError(f"profile node exited at start: {err.strip()[-2000:]}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise StreamrecError("profile node did not start within 120 s")
+            time.sleep(0.05)
+        self.address = json.loads(ready.read_text())["address"]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.dir.cleanup()
+
+
+def _canon(res: FeatureResult | tuple) -> tuple:
+    values, data = (res.values, res.data) if isinstance(res, FeatureResult) else res
+    return (values, [[round(float(x), 9) for x in row] for row in data])
+
+
+def _percentile(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
+
+
+def _progress(as_json: bool, text: str) -> None:
+    if not as_json:
+        print(f"  .. {text}", file=sys.stderr, flush=True)
+
+
+def measure(scale: Scale, as_json: bool = True, seed: int = 7) -> dict[str, Any]:
+    """Run the whole comparison at ``scale``; returns the result object (see :func:`run_benchmark`)."""
+    import redis
+
+    from streamrec.profiles.client import ProfileClient
+    from streamrec.profiles.store import ProfileStore
+    from streamrec.redis_server import RedisServer
+
+    cfg = bench_config()
+    end = float(int(time.time() // 60) * 60)
+    t0 = time.perf_counter()
+    data = generate_events(scale, end, seed)
+    _progress(as_json, f"generated {len(data):,} events in {time.perf_counter() - t0:.1f}s")
+    features = request_features()
+    rng = np.random.default_rng(seed + 1)
+    active = np.flatnonzero(data.user_weights > 0)
+    p = data.user_weights[active] / data.user_weights[active].sum()
+    users = [f"u{u}" for u in active[rng.choice(len(active), size=scale.requests + 50, p=p)]]
+
+    node = _Node(_config_toml(cfg.secret))
+    server = RedisServer(appendonly=True).start()
+    try:
+        r = redis.Redis.from_url(server.url)
+        baseline = RedisProfiles(r, cfg)
+        client = ProfileClient([node.address], cfg, timeout=120)
+        # ---- ingest, batch by batch, alternating systems
+        t_sr = t_redis = 0.0
+        for batch in data.batches(scale.batch):
+            a = time.perf_counter()
+            res = client.write(batch)
+            b = time.perf_counter()
+            baseline.write(batch)
+            c = time.perf_counter()
+            t_sr += b - a
+            t_redis += c - b
+            if res.rejected:
+                raise StreamrecError(f"benchmark events rejected: {res.rejected[:3]}")
+        a = time.perf_counter()
+        client.flush()  # merge + LMDB, counted against streamrec
+        t_sr += time.perf_counter() - a
+        _progress(as_json, f"ingest: streamrec {len(data) / t_sr:,.0f} ev/s, redis {len(data) / t_redis:,.0f} ev/s")
+
+        # ---- same answers on both sides
+        q_of = {u: FeatureQuery(features=features, entities=[f"user:{u}"], now=end) for u in users}
+        for u in users[: scale.check_users]:
+            got = [_canon(x) for x in client.query(q_of[u]).results[0]]
+            want = [_canon(x) for x in baseline.query(u, features, end)]
+            if got != want:
+                bad = next(i for i in range(len(got)) if got[i] != want[i])
+                raise StreamrecError(
+                    f"streamrec and the Redis baseline disagree for {u} on {features[bad].output_name()}: "
+                    f"{got[bad]} vs {want[bad]}"
+                )
+        _progress(as_json, f"answers equal for {scale.check_users} users")
+
+        # ---- query latency, alternating per request
+        lat_sr: list[float] = []
+        lat_redis: list[float] = []
+        for n, u in enumerate(users):
+            q = q_of[u]
+            a = time.perf_counter()
+            client.query(q)
+            b = time.perf_counter()
+            baseline.query(u, features, end)
+            c = time.perf_counter()
+            if n >= 50:  # warm-up
+                lat_sr.append(b - a)
+                lat_redis.append(c - b)
+        _progress(as_json, "queries timed")
+
+        # ---- size: the node's profiles, exported; and an in-process store for in-process latency
+        keys = [k for ks in client.keys().values() for k in ks]
+        blobs: dict[bytes, bytes] = {}
+        for i in range(0, len(keys), 2048):
+            blobs.update(client._nodes[node.address].export(keys[i : i + 2048]))
+        dctx = zstandard.ZstdDecompressor()
+        stored = sum(len(b) for b in blobs.values())
+        raw = sum(len(dctx.decompress(b)) for b in blobs.values())
+        redis_mem = int(r.info("memory")["used_memory"]) - int(r.info("memory").get("used_memory_startup", 0))
+        local = ProfileStore(cfg, background=False)
+        local.import_profiles(blobs)
+        lat_local: list[float] = []
+        for n, u in enumerate(users):
+            a = time.perf_counter()
+            local.query(q_of[u])
+            if n >= 50:
+                lat_local.append(time.perf_counter() - a)
+        local.close()
+        client.close()
+    finally:
+        node.stop()
+        server.stop()
+
+    qps_sr = len(lat_sr) / sum(lat_sr)
+    qps_redis = len(lat_redis) / sum(lat_redis)
+    p99_sr, p99_redis = _percentile(lat_sr, 99), _percentile(lat_redis, 99)
+    ingest_sr, ingest_redis = len(data) / t_sr, len(data) / t_redis
+    try:
+        import hiredis  # noqa: F401
+
+        parser = "hiredis"
+    except ImportError:
+        parser = "python"
+    return {
+        "benchmark": "profiles",
+        "scale": {
+            "users": scale.users,
+            "items": scale.items,
+            "days": scale.days,
+            "events": len(data),
+            "requests": len(lat_sr),
+            "features_per_request": len(features),
+            "slots": len(BENCH_SLOTS),
+        },
+        "ratios": {
+            "query_qps_vs_redis": qps_sr / qps_redis,
+            "query_p99_vs_redis": p99_sr / p99_redis,
+            "ingest_vs_redis": ingest_sr / ingest_redis,
+        },
+        "goals": {"query_qps_vs_redis": ">= 1.0", "query_p99_vs_redis": "<= 1.0", "ingest_vs_redis": ">= 0.5"},
+        "streamrec_grpc": {
+            "query_qps": qps_sr,
+            "query_p50_ms": _percentile(lat_sr, 50) * 1e3,
+            "query_p99_ms": p99_sr * 1e3,
+            "ingest_events_per_s": ingest_sr,
+        },
+        "redis": {
+            "query_qps": qps_redis,
+            "query_p50_ms": _percentile(lat_redis, 50) * 1e3,
+            "query_p99_ms": p99_redis * 1e3,
+            "ingest_events_per_s": ingest_redis,
+            "bytes_per_profile": redis_mem / max(len(blobs), 1),
+            "reply_parser": parser,
+            "appendfsync": "always",
+            "write_batches": "MULTI/EXEC pipelines, increments pre-aggregated per batch",
+        },
+        "in_process": {
+            "query_p50_ms": _percentile(lat_local, 50) * 1e3,
+            "query_p99_ms": _percentile(lat_local, 99) * 1e3,
+        },
+        "in_process_query_p50_ms": _percentile(lat_local, 50) * 1e3,
+        "in_process_query_p99_ms": _percentile(lat_local, 99) * 1e3,
+        "profiles": len(blobs),
+        "compression_ratio": raw / max(stored, 1),
+        "bytes_per_profile": stored / max(len(blobs), 1),
+        "answers_checked_users": scale.check_users,
+        "answers_equal": True,
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def run_benchmark(
+    as_json: bool = False, quick: bool = False, events: int | None = None, requests: int | None = None
+) -> dict[str, Any]:
+    """Run and print: one JSON object with ``--json``, else a table."""
+    scale = QUICK if quick else Scale()
+    if events is not None or requests is not None:
+        scale = Scale(
+            users=scale.users,
+            items=scale.items,
+            days=scale.days,
+            events=events or scale.events,
+            requests=requests or scale.requests,
+            batch=scale.batch,
+            check_users=scale.check_users,
+        )
+    out = measure(scale, as_json=as_json)
+    if as_json:
+        print(json.dumps(out, indent=2))
+    else:
+        _print_table(out)
+    return out
+
+
+def _print_table(out: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    s = out["scale"]
+    console = Console()
+    console.print(
+        f"[bold]streamrec bench profiles[/bold]: {s['users']:,} users, {s['items']:,} items, {s['days']} days, "
+        f"{s['events']:,} events, {s['slots']} slots; {s['requests']} requests of {s['features_per_request']} features"
+    )
+    t = Table("", "streamrec (gRPC)", "Redis baseline", "ratio", "goal")
+    sr, rd, ra = out["streamrec_grpc"], out["redis"], out["ratios"]
+    qps = (f"{sr['query_qps']:,.0f}", f"{rd['query_qps']:,.0f}", f"{ra['query_qps_vs_redis']:.2f}")
+    p99 = (f"{sr['query_p99_ms']:.2f}", f"{rd['query_p99_ms']:.2f}", f"{ra['query_p99_vs_redis']:.2f}")
+    t.add_row("query throughput (req/s)", *qps, ">= 1.0")
+    t.add_row("query p50 (ms)", f"{sr['query_p50_ms']:.2f}", f"{rd['query_p50_ms']:.2f}", "", "")
+    t.add_row("query p99 (ms)", *p99, "<= 1.0")
+    t.add_row(
+        "ingest (events/s)",
+        f"{sr['ingest_events_per_s']:,.0f}",
+        f"{rd['ingest_events_per_s']:,.0f}",
+        f"{ra['ingest_vs_redis']:.2f}",
+        ">= 0.5",
+    )
+    t.add_row("bytes per profile", f"{out['bytes_per_profile']:,.0f}", f"{rd['bytes_per_profile']:,.0f}", "", "")
+    console.print(t)
+    console.print(
+        f"in-process query p50 {out['in_process_query_p50_ms']:.2f} ms, p99 {out['in_process_query_p99_ms']:.2f} ms; "
+        f"compression ratio {out['compression_ratio']:.2f}x over {out['profiles']:,} profiles; "
+        f"answers equal on {out['answers_checked_users']} users"
+    )
