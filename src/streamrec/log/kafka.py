@@ -110,7 +110,7 @@ class KafkaLog(EventLog):
             _, high = consumer.get_watermark_offsets(self._kafka.TopicPartition(topic, 0), timeout=10)
             return max(high, 0)
         except self._kafka.KafkaException as exc:
-            if "UNKNOWN_TOPIC" in str(exc):
+            if "UNKNOWN" in str(exc):  # topic (or its partition) not created yet
                 return 0
             raise LogError(f"event log {self.url!r}: end_offset failed: {exc}") from None
         finally:
