@@ -143,6 +143,7 @@ class RedisConsumer(Consumer[T]):
         self._key = log.key(topic)
         self._history: str | None = "0"  # cursor into our own pending entries; None once read
         self._last_claim = float("-inf")
+        self._claim_cursor = "0-0"  # XAUTOCLAIM scans the pending list in pages; resume where it stopped
         try:
             log.redis.xgroup_create(self._key, group, id="0" if start == "earliest" else "$", mkstream=True)
         except log._redis_errors as exc:
@@ -194,9 +195,11 @@ class RedisConsumer(Consumer[T]):
                 self.group,
                 self.name,
                 int(claim * 1000),
-                start_id="0-0",
+                start_id=self._claim_cursor,
                 count=max_records - len(out),
             )
+            cursor = reply[0]
+            self._claim_cursor = cursor.decode() if isinstance(cursor, bytes) else cursor
             mine = set(self._uncommitted)  # ours already, idle only because processing is slow
             mine.update(offset for offset, _ in out)
             self._keep([e for e in reply[1] if _offset(e[0]) not in mine], out)
