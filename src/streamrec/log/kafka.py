@@ -59,10 +59,10 @@ class KafkaLog(EventLog):
         self.servers = url.split("://", 1)[1].split("/", 1)[0]
         if not self.servers:
             raise LogError(f"event log {url!r}: no broker given (expected kafka://host:port)")
-        self._producer = self._kafka.Producer(
-            {"bootstrap.servers": self.servers, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
-        )
         try:  # fail at open, not at the first append, when no broker answers
+            self._producer = self._kafka.Producer(
+                {"bootstrap.servers": self.servers, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+            )
             self._producer.list_topics(timeout=10)
         except self._kafka.KafkaException as exc:
             raise LogError(f"event log {url!r}: cannot reach a broker: {exc}") from None
@@ -152,17 +152,19 @@ class KafkaConsumer(Consumer[T]):
         super().__init__(topic, group, record_type)
         self._log = log
         kafka = log._kafka
-        self._consumer = kafka.Consumer(
-            {
-                "bootstrap.servers": log.servers,
-                "group.id": group,
-                "client.id": name,
-                "enable.auto.commit": False,
-                "auto.offset.reset": start,
-                "enable.partition.eof": False,
-            }
-        )
-        self._consumer.subscribe([topic])
+        settings = {
+            "bootstrap.servers": log.servers,
+            "group.id": group,
+            "client.id": name,
+            "enable.auto.commit": False,
+            "auto.offset.reset": start,
+            "enable.partition.eof": False,
+        }
+        try:
+            self._consumer = kafka.Consumer(settings)
+            self._consumer.subscribe([topic])
+        except kafka.KafkaException as exc:
+            raise LogError(f"event log {log.url!r}: cannot open a consumer of {topic!r}: {exc}") from None
 
     def _fetch(self, max_records: int, timeout_s: float) -> list[tuple[int, bytes]]:
         kafka = self._log._kafka
