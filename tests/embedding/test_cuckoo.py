@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from streamrec.embedding import EmbeddingTable, SlotConfig, Zeros
-from streamrec.embedding.cuckoo import CuckooIndex
+from streamrec.embedding.cuckoo import PARALLEL_MIN, CuckooIndex
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 EXTREMES = [INT64_MIN, INT64_MIN + 1, -1, 0, 1, INT64_MAX - 1, INT64_MAX]
@@ -166,3 +166,20 @@ def test_random_churn_keeps_the_index_equal_to_a_dict_model():
         probe = _ids(list(model) + candidates.tolist())
         assert index.lookup(probe).tolist() == [model.get(i, -1) for i in probe.tolist()]
     assert index.size == len(model)
+
+
+@pytest.mark.parametrize(
+    "n", [0, 1, 11, 12, 13, 23, 24, 25, 4095, 4096, 4097, PARALLEL_MIN - 1, PARALLEL_MIN, PARALLEL_MIN + 4097]
+)
+def test_gather_returns_each_ids_row_or_the_default_for_every_batch_size(n):
+    rng = np.random.default_rng(n)
+    stored = rng.integers(INT64_MIN, INT64_MAX, size=5_000, dtype=np.int64)
+    index = CuckooIndex(capacity=5_000, seed=2)
+    index.insert(stored, np.arange(5_000, dtype=np.int32))
+    weights = rng.normal(size=(5_000, 5)).astype(np.float32)
+    default = np.full(5, -7.0, dtype=np.float32)
+    absent = rng.integers(INT64_MIN, INT64_MAX, size=n, dtype=np.int64)
+    ids = np.where(rng.random(n) < 0.7, rng.choice(stored, size=n), absent)
+    model = {int(k): r for r, k in enumerate(stored)}
+    expected = np.stack([weights[model[i]] if i in model else default for i in ids.tolist()] or [default])[:n]
+    assert np.array_equal(index.gather(ids, weights, default), expected)

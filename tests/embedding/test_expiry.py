@@ -134,3 +134,34 @@ def test_collection_expires_each_slot_with_its_own_ttl():
         tables[slot].admit(np.arange(10), now=1_000)
     assert tables.evict_expired(1_000 + 3_600) == {"short": 10, "long": 0, "forever": 0}
     assert tables.evict_expired(1_000 + 86_401) == {"short": 0, "long": 10, "forever": 0}
+
+
+def test_admission_and_expiry_over_random_rounds_match_an_exact_model():
+    """Model: an absent id counts its occurrences since it last left (or since the start) and
+    gets a row at the ``k``-th; a present id only refreshes its last-seen time."""
+    rng = np.random.default_rng(5)
+    k, ttl = 3, 20
+    table = _table(ttl=ttl, admit_after=k)  # a 2**20-wide sketch: no collisions among 300 ids
+    universe = rng.integers(-(2**63), 2**63 - 1, size=300, dtype=np.int64)
+    count: dict[int, int] = {}
+    last_seen: dict[int, int] = {}  # present ids only
+    now = 0
+    for _ in range(150):
+        now += int(rng.integers(0, 6))
+        batch = rng.choice(universe[: int(rng.integers(20, 300))], size=int(rng.integers(1, 60)))
+        table.admit(batch, now=now)
+        for x in batch.tolist():
+            if x in last_seen:
+                last_seen[x] = now
+                continue
+            count[x] = count.get(x, 0) + 1
+            if count[x] >= k:
+                last_seen[x] = now
+                count[x] = 0
+        if rng.random() < 0.3:
+            gone = [x for x, t in last_seen.items() if now - t > ttl]
+            assert table.evict_expired(now) == len(gone)
+            for x in gone:
+                del last_seen[x]
+        assert (table.rows_of(universe) >= 0).tolist() == [x in last_seen for x in universe.tolist()]
+    assert table.stats.evicted > 50 and table.stats.admitted > len(table) + 50
