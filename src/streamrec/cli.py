@@ -20,6 +20,7 @@ _PARTS = (
     "streamrec.profiles.cli",
     "streamrec.profiles.service_cli",
     "streamrec.training.cli",
+    "streamrec.training.online_cli",
     "streamrec.eval.cli",
     "streamrec.demo",
     "streamrec.joiner.cli",

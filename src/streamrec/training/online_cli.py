@@ -1,0 +1,122 @@
+"""``streamrec train online`` and ``streamrec bench training``.
+
+The online stage is a long-running process (a cluster runs one per model), so the command is thin:
+parse the schedules (``10s``, ``5m``), restore the snapshot, run :class:`OnlineTrainer` with a live
+status line (examples/s, syncs, snapshots, how far event time lags the wall clock), stop cleanly on
+SIGTERM/Ctrl-C with a final snapshot, and print a summary (one JSON object with ``--json``).
+It registers on the ``train`` sub-app that ``streamrec.training.cli`` owns.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    from streamrec.training.cli import train_app
+
+    @train_app.command("online")
+    def train_online(
+        log: str = typer.Option(..., "--log", help="Event log URL: sqlite:///path.db or redis://host:port/db."),
+        snapshot: Path = typer.Option(..., "--snapshot", help="Trainer snapshot to start from; rewritten in place."),
+        sparse_sync_interval: str = typer.Option("10s", help="How often touched rows are published (10s, 500ms)."),
+        dense_sync_interval: str = typer.Option("5m", help="How often the dense parameters are published."),
+        snapshot_interval: str = typer.Option("10m", help="How often to snapshot (offsets commit after each)."),
+        expiry_interval: str = typer.Option("1m", help="How often idle rows are expired (event time)."),
+        batch_size: int = typer.Option(512, min=1, help="Most examples per training step."),
+        group: str = typer.Option("trainer", help="Consumer group on topic 'examples'."),
+        max_seconds: float | None = typer.Option(None, min=0, help="Stop after this many seconds (default: never)."),
+        until_drained: bool = typer.Option(False, "--until-drained", help="Stop when no example is waiting."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the summary at the end."),
+    ) -> None:
+        """Continue a snapshot online: train from 'examples', publish updates to 'model-updates'."""
+        summary = run_online(
+            log, snapshot, sparse_sync_interval, dense_sync_interval, snapshot_interval, expiry_interval,
+            batch_size, group, max_seconds, until_drained, quiet=as_json,
+        )  # fmt: skip
+        if as_json:
+            print(json.dumps(summary))
+
+    @bench_app.command("training")
+    def bench_training(
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+        quick: bool = typer.Option(False, "--quick", help="Smaller sizes (under a minute), for a smoke test."),
+    ) -> None:
+        """Training throughput on collisionless tables vs modulo hashing (batch and online), sync lag."""
+        from streamrec.training.bench import run_benchmark
+
+        run_benchmark(as_json=as_json, quick=quick)
+
+
+def run_online(
+    log: str,
+    snapshot: Path,
+    sparse_sync_interval: str = "10s",
+    dense_sync_interval: str = "5m",
+    snapshot_interval: str = "10m",
+    expiry_interval: str = "1m",
+    batch_size: int = 512,
+    group: str = "trainer",
+    max_seconds: float | None = None,
+    until_drained: bool = False,
+    quiet: bool = False,
+) -> dict:
+    """Run the online stage as the CLI does; returns the summary."""
+    import msgspec
+    from rich.console import Console
+    from rich.live import Live
+
+    from streamrec.errors import SnapshotError
+    from streamrec.training.online import OnlineConfig, OnlineStats, OnlineTrainer, parse_duration
+
+    if not snapshot.is_file():
+        raise SnapshotError(f"--snapshot: {str(snapshot)!r} does not exist (write one with `streamrec train batch`)")
+    config = OnlineConfig(
+        sparse_sync_interval=parse_duration("--sparse-sync-interval", sparse_sync_interval),
+        dense_sync_interval=parse_duration("--dense-sync-interval", dense_sync_interval),
+        snapshot_interval=parse_duration("--snapshot-interval", snapshot_interval),
+        expiry_interval=parse_duration("--expiry-interval", expiry_interval),
+        batch_size=batch_size,
+        group=group,
+    )
+    console = Console(stderr=True)
+    online = OnlineTrainer.from_snapshot(snapshot, log, config)
+    online.install_signal_handlers()
+
+    def line(s: OnlineStats) -> str:
+        return (
+            f"[bold]train online[/] {s.examples:,} examples · {s.examples_per_s:,.0f}/s · "
+            f"syncs {s.sparse_syncs} sparse / {s.dense_syncs} dense · snapshots {s.snapshots} · "
+            f"evicted {s.evicted:,} · {s.bytes_published / 1e6:.1f} MB published · "
+            f"event lag {s.event_lag_s:,.1f} s · version {s.version}"
+        )
+
+    try:
+        with Live("[bold]train online[/] starting…", console=console, transient=False, disable=quiet) as live:
+            stats = online.run(
+                max_seconds=max_seconds, until_drained=until_drained, on_progress=lambda s: live.update(line(s))
+            )
+            live.update(line(stats))
+    finally:
+        online.close()
+    summary = {
+        **msgspec.to_builtins(stats),
+        "snapshot": str(snapshot),
+        "examples_offset": online.examples_offset,
+        "schedule_s": {
+            "sparse_sync_interval": config.sparse_sync_interval,
+            "dense_sync_interval": config.dense_sync_interval,
+            "snapshot_interval": config.snapshot_interval,
+            "expiry_interval": config.expiry_interval,
+        },
+    }
+    if not quiet:
+        console.print(
+            f"trained on {stats.examples:,} examples ({stats.replayed_skipped:,} replayed ones skipped, "
+            f"{stats.rejected:,} rejected) in {stats.elapsed_s:.1f} s; {stats.sparse_syncs} sparse and "
+            f"{stats.dense_syncs} dense syncs; last snapshot at offset {online.examples_offset:,} → {snapshot}"
+        )
+    return summary
