@@ -166,9 +166,12 @@ def test_commit_of_an_envelope_from_elsewhere_is_refused(logs):
     log = logs.open()
     log.append("actions", [click(0)])
     with log.consumer("actions", "g", ActionEvent) as consumer:
+        with pytest.raises(InvalidInputError, match="envelope"):
+            consumer.commit("everything")
         consumer.poll(10, timeout_s=0)
         with pytest.raises(InvalidInputError, match="envelope"):
             consumer.commit(Envelope(0, click(0), "impressions"))
+    assert log.committed("actions", "g") == 0
 
 
 def test_closed_log_and_consumer_refuse_use(logs):

@@ -202,14 +202,11 @@ class Consumer(ABC, Generic[T]):
         a crash too) starts after it.
         """
         self._check_open()
+        if envelope is not None and (not isinstance(envelope, Envelope) or envelope.topic != self.topic):
+            raise InvalidInputError("envelope", envelope, f"must be an Envelope polled from topic {self.topic!r}")
         if not self._uncommitted:
             return
-        if envelope is None:
-            upto = max(self._uncommitted)
-        else:
-            if not isinstance(envelope, Envelope) or envelope.topic != self.topic:
-                raise InvalidInputError("envelope", envelope, f"must be an Envelope polled from topic {self.topic!r}")
-            upto = envelope.offset
+        upto = max(self._uncommitted) if envelope is None else envelope.offset
         done = [offset for offset in self._uncommitted if offset <= upto]
         if not done:
             return
