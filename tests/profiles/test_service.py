@@ -128,3 +128,16 @@ def test_client_raises_typed_errors_from_a_node(node):
         client.query(FeatureQuery(features=[Feature(slot="nope")], entities=["user:1"]))
     assert info.value.field == "slot"
     client.close()
+
+
+def test_feature_list_changed_in_place_is_not_answered_from_a_stale_encoding(node):
+    client = ProfileClient([node.address])
+    client.write(EVENTS)
+    client.flush()
+    features = [Feature(slot="actions", window="1h")]
+    q = FeatureQuery(features=features, entities=["user:42"], now=NOW)
+    assert client.query(q).names == ["actions:counters:1h"]
+    features[0] = Feature(slot="clicked_item", window="1d", agg="distinct")
+    features.append(Feature(slot="actions", window="5m"))
+    assert client.query(q).names == ["clicked_item:distinct:1d", "actions:counters:5m"]
+    client.close()

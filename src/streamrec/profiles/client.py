@@ -24,6 +24,7 @@ resize only if exact answers are needed while it runs; nothing is lost either wa
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -141,17 +142,24 @@ class _GrpcNode(_Node):
         self.channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
         self.stub = profiles_pb2_grpc.ProfileNodeStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
-        self._feature_blobs: dict[int, tuple[list, bytes]] = {}
+        self._feature_blobs: dict[int, tuple[list, tuple, bytes]] = {}
 
     def _features(self, features: list) -> bytes:
-        # The same list object asked again (the usual case: a fixed feature set) is encoded once.
+        # A fixed feature set asked again and again (the usual case) is encoded once: the cache
+        # hits only for the same list holding the very same (frozen) Feature objects, so a list
+        # changed in place since is encoded afresh.
         hit = self._feature_blobs.get(id(features))
-        if hit is not None and hit[0] is features:
-            return hit[1]
+        if (
+            hit is not None
+            and hit[0] is features
+            and len(hit[1]) == len(features)
+            and all(map(operator.is_, hit[1], features))
+        ):
+            return hit[2]
         blob = _ENC.encode(features)
         if len(self._feature_blobs) > 256:
             self._feature_blobs.clear()
-        self._feature_blobs[id(features)] = (features, blob)
+        self._feature_blobs[id(features)] = (features, tuple(features), blob)
         return blob
 
     def _request(self, query: FeatureQuery) -> profiles_pb2.QueryRequest:
