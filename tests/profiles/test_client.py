@@ -185,3 +185,22 @@ def test_grpc_cluster_fans_out_merges_and_resizes(events, reference):
     finally:
         for s in servers:
             s.stop()
+
+
+def test_cluster_sql_runs_on_the_owner_of_its_entity(events, reference):
+    client, _stores = local_cluster(3)
+    client.write(events)
+    client.flush()
+    for u in range(0, 300, 37):
+        text = (
+            "SELECT value, sum(click) AS clicks, sum(show) AS shows FROM clicked_category "
+            f"WHERE entity = 'user:u{u}' AND window = '7d' AND now = {NOW} ORDER BY clicks DESC LIMIT 3"
+        )
+        want = reference.sql(text)
+        got = client.sql(text)
+        assert (got.columns, got.rows) == (want.columns, want.rows)
+    labels = [f"'user:u{u}'" for u in range(40)]
+    with pytest.raises(InvalidInputError, match="sql"):
+        client.sql(f"SELECT count(*) FROM actions WHERE entity IN ({', '.join(labels)})")
+    with pytest.raises(InvalidInputError, match="sql"):
+        client.sql("SELECT count(*) FROM actions")

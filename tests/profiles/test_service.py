@@ -58,6 +58,8 @@ def test_query_over_grpc_matches_the_events(node):
     assert got.results[2][0].data == [[0.0, 0.0]]
     assert got.names[0] == "clicked_category:counters:1h"
     # And exactly what the store answers in process.
+    sql = "SELECT value, sum(click) AS c FROM clicked_category WHERE entity = 'user:42' AND window = '1h' ORDER BY c DESC"
+    assert client.sql(sql, now=NOW).rows == node.store.sql(sql, now=NOW).rows == [["comedy", 1.0], ["drama", 0.0]]
     local = node.store.query(FeatureQuery(features=features, entities=["user:42", "user:7", "user:nobody"], now=NOW))
     assert msgspec.msgpack.encode(got) == msgspec.msgpack.encode(local)
     client.close()
@@ -114,6 +116,8 @@ def test_bad_input_is_invalid_argument_naming_the_field(stub):
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("events")
     code, details = _code_and_details(lambda: stub.ImportProfiles(profiles_pb2.Profiles(keys=[b"k" * 16])))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("blobs")
+    code, details = _code_and_details(lambda: stub.Sql(profiles_pb2.SqlRequest(text="SELECT nope FROM")))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("sql")
     # A bad event is rejected with its reason; the good one beside it is applied.
     mixed = [dict(EVENTS[0]), {"user": "1", "item": "m", "action": "click", "time": "yesterday"}]
     rep = stub.Write(profiles_pb2.WriteRequest(events=msgspec.msgpack.encode(mixed)))
