@@ -58,7 +58,8 @@ def test_query_over_grpc_matches_the_events(node):
     assert got.results[2][0].data == [[0.0, 0.0]]
     assert got.names[0] == "clicked_category:counters:1h"
     # And exactly what the store answers in process.
-    sql = "SELECT value, sum(click) AS c FROM clicked_category WHERE entity = 'user:42' AND window = '1h' ORDER BY c DESC"
+    sql = "SELECT value, sum(click) AS c FROM clicked_category WHERE entity = 'user:42' AND window = '1h'"
+    sql += " ORDER BY c DESC"
     assert client.sql(sql, now=NOW).rows == node.store.sql(sql, now=NOW).rows == [["comedy", 1.0], ["drama", 0.0]]
     local = node.store.query(FeatureQuery(features=features, entities=["user:42", "user:7", "user:nobody"], now=NOW))
     assert msgspec.msgpack.encode(got) == msgspec.msgpack.encode(local)
