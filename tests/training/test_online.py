@@ -6,6 +6,7 @@ be trained on exactly once relative to the snapshot the trainer restarted from, 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -208,3 +209,51 @@ def test_records_that_do_not_fit_the_model_are_rejected_and_counted(tmp_path):
         online.close()
     assert (stats.examples, stats.rejected) == (20, 5)
     assert read_meta(snap)["examples_seen"] == seen0 + 20
+
+
+def test_cli_train_online_drains_and_prints_a_json_summary(tmp_path):
+    from typer.testing import CliRunner
+
+    from streamrec.cli import app
+
+    snap = tmp_path / "model.snap"
+    seen0 = write_snapshot(snap)
+    url = f"sqlite://{tmp_path}/log.db"
+    with open_log(url) as log:
+        log.append("examples", make_examples(120))
+    args = ["train", "online", "--log", url, "--snapshot", str(snap), "--sparse-sync-interval", "200ms"]
+    result = CliRunner().invoke(app, [*args, "--until-drained", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["examples"] == 120 and summary["examples_offset"] == 120
+    assert summary["schedule_s"]["sparse_sync_interval"] == 0.2
+    _expect_every_offset_once(read_meta(snap), seen0, 120)
+    bad = CliRunner().invoke(app, [*args[:-1], "soon"])
+    assert bad.exit_code != 0 and "--sparse-sync-interval" in str(bad.exception)
+
+
+def test_sigterm_stops_the_cli_with_a_final_snapshot_and_commit(tmp_path):
+    snap = tmp_path / "model.snap"
+    write_snapshot(snap)
+    url = f"sqlite://{tmp_path}/log.db"
+    with open_log(url) as log:
+        log.append("examples", make_examples(200))
+        cmd = [sys.executable, "-m", "streamrec", "train", "online", "--log", url, "--snapshot", str(snap)]
+        proc = subprocess.Popen([*cmd, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while log.end_offset("model-updates") == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the full update on start: the loop (and its signal handlers) is running
+        log.append("examples", make_examples(10, start_time=9_000.0))
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        summary = json.loads(out.strip().splitlines()[-1])
+        assert summary["snapshots"] == 1  # the intervals are minutes: only the final snapshot ran
+        assert (
+            log.committed("examples", "trainer")
+            == summary["examples_offset"]
+            == read_meta(snap)["extra"]["online"]["examples_offset"]
+        )
+        assert summary["examples_offset"] >= 200
+        assert summary["full_syncs"] == 1 and summary["sparse_syncs"] >= 1

@@ -82,7 +82,7 @@ def run_online(
         batch_size=batch_size,
         group=group,
     )
-    console = Console(stderr=True)
+    console = Console(stderr=True, quiet=quiet)
     online = OnlineTrainer.from_snapshot(snapshot, log, config)
     online.install_signal_handlers()
 
@@ -95,7 +95,7 @@ def run_online(
         )
 
     try:
-        with Live("[bold]train online[/] starting…", console=console, transient=False, disable=quiet) as live:
+        with Live("[bold]train online[/] starting…", console=console, transient=False) as live:
             stats = online.run(
                 max_seconds=max_seconds, until_drained=until_drained, on_progress=lambda s: live.update(line(s))
             )
