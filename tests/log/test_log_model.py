@@ -1,4 +1,4 @@
-"""The log against a plain Python model: random appends, polls, commits and consumer crashes.
+"""The log against a plain Python model: random appends, polls, commits, trims and consumer crashes.
 
 The reference is a list of records per topic and, per (group, topic), a committed offset and a
 read position. A crash closes the consumer without committing and opens a new one: the model
@@ -26,6 +26,7 @@ ops = st.lists(
         st.tuples(st.just("commit"), st.sampled_from(GROUPS), st.sampled_from(TOPICS)),
         st.tuples(st.just("commit_at"), st.sampled_from(GROUPS), st.sampled_from(TOPICS), st.integers(0, 20)),
         st.tuples(st.just("crash"), st.sampled_from(GROUPS), st.sampled_from(TOPICS)),
+        st.tuples(st.just("trim"), st.sampled_from(TOPICS), st.integers(0, 30)),
     ),
     max_size=30,
 )
@@ -40,6 +41,7 @@ class GroupModel:
 
 def run(log, program) -> None:
     topics: dict[str, list[ActionEvent]] = {t: [] for t in TOPICS}
+    kept_from = dict.fromkeys(TOPICS, 0)  # offsets below were trimmed
     groups = {(g, t): GroupModel() for g in GROUPS for t in TOPICS}
     consumers: dict[tuple[str, str], Consumer] = {}
     envelopes: dict[tuple[str, str], list] = {}
@@ -67,11 +69,12 @@ def run(log, program) -> None:
             _, group, topic, most = op
             key, model = (group, topic), groups[(group, topic)]
             got = consumer(key).poll(max_records=most, timeout_s=0)
-            expect = list(range(model.position, min(model.position + most, len(topics[topic]))))
+            first = max(model.position, kept_from[topic])
+            expect = list(range(first, min(first + most, len(topics[topic]))))
             assert [e.offset for e in got] == expect
             assert [e.record for e in got] == [topics[topic][o] for o in expect]
             assert all(e.topic == topic for e in got)
-            model.position += len(expect)
+            model.position = expect[-1] + 1 if expect else model.position
             model.delivered += expect
             envelopes[key] += got
         elif op[0] == "commit":
@@ -101,15 +104,19 @@ def run(log, program) -> None:
             envelopes[key] = []
             model.position = model.committed
             model.delivered = []
+        elif op[0] == "trim":
+            _, topic, before = op
+            log.trim(topic, before)
+            kept_from[topic] = max(kept_from[topic], min(before, len(topics[topic])))
         for (group, topic), model in groups.items():
-            assert log.committed(topic, group) == model.committed, (group, topic)
+            assert log.committed(topic, group) == max(model.committed, kept_from[topic]), (group, topic)
     for c in consumers.values():
         c.close()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(program=ops)
-def test_log_matches_list_model_under_appends_polls_commits_and_crashes(logs, program):
+def test_log_matches_list_model_under_appends_polls_commits_trims_and_crashes(logs, program):
     log = logs.open()
     try:
         run(log, program)

@@ -272,7 +272,11 @@ class EventLog(ABC):
 
     @abstractmethod
     def committed(self, topic: str, group: str) -> int:
-        """The offset ``group`` will read next on ``topic`` after a restart (0 if it never committed)."""
+        """The offset ``group`` resumes from on ``topic``: its committed offset, or the first record kept.
+
+        0 for a group that never committed on an untrimmed topic; never below the first record
+        still kept after :meth:`trim` (trimmed records cannot be resumed from).
+        """
 
     @abstractmethod
     def trim(self, topic: str, before: int) -> None:

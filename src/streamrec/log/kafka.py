@@ -120,8 +120,10 @@ class KafkaLog(EventLog):
         self._check_open()
         consumer = self._metadata_consumer(group)
         try:
-            (part,) = consumer.committed([self._kafka.TopicPartition(topic, 0)], timeout=10)
-            return max(part.offset, 0)
+            partition = self._kafka.TopicPartition(topic, 0)
+            (part,) = consumer.committed([partition], timeout=10)
+            low, _ = consumer.get_watermark_offsets(partition, timeout=10)
+            return max(part.offset, low, 0)  # never below the first record kept
         except self._kafka.KafkaException as exc:
             raise LogError(f"event log {self.url!r}: committed failed: {exc}") from None
         finally:

@@ -116,14 +116,20 @@ class RedisLog(EventLog):
 
     def committed(self, topic: str, group: str) -> int:
         key = self.key(topic)
+        stream = self._stream_info("committed", self.redis.xinfo_stream, key)
+        if stream is None:
+            return 0
+        # Records trimmed away cannot be resumed from: the answer is never below the first one kept.
+        first = stream["first-entry"]
+        position = _offset(first[0]) if first else _offset(stream["last-generated-id"]) + 1
         for info in self._stream_info("committed", self.redis.xinfo_groups, key) or []:
             if info["name"].decode() != group:
                 continue
             if info["pending"]:  # the oldest entry not acknowledged is where a restart resumes
-                return _offset(self.call("committed", self.redis.xpending, key, group)["min"])
+                return max(position, _offset(self.call("committed", self.redis.xpending, key, group)["min"]))
             last = info["last-delivered-id"]
-            return 0 if last in (b"0-0", "0-0") else _offset(last) + 1
-        return 0
+            return max(position, 0 if last in (b"0-0", "0-0") else _offset(last) + 1)
+        return position
 
     def trim(self, topic: str, before: int) -> None:
         if before > 0:

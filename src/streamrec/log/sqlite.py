@@ -141,11 +141,15 @@ class SqliteLog(EventLog):
 
     def committed(self, topic: str, group: str) -> int:
         def read() -> int:
+            found = self._conn.execute("SELECT id, next_offset FROM topics WHERE name = ?", (topic,)).fetchone()
+            if found is None:
+                return 0
+            topic_id, end = found
             row = self._conn.execute(
-                "SELECT c.next_offset FROM commits c JOIN topics t ON t.id = c.topic_id WHERE t.name = ? AND c.grp = ?",
-                (topic, group),
+                "SELECT next_offset FROM commits WHERE topic_id = ? AND grp = ?", (topic_id, group)
             ).fetchone()
-            return 0 if row is None else row[0]
+            first = self._conn.execute(f"SELECT min(seq) FROM topic_{int(topic_id)}").fetchone()[0]
+            return max(0 if row is None else row[0], end if first is None else first)
 
         return self._run("committed", read)
 
