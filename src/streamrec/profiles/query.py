@@ -45,44 +45,56 @@ def window_aggregate(
     tcol: np.ndarray,
     identity: np.ndarray,
     cutoffs: np.ndarray,
+    need: np.ndarray,
     upper: int,
     nvocab: int,
 ):
-    """Per-window per-value reduce, totals and distinct counts. Hot path, Numba.
+    """Per-window totals and distinct counts, and per-value reduces where asked. Hot path, Numba.
 
     ``cutoffs`` are window starts sorted descending (shortest window first); rows with a start
-    after ``upper`` (the query's now) are skipped. Returns ``(acc, present, totals, distinct)``.
+    after ``upper`` (the query's now) are skipped. One running per-value accumulator is
+    snapshotted for the windows with ``need`` (top-k or value filters), so the cost is one pass
+    over the rows plus one copy per window that needs per-value answers. Returns
+    ``(acc[snapshot, value, column], present[snapshot, value], totals[window, column],
+    distinct[window])``.
     """
     nw = cutoffs.shape[0]
     k = data.shape[1]
-    acc = np.empty((nw, nvocab, k), dtype=np.float64)
-    tot = np.empty((nw, k), dtype=np.float64)
-    present = np.zeros((nw, nvocab), dtype=np.bool_)
-    distinct = np.zeros(nw, dtype=np.int64)
+    nsnap = 0
+    for w in range(nw):
+        if need[w]:
+            nsnap += 1
+    run = np.empty((nvocab, k), dtype=np.float64)
     for v in range(nvocab):
         for c in range(k):
-            acc[0, v, c] = identity[c]
-    for c in range(k):
-        tot[0, c] = identity[c]
+            run[v, c] = identity[c]
+    seen = np.zeros(nvocab, dtype=np.bool_)
+    acc = np.empty((nsnap, nvocab, k), dtype=np.float64)
+    present = np.empty((nsnap, nvocab), dtype=np.bool_)
+    tot = np.empty((nw, k), dtype=np.float64)
+    distinct = np.zeros(nw, dtype=np.int64)
+    cur = identity.copy()
     n = starts.shape[0]
     i = 0
     while i < n and starts[i] > upper:
         i += 1
     nd = 0
+    snap = 0
     for w in range(nw):
-        if w > 0:
-            acc[w] = acc[w - 1]
-            tot[w] = tot[w - 1]
-            present[w] = present[w - 1]
         while i < n and starts[i] >= cutoffs[w]:
             v = vals[i]
-            combine_row(acc[w, v], data[i], codes, tcol)
-            combine_row(tot[w], data[i], codes, tcol)
-            if not present[w, v]:
-                present[w, v] = True
+            combine_row(run[v], data[i], codes, tcol)
+            combine_row(cur, data[i], codes, tcol)
+            if not seen[v]:
+                seen[v] = True
                 nd += 1
             i += 1
+        tot[w] = cur
         distinct[w] = nd
+        if need[w]:
+            acc[snap] = run
+            present[snap] = seen
+            snap += 1
     return acc, present, tot, distinct
 
 
@@ -193,6 +205,11 @@ class FeaturePlan:
             self.by = col("by", by)
         self.values = feature.values
 
+    @property
+    def per_value(self) -> bool:
+        """Whether the answer needs per-value reduces (top-k or a value filter)."""
+        return self.top_k > 0 or self.values is not None
+
     def window_start(self, now: float) -> int:
         start = self.since if self.since is not None else now - self.seconds
         return self.spec.plan.window_start(start, now)
@@ -207,19 +224,34 @@ def plan_feature(feature: Any, specs_by_name: dict[str, SlotSpec]) -> FeaturePla
     return FeaturePlan(feature, spec)
 
 
+class WindowPlan:
+    """The windows one slot is asked for in a query: sorted starts, which need per-value answers."""
+
+    __slots__ = ("cutoffs", "need", "snap", "win")
+
+    def __init__(self, cutoffs: list[int], needs: list[bool]) -> None:
+        ordered = sorted(set(cutoffs), reverse=True)
+        need_of = dict.fromkeys(ordered, False)
+        for c, nd in zip(cutoffs, needs, strict=True):
+            need_of[c] = need_of[c] or nd
+        self.cutoffs = np.asarray(ordered, dtype=np.int64)
+        self.need = np.asarray([need_of[c] for c in ordered], dtype=np.bool_)
+        self.win = {c: i for i, c in enumerate(ordered)}
+        snaps = np.cumsum(self.need) - 1
+        self.snap = {c: int(snaps[i]) if need_of[c] else -1 for i, c in enumerate(ordered)}
+
+
 class SlotWindows:
     """The kernel's output for one (profile, slot) and its windows."""
 
-    __slots__ = ("acc", "distinct", "index", "present", "slot", "tot")
+    __slots__ = ("acc", "distinct", "present", "slot", "tot")
 
-    def __init__(self, slot: SlotData | None, spec: SlotSpec, cutoffs: list[int], now: float) -> None:
-        ordered = sorted(set(cutoffs), reverse=True)
-        self.index = {c: i for i, c in enumerate(ordered)}
+    def __init__(self, slot: SlotData | None, spec: SlotSpec, wp: WindowPlan, now: float) -> None:
         self.slot = slot
         if slot is None or slot.starts.shape[0] == 0:
-            nw = len(ordered)
-            self.acc = np.empty((nw, 0, len(spec.columns)))
-            self.present = np.zeros((nw, 0), dtype=np.bool_)
+            nw, ns = wp.cutoffs.shape[0], int(wp.need.sum())
+            self.acc = np.empty((ns, 0, len(spec.columns)))
+            self.present = np.zeros((ns, 0), dtype=np.bool_)
             self.tot = np.tile(spec.identity, (nw, 1))
             self.distinct = np.zeros(nw, dtype=np.int64)
             return
@@ -230,7 +262,8 @@ class SlotWindows:
             spec.codes,
             spec.tcol,
             spec.identity,
-            np.asarray(ordered, dtype=np.int64),
+            wp.cutoffs,
+            wp.need,
             math.floor(now),
             len(slot.vocab),
         )
@@ -243,24 +276,25 @@ def _ratio(n: float, d: float, alpha: float, beta: float) -> float:
     return (n + alpha) / den if den != 0 else 0.0
 
 
-def answer(plan: FeaturePlan, sw: SlotWindows, cutoff: int) -> FeatureResult:
-    """One feature from the slot's window aggregates."""
-    w = sw.index[cutoff]
+def answer(plan: FeaturePlan, sw: SlotWindows, w: int, snap: int) -> FeatureResult:
+    """One feature from the slot's window aggregates (``w``: its window, ``snap``: its per-value snapshot)."""
     spec = plan.spec
     if plan.values is not None:
         mask = _filter_mask(plan.values, sw)
-        mask &= sw.present[w]
+        mask &= sw.present[snap]
         if plan.top_k == 0:
             if plan.agg == "distinct":
                 return FeatureResult(None, [[float(mask.sum())]])
-            tot = reduce_values(sw.acc[w], mask, spec.codes, spec.tcol, spec.identity) if mask.any() else spec.identity
+            tot = (
+                reduce_values(sw.acc[snap], mask, spec.codes, spec.tcol, spec.identity) if mask.any() else spec.identity
+            )
             return _whole(plan, tot)
-        return _top(plan, sw, w, mask)
+        return _top(plan, sw, snap, mask)
     if plan.top_k == 0:
         if plan.agg == "distinct":
             return FeatureResult(None, [[float(sw.distinct[w])]])
         return _whole(plan, sw.tot[w])
-    return _top(plan, sw, w, sw.present[w])
+    return _top(plan, sw, snap, sw.present[snap])
 
 
 def _filter_mask(values: list[str], sw: SlotWindows) -> np.ndarray:
@@ -283,7 +317,7 @@ def _whole(plan: FeaturePlan, tot: np.ndarray) -> FeatureResult:
 
 def _top(plan: FeaturePlan, sw: SlotWindows, w: int, mask: np.ndarray) -> FeatureResult:
     slot = sw.slot
-    if slot is None or not mask.any():
+    if slot is None:
         return FeatureResult([], [])
     chosen, data = top_values(
         sw.acc[w], mask, slot.rank_order, plan.by, plan.num, plan.den, plan.alpha, plan.beta, plan.top_k, plan.cols
@@ -307,29 +341,44 @@ def top_values(
 ):
     """The ``k`` values of ``mask`` with the largest score, ties by value string. Hot path, Numba.
 
-    ``by >= 0`` ranks by that column, ``by == -1`` by the smoothed ratio ``num/den``.
-    ``rank_order`` lists value indices in string order, so a stable sort by score breaks ties by
-    string. Returns ``(indices, rows)``; rows hold ``cols``, or the ratio when ``cols`` is empty.
+    ``by >= 0`` ranks by that column, ``by == -1`` by the smoothed ratio ``num/den``. A partition
+    finds the k-th score, then only the values scoring at least that are sorted: ``rank_order``
+    lists value indices in string order, so a stable sort by score breaks ties by string.
+    Returns ``(indices, rows)``; rows hold ``cols``, or the ratio when ``cols`` is empty.
     """
+    nv = mask.shape[0]
+    score = np.empty(nv, dtype=np.float64)  # negated: smaller is better; NaN and absent rank last
     n = 0
-    for i in range(rank_order.shape[0]):
-        if rank_order[i] < mask.shape[0] and mask[rank_order[i]]:
+    for v in range(nv):
+        if mask[v]:
+            x = acc[v, by] if by >= 0 else _ratio_nb(acc[v, num], acc[v, den], alpha, beta)
+            score[v] = np.inf if math.isnan(x) else -x
             n += 1
+        else:
+            score[v] = np.nan
+    kk = min(k, n)
+    chosen = np.empty(kk, dtype=np.int64)
+    ncol = cols.shape[0] if cols.shape[0] > 0 else 1
+    rows = np.empty((kk, ncol), dtype=np.float64)
+    if kk == 0:
+        return chosen, rows
+    packed = np.empty(n, dtype=np.float64)
+    m = 0
+    for v in range(nv):
+        if mask[v]:
+            packed[m] = score[v]
+            m += 1
+    kth = np.partition(packed, kk - 1)[kk - 1] if n > kk else np.inf
     cand = np.empty(n, dtype=np.int64)
     neg = np.empty(n, dtype=np.float64)
     m = 0
     for i in range(rank_order.shape[0]):
         v = rank_order[i]
-        if v < mask.shape[0] and mask[v]:
+        if v < nv and mask[v] and score[v] <= kth:
             cand[m] = v
-            x = acc[v, by] if by >= 0 else _ratio_nb(acc[v, num], acc[v, den], alpha, beta)
-            neg[m] = np.inf if math.isnan(x) else -x
+            neg[m] = score[v]
             m += 1
-    order = np.argsort(neg, kind="mergesort")
-    kk = min(k, n)
-    chosen = np.empty(kk, dtype=np.int64)
-    ncol = cols.shape[0] if cols.shape[0] > 0 else 1
-    rows = np.empty((kk, ncol), dtype=np.float64)
+    order = np.argsort(neg[:m], kind="mergesort")
     for r in range(kk):
         v = cand[order[r]]
         chosen[r] = v

@@ -40,7 +40,7 @@ from streamrec.errors import InvalidInputError, StreamrecError
 from streamrec.profiles.config import ProfilesConfig, profiles_config
 from streamrec.profiles.events import EntityKeyer, SlotRows, build_specs, events_to_rows
 from streamrec.profiles.profile import Profile, ProfileBlob, SlotData, blob_arrays, slot_to_blob
-from streamrec.profiles.query import FeaturePlan, SlotWindows, answer, plan_feature
+from streamrec.profiles.query import FeaturePlan, SlotWindows, WindowPlan, answer, plan_feature
 from streamrec.profiles.slices import merge_rows
 from streamrec.profiles.storage import ProfileStorage
 from streamrec.profiles.types import Feature, FeatureQuery, FeatureResult, QueryResult, SqlResult, WriteResult
@@ -511,7 +511,8 @@ class ProfileStore:
         plans = [self._plan(f) for f in query.features]
         keys = [self.label_key(e) for e in query.entities]
         keys.extend(_as_key(k) for k in query.keys)
-        # Per slot: the window start of each feature (computed once per distinct window).
+        # Per slot: the window start of each feature (computed once per distinct window), and
+        # which windows need per-value answers.
         groups: dict[int, list[tuple[int, int]]] = {}
         starts: dict[tuple[int, Any], int] = {}
         for j, plan in enumerate(plans):
@@ -521,16 +522,21 @@ class ProfileStore:
             if cutoff is None:
                 cutoff = starts[wk] = plan.window_start(now)
             groups.setdefault(si, []).append((j, cutoff))
+        slot_plans = []
+        for si, items in groups.items():
+            wp = WindowPlan([c for _, c in items], [plans[j].per_value for j, _ in items])
+            slot_plans.append((si, wp, [(j, wp.win[c], wp.snap[c]) for j, c in items]))
         results: list[list[FeatureResult]] = []
         nplans = len(plans)
+        specs = self.specs
         for key in keys:
             profile = self._get(key, create=False)
             row: list[Any] = [None] * nplans
-            for si, items in groups.items():
+            for si, wp, items in slot_plans:
                 slot = profile.slots[si] if profile is not None else None
-                sw = SlotWindows(slot, self.specs[si], [c for _, c in items], now)
-                for j, cutoff in items:
-                    row[j] = answer(plans[j], sw, cutoff)
+                sw = SlotWindows(slot, specs[si], wp, now)
+                for j, w, snap in items:
+                    row[j] = answer(plans[j], sw, w, snap)
             results.append(row)
         return QueryResult(
             names=[p.name for p in plans],
