@@ -300,3 +300,13 @@ def test_a_damaged_zip_directory_raises_snapshot_error_or_loads_the_right_data(t
         except SnapshotError:
             continue
         _assert_identical(tables, restored, probes)  # an ignored field (time, comment...) was hit
+
+
+def test_saving_where_no_file_can_be_written_raises_snapshot_error(tmp_path):
+    tables, _, _ = _trained(2)
+    (tmp_path / "a-directory").mkdir()
+    (tmp_path / "a-file").write_text("x")
+    for target in (tmp_path / "a-directory", tmp_path / "a-file" / "snap.npz"):
+        with pytest.raises(SnapshotError, match="cannot write"):
+            save_collection(tables, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-directory", "a-file"]  # no temporary left behind

@@ -107,8 +107,14 @@ def collection_from_arrays(arrays: Mapping[str, np.ndarray], prefix: str = "") -
 
 
 def save_collection(collection: EmbeddingCollection, path: str | Path) -> None:
-    """Snapshot every slot of ``collection`` to ``path`` (atomically replaced)."""
-    write_arrays_atomic(path, {"format": text_array(FORMAT), **collection_arrays(collection)})
+    """Snapshot every slot of ``collection`` to ``path`` (atomically replaced).
+
+    Raises :class:`SnapshotError` if the file cannot be written; the previous snapshot stays.
+    """
+    try:
+        write_arrays_atomic(path, {"format": text_array(FORMAT), **collection_arrays(collection)})
+    except OSError as exc:
+        raise SnapshotError(f"cannot write a snapshot at {path}: {exc}") from exc
 
 
 def load_collection(path: str | Path) -> EmbeddingCollection:
