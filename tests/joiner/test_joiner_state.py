@@ -20,7 +20,12 @@ SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[Heal
 
 def _config(rate: float, budget: int = 100_000) -> JoinConfig:
     return JoinConfig(
-        window_s=WINDOW, allowed_lateness_s=LATENESS, negative_rate=rate, memory_budget=budget, map_size_mb=64
+        window_s=WINDOW,
+        allowed_lateness_s=LATENESS,
+        negative_rate=rate,
+        memory_budget=budget,
+        map_size_mb=64,
+        sync=False,
     )
 
 

@@ -45,6 +45,9 @@ class JoinConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
         Most records taken from each topic per step (one LMDB transaction, one append).
     map_size_mb
         Size of the LMDB memory map (an upper bound on the state, not an allocation).
+    sync
+        Flush each step's LMDB transaction to disk (survives power loss). ``False`` still survives
+        ``kill -9`` of the joiner (the OS keeps the written pages), not a crash of the machine.
     """
 
     window_s: float = 600.0
@@ -54,6 +57,7 @@ class JoinConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     memory_budget: int = 100_000
     batch_size: int = 1000
     map_size_mb: int = 4096
+    sync: bool = True
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.window_s) and self.window_s > 0):

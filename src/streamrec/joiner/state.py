@@ -120,7 +120,9 @@ class JoinState:
         self.config = config
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self.env = lmdb.open(str(self.path), map_size=config.map_size_mb << 20, max_dbs=8, subdir=True, lock=True)
+        self.env = lmdb.open(
+            str(self.path), map_size=config.map_size_mb << 20, max_dbs=8, subdir=True, lock=True, sync=config.sync
+        )
         self._imp = self.env.open_db(b"imp")
         self._due = self.env.open_db(b"due")
         self._early = self.env.open_db(b"early")
