@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
 from streamrec.embedding import ServingTable, TableDelta
 from streamrec.embedding.cuckoo import PARALLEL_MIN
-from streamrec.embedding.serving import APPLY_CHUNK
+from streamrec.embedding.serving import APPLY_CHUNK, RWLock
 
 DIM = 16
 VERSIONS = 40
@@ -113,3 +114,53 @@ def test_many_readers_of_a_quiet_table_get_identical_answers():
     for t in threads:
         t.join()
     assert len(results) == 40 and all(np.array_equal(r, expected) for r in results)
+
+
+def test_an_id_evicted_and_readmitted_in_one_delta_never_reads_as_absent(monkeypatch):
+    """Such an id goes from its old row to its new row; a reader must not see the default between.
+
+    The writer pauses after each locked section, as a preempted thread may, so readers do run
+    between the steps of one ``apply``.
+    """
+    locked_write = RWLock.write
+
+    @contextmanager
+    def write_then_pause(self):
+        with locked_write(self):
+            yield
+        time.sleep(0.0005)
+
+    monkeypatch.setattr(RWLock, "write", write_then_pause)
+    rng = np.random.default_rng(2)
+    ids = rng.integers(-(2**63), 2**63 - 1, size=3_000, dtype=np.int64)
+    table = ServingTable("s", DIM)
+    table.apply(_delta(ids, 1))
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            last = np.ones(len(ids), dtype=np.float32)
+            while not done.is_set():
+                out = table.lookup(ids)[:, 0]
+                assert (out >= last).all(), f"{int((out < last).sum())} re-admitted ids read as absent"
+                last = out
+        except BaseException as exc:
+            errors.append(exc)
+            done.set()
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for v in range(2, 100):
+            if done.is_set():
+                break
+            table.apply(_delta(ids, v, evicted=ids))
+    finally:
+        done.set()
+        for t in threads:
+            t.join(timeout=60)
+    if errors:
+        raise errors[0]
+    assert np.all(table.lookup(ids) == v)

@@ -152,9 +152,14 @@ class ServingTable:
     def apply(self, delta: TableDelta) -> None:
         """Apply one delta: evictions, then upserts, in chunks under the write lock."""
         self.check(delta)
-        for lo in range(0, len(delta.evicted), APPLY_CHUNK):
+        evicted = delta.evicted
+        if len(evicted) and len(delta.ids):
+            # An id evicted and re-admitted since the last export is simply overwritten below, so
+            # a reader sees its old row, then its new one, never the default vector in between.
+            evicted = evicted[~np.isin(evicted, delta.ids)]
+        for lo in range(0, len(evicted), APPLY_CHUNK):
             with self.lock.write():
-                self._delete(delta.evicted[lo : lo + APPLY_CHUNK])
+                self._delete(evicted[lo : lo + APPLY_CHUNK])
         ids = np.ascontiguousarray(delta.ids)
         vectors = np.ascontiguousarray(delta.vectors)
         for lo in range(0, len(ids), APPLY_CHUNK):
