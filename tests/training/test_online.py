@@ -62,7 +62,8 @@ def test_crash_between_snapshot_and_commit_skips_what_the_snapshot_holds(tmp_pat
     url = f"sqlite://{tmp_path}/log.db"
     with open_log(url) as log:
         log.append("examples", make_examples(200))
-        online = OnlineTrainer.from_snapshot(snap, log, OnlineConfig(batch_size=50, **FAST))
+        no_schedule = OnlineConfig(batch_size=50, sparse_sync_interval=1e6, snapshot_interval=1e6)
+        online = OnlineTrainer.from_snapshot(snap, log, no_schedule)
         for _ in range(3):
             online.step()
         online.consumer.commit = lambda *a: None  # the process "dies" right after the snapshot
