@@ -66,15 +66,17 @@ class Profile:
     """One entity's profile: a slot list indexed like the store's slots (``None`` = empty slot).
 
     ``version`` grows at every change; the profile is clean when ``version == flushed``.
+    ``stored`` tells whether LMDB holds a version of it.
     """
 
-    __slots__ = ("flushed", "nbytes", "slots", "version")
+    __slots__ = ("flushed", "nbytes", "slots", "stored", "version")
 
     def __init__(self, nslots: int) -> None:
         self.slots: list[SlotData | None] = [None] * nslots
         self.version = 0
         self.flushed = 0
         self.nbytes = 0
+        self.stored = False
 
     @property
     def dirty(self) -> bool:

@@ -363,6 +363,7 @@ class ProfileStore:
             blob = self._storage.get(key)
         if blob is not None:
             p = self._decode(blob)
+            p.stored = True
             self._stats["loads"] += 1
         elif create:
             p = Profile(len(self.specs))
@@ -578,7 +579,8 @@ class ProfileStore:
             empty = {k for k, _, _, slots in snapshot if all(s is None for s in slots)}
             put_keys = {k for k, _ in puts}
             self._storage.commit(puts, (deleted | empty) - put_keys, seq, clock)
-            for _, p, version, _ in snapshot:
+            for k, p, version, _ in snapshot:
+                p.stored = k in put_keys
                 if p.version == version:
                     p.flushed = version
             with self._merge_lock:
@@ -638,11 +640,12 @@ class ProfileStore:
         out["pending_batches"] = len(self._pending)
         out["wal_seq"] = self._seq
         if self._storage is not None and not self._closed:
-            n, size = self._storage.count_and_bytes()
+            n, size = self._storage.entries_and_bytes()
             out["stored_entities"] = n
             out["stored_bytes"] = size
-            keys = set(self._storage.iter_keys()) | set(self._profiles.keys())
-            out["entities"] = len(keys - self._deleted) if self._deleted else len(keys)
+            new = sum(1 for p in list(self._profiles.values()) if not p.stored)
+            gone = sum(1 for k in list(self._deleted) if self._storage.get(k) is not None)
+            out["entities"] = n + new - gone
         else:
             out["entities"] = len(self._profiles)
         return out
