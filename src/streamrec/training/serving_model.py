@@ -28,6 +28,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,7 +109,7 @@ class ServingModel:
         self.start_offset = int(start_offset)
         self.version = version
         self.examples_seen = examples_seen
-        self.applied: list[AppliedUpdate] = []
+        self.applied: deque[AppliedUpdate] = deque(maxlen=100_000)  # the most recent updates
         self.error: BaseException | None = None
         self._applied_cond = threading.Condition()
         self._thread: threading.Thread | None = None

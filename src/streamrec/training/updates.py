@@ -15,8 +15,9 @@ code: a small msgpack envelope (``kind``, ``version``, times, counters) around a
 
 Why one envelope type: any number of replicas follow one topic in order, and the order of sparse
 and dense updates is the order in which the trainer made them. ``version`` counts the updates of
-one trainer lineage (restored from the snapshot, so after a crash versions published after the
-snapshot are reused: a replica compares ``examples_seen`` or waits for the ``full`` update).
+one trainer lineage and is restored from the snapshot, so after a crash the versions published
+after the snapshot are reused by the replayed work; a replica's position in the topic is the
+unambiguous progress marker, and the ``full`` update that opens every trainer run resets it.
 """
 
 from __future__ import annotations
