@@ -182,3 +182,26 @@ def test_a_bad_dict_config_names_the_key_too():
     with pytest.raises(ConfigError) as err:
         EmbeddingCollection({"slots": {"user": {"dim": 4, "optimizer": {"type": "sgd", "lr": 0}}}})
     assert err.value.key == "embedding.slots.user.optimizer.lr"
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: SlotConfig(dim=0), "dim"),
+        (lambda: SlotConfig(dim=4, ttl="soon"), "ttl"),
+        (lambda: SlotConfig(dim=4, admit_after=0), "admit_after"),
+        (lambda: Adagrad(lr=0), "lr"),
+        (lambda: Adam(beta2=1.5), "beta2"),
+        (lambda: FTRL(l2=-1), "l2"),
+        (lambda: Uniform(low=1, high=1), "low"),
+        (lambda: Normal(std=-0.1), "std"),
+    ],
+)
+def test_bad_values_from_python_raise_value_error_naming_the_field(make, field):
+    with pytest.raises(ValueError, match=f"`{field}`"):
+        make()
+
+
+def test_unknown_keys_from_python_are_rejected():
+    with pytest.raises(TypeError, match="dimm"):
+        SlotConfig(dimm=4)
