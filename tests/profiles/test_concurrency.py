@@ -10,7 +10,7 @@ from streamrec.records import ActionEvent
 NOW = 1_700_000_000.0
 
 
-def test_queries_during_writes_merges_and_flushes_see_whole_merges(tmp_path):
+def test_queries_see_whole_merges_while_writes_merges_flushes_and_evictions_run(tmp_path):
     cfg = {"merge_interval": "0.005s", "flush_interval": "0.05s", "memory_budget_mb": 0.02}
     store = ProfileStore(cfg, path=tmp_path, clock=lambda: NOW)
     users = [str(u) for u in range(40)]
