@@ -301,3 +301,22 @@ def test_write_owns_filter_keeps_only_owned_entities(store):
     assert clicks(store) == 1.0
     out = store.query(FeatureQuery(entities=["item:i1"], features=[Feature(slot="authors")], now=NOW))
     assert out.results[0][0].scalar() == 0.0  # the item row belonged to another node
+
+
+def test_bad_input_on_the_other_entry_points(store, tmp_path):
+    with pytest.raises(InvalidInputError, match="events"):
+        store.write(42)
+    with pytest.raises(InvalidInputError, match="query"):
+        store.query("SELECT 1")
+    with pytest.raises(InvalidInputError, match="features"):
+        store.query(FeatureQuery(entities=["user:1"], features=[{"slot": "cat"}]))
+    with pytest.raises(InvalidInputError, match="keys"):
+        store.export_profiles([b"x"])
+    with pytest.raises(InvalidInputError, match="entity"):
+        store.entity_key("user", "")
+    with pytest.raises(ConfigError, match=r"profiles\.slots\.a\.entity"):
+        ProfileStore({"slots": {"a": {"entity": "action"}}})
+    with pytest.raises(ConfigError, match=r"profiles\.slots\.a\.reduce"):
+        ProfileStore({"slots": {"a": {"counters": ["x"], "reduce": {"x": "median"}}}})
+    nothing_changed = store.stats()
+    assert nothing_changed["accepted"] == 0 and nothing_changed["entities"] == 0
