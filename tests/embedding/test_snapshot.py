@@ -209,7 +209,7 @@ def test_killing_a_save_midway_leaves_the_previous_snapshot_readable(tmp_path):
                 deadline = time.monotonic() + 30
                 while not tmp.exists() and time.monotonic() < deadline:
                     time.sleep(0.001)
-                time.sleep(rng.uniform(0, 0.8 * seconds))
+                time.sleep(rng.uniform(0, 0.3 * seconds))
             proc.send_signal(signal.SIGKILL)
             rest = proc.communicate(timeout=30)[0].split()
             last_printed = int(rest[-2]) if rest else saved
