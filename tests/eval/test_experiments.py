@@ -28,12 +28,12 @@ needs_movielens = pytest.mark.skipif(find_dataset("ml-100k") is None, reason="ml
 @pytest.fixture(scope="module")
 def small_movielens():
     ds = load_dataset("ml-100k")
-    return Dataset("ml-30k", ds.kind, ds.examples[:30_000], ds.pooling)
+    return Dataset("ml-20k", ds.kind, ds.examples[:20_000], ds.pooling)
 
 
 @needs_movielens
 def test_online_training_beats_the_frozen_model_on_movielens(small_movielens):
-    results = {r.variant: r.value for r in online(small_movielens)}
+    results = {r.variant: r.value for r in online(small_movielens, online_batch_size=128)}
     assert set(results) == set(ONLINE_VARIANTS)
     assert results["immediate"] > results["frozen"] + 0.01
     assert results["sync 10m"] > results["sync 1d"]
@@ -50,12 +50,12 @@ def test_collisionless_beats_heavy_hashing_on_movielens(small_movielens):
 def test_eval_online_cli_writes_plots_and_json(tmp_path, monkeypatch, small_movielens):
     import streamrec.datasets.resolve as resolve
 
-    tiny = Dataset("ml-30k", small_movielens.kind, small_movielens.examples[:8_000], small_movielens.pooling)
+    tiny = Dataset("ml-8k", small_movielens.kind, small_movielens.examples[:8_000], small_movielens.pooling)
     monkeypatch.setattr(resolve, "load_dataset", lambda spec: tiny)
     result = CliRunner().invoke(app, ["eval", "online", "--data", "x", "--out", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert {r["variant"] for r in out["results"]} == set(ONLINE_VARIANTS)
     assert out["plots"] and all((tmp_path / p.split("/")[-1]).stat().st_size > 1000 for p in out["plots"])
-    assert set(out["expectations_met"]) == {"online/ml-30k: every online variant > frozen",
-                                            "online/ml-30k: shorter sync >= longer"}  # fmt: skip
+    assert set(out["expectations_met"]) == {"online/ml-8k: every online variant > frozen",
+                                            "online/ml-8k: shorter sync >= longer"}  # fmt: skip
