@@ -6,6 +6,7 @@ See ``docs/profiles.md`` for formats, invariants and failure behaviour.
 """
 
 from streamrec.profiles.config import ProfilesConfig, SlotConfig, Tier, load_profiles_config, profiles_config
+from streamrec.profiles.sql import SqlError
 from streamrec.profiles.store import ProfileStore
 from streamrec.profiles.types import Feature, FeatureQuery, FeatureResult, QueryResult, SqlResult, WriteResult
 
@@ -17,6 +18,7 @@ __all__ = [
     "ProfilesConfig",
     "QueryResult",
     "SlotConfig",
+    "SqlError",
     "SqlResult",
     "Tier",
     "WriteResult",
