@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from streamrec.embedding import SGD, EmbeddingCollection, EmbeddingTable, SlotConfig, Zeros
+from streamrec.embedding import SGD, Adagrad, EmbeddingCollection, EmbeddingTable, Normal, SlotConfig, Zeros
 
 
 def _table(ttl, admit_after: int = 1, capacity: int = 64) -> EmbeddingTable:
@@ -165,3 +166,27 @@ def test_admission_and_expiry_over_random_rounds_match_an_exact_model():
                 del last_seen[x]
         assert (table.rows_of(universe) >= 0).tolist() == [x in last_seen for x in universe.tolist()]
     assert table.stats.evicted > 50 and table.stats.admitted > len(table) + 50
+
+
+def test_a_reused_row_starts_with_the_new_ids_initial_vector_and_fresh_optimizer_state():
+    config = SlotConfig(dim=3, ttl=5, optimizer=Adagrad(lr=0.5, initial_accumulator_value=0.2), initializer=Normal())
+    grad = torch.tensor([[1.0, -2.0, 0.5]])
+
+    def train(table: EmbeddingTable, ids, now: int) -> None:
+        rows = torch.from_numpy(table.admit(np.array(ids), now=now).astype(np.int64))
+        table.apply_gradients(rows, grad.expand(len(ids), 3))
+
+    churned = EmbeddingTable("s", config, seed=1)
+    for now in range(10):
+        train(churned, [1], now)  # id 1 builds up a large accumulator
+    churned.evict_expired(100)
+    train(churned, [2], 100)  # id 2 takes id 1's freed row
+    assert churned.row_capacity == config.capacity and churned.rows_of(np.array([2]))[0] == 0
+    fresh = EmbeddingTable("s", config, seed=1)
+    train(fresh, [2], 100)
+    assert np.array_equal(churned.lookup(np.array([2])), fresh.lookup(np.array([2])))
+
+    train(churned, [1], 101)  # id 1 returns: from its initial vector again, on a fresh row state
+    again = EmbeddingTable("s", config, seed=1)
+    train(again, [1], 0)
+    assert np.array_equal(churned.lookup(np.array([1])), again.lookup(np.array([1])))
