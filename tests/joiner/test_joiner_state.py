@@ -175,3 +175,22 @@ def test_a_failed_step_changes_nothing(tmp_path):
         assert state.stats().positives == 0 and state.stats().pending == 1
         out = state.step([], [_act("r1", "a", 1.0)])
         assert [(e.item, e.label) for e in out] == [("a", 1.0)]
+
+
+def test_byte_budget_spills_too(tmp_path):
+    config = JoinConfig(window_s=WINDOW, memory_budget=1000, memory_budget_bytes=200, map_size_mb=64, sync=False)
+    with JoinState(tmp_path, config) as state:
+        state.step([_imp("r", f"i{n}", 0.0) for n in range(10)], [])
+        assert state.stats().spilled >= 6  # each impression is ~40 bytes encoded
+        out = state.step([], [_act("r", f"i{n}", 1.0) for n in range(10)])
+        assert sorted(e.item for e in out) == [f"i{n}" for n in range(10)]
+
+
+def test_an_idle_step_writes_nothing(tmp_path):
+    with JoinState(tmp_path, _config(1.0)) as state:
+        state.step([_imp("r", "a", 0.0)], [_act("r", "b", 50.0, "show")])
+        txn = state.env.info()["last_txnid"]
+        assert state.step([], []) == [] and state.env.info()["last_txnid"] == txn
+        # Becoming caught up moves the watermark: that step does write.
+        state.step([], [], caught_up=(True, True))
+        assert state.env.info()["last_txnid"] == txn + 1

@@ -41,6 +41,8 @@ class JoinConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     memory_budget
         Most waiting impressions whose features are held decoded in memory; the rest are read from
         LMDB when needed (counted as ``spilled``). Default 100 000.
+    memory_budget_bytes
+        Also bound the encoded size of those impressions (0: no byte bound). Default 256 MiB.
     batch_size
         Most records taken from each topic per step (one LMDB transaction, one append).
     map_size_mb
@@ -55,6 +57,7 @@ class JoinConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     negative_rate: float = 0.1
     positive_actions: tuple[str, ...] = DEFAULT_POSITIVE_ACTIONS
     memory_budget: int = 100_000
+    memory_budget_bytes: int = 256 << 20
     batch_size: int = 1000
     map_size_mb: int = 4096
     sync: bool = True
@@ -73,6 +76,8 @@ class JoinConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
                 raise ValueError(f"`positive_actions` cannot contain {name!r} (not a lowercase label action)")
         if self.memory_budget < 0:
             raise ValueError(f"`memory_budget` must be >= 0, got {self.memory_budget!r}")
+        if self.memory_budget_bytes < 0:
+            raise ValueError(f"`memory_budget_bytes` must be >= 0, got {self.memory_budget_bytes!r}")
         if self.batch_size < 1:
             raise ValueError(f"`batch_size` must be >= 1, got {self.batch_size!r}")
         if self.map_size_mb < 1:

@@ -20,6 +20,8 @@ are there". See ``docs/joiner.md``.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -186,6 +188,9 @@ class Joiner:
     ) -> JoinStats:
         """Run steps until interrupted, ``max_seconds`` passed, or (``once``) both topics are read.
 
+        SIGINT (Ctrl-C) and SIGTERM end the loop after the step in progress (when called from the
+        main thread); the counters are returned as usual.
+
         Parameters
         ----------
         once
@@ -200,8 +205,14 @@ class Joiner:
         if max_seconds is not None and not max_seconds >= 0:
             raise InvalidInputError("max_seconds", max_seconds, "must be a number of seconds >= 0")
         start = last = time.monotonic()
+        stop: list[int] = []
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            # Ctrl-C / SIGTERM finish the current step, then stop: nothing is left in the outbox.
+            previous = {sig: signal.signal(sig, lambda signum, frame: stop.append(signum)) for sig in handled}
         try:
-            while True:
+            while not stop:
                 _, idle = self.step()
                 now = time.monotonic()
                 if progress is not None and now - last >= progress_every_s:
@@ -215,8 +226,9 @@ class Joiner:
                     break
                 if idle:
                     time.sleep(idle_sleep_s)
-        except KeyboardInterrupt:
-            pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         if progress is not None:
             progress(self.stats())
         return self.stats()

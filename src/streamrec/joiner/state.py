@@ -129,7 +129,9 @@ class JoinState:
         self._early_due = self.env.open_db(b"early_due")
         self._meta = self.env.open_db(b"meta")
         self._positive = frozenset(config.positive_actions)
-        self._cache: dict[bytes, Impression] = {}  # decoded waiting impressions, oldest first
+        # Decoded waiting impressions, oldest first, with their encoded sizes (the byte budget).
+        self._cache: dict[bytes, tuple[Impression, int]] = {}
+        self._cache_bytes = 0
         self._check_config()
         self._load()
 
@@ -223,6 +225,8 @@ class JoinState:
             Caller keys to write in the same transaction (``None`` deletes a key), or a function
             of the step's examples returning them (how the joiner stores its outbox).
         """
+        if self._nothing_to_do(impressions, actions, caught_up, drain, meta):
+            return []  # no transaction: an idle joiner does not fsync
         stats = msgspec.structs.replace(self._stats)
         max_imp, max_act = self._max_imp, self._max_act
         out: list[Example] = []
@@ -236,11 +240,7 @@ class JoinState:
                     self._add_action(txn, act, stats, out)
                     if act.time > max_act:
                         max_act = act.time
-                holding = [m for m, idle in zip((max_imp, max_act), caught_up, strict=True) if not idle]
-                front = min(holding) if holding else max(max_imp, max_act)
-                wm = max(stats.watermark, front - self.config.allowed_lateness_s)
-                if drain:
-                    wm = float("inf")
+                wm = self._next_watermark(max_imp, max_act, caught_up, drain)
                 stats.watermark = wm
                 self._close_windows(txn, wm, stats, out)
                 self._expire_actions(txn, wm, stats)
@@ -254,9 +254,32 @@ class JoinState:
                     self._write_meta(txn, meta)
         except BaseException:
             self._cache.clear()  # may hold impressions of the aborted transaction
+            self._cache_bytes = 0
             raise
         self._stats, self._max_imp, self._max_act = stats, max_imp, max_act
         return out
+
+    def _nothing_to_do(
+        self,
+        impressions: Sequence[Impression],
+        actions: Sequence[ActionEvent],
+        caught_up: tuple[bool, bool],
+        drain: bool,
+        meta: Mapping[bytes, bytes | None] | Callable[[list[Example]], Mapping[bytes, bytes | None]] | None,
+    ) -> bool:
+        """No input, no drain, the same watermark (so no window closes) and no caller keys."""
+        if impressions or actions or drain:
+            return False
+        if self._next_watermark(self._max_imp, self._max_act, caught_up, drain) != self._stats.watermark:
+            return False
+        return not (meta([]) if callable(meta) else meta)
+
+    def _next_watermark(self, max_imp: float, max_act: float, caught_up: tuple[bool, bool], drain: bool) -> float:
+        if drain:
+            return float("inf")
+        holding = [m for m, idle in zip((max_imp, max_act), caught_up, strict=True) if not idle]
+        front = min(holding) if holding else max(max_imp, max_act)
+        return max(self._stats.watermark, front - self.config.allowed_lateness_s)
 
     # -- per record (the hot path: a few LMDB calls each) -----------------------------------
     def _add_impression(self, txn: lmdb.Transaction, imp: Impression, stats: JoinStats, out: list[Example]) -> None:
@@ -283,12 +306,23 @@ class JoinState:
                 out.append(self._example(imp, 1.0, 1.0, min(matching)))
                 stats.positives += 1
                 return
-        txn.put(key, _WAITING + _encode(imp), db=self._imp)
+        payload = _encode(imp)
+        txn.put(key, _WAITING + payload, db=self._imp)
         stats.pending += 1
-        self._cache[key] = imp
-        if len(self._cache) > self.config.memory_budget:
-            del self._cache[next(iter(self._cache))]
+        self._cache[key] = (imp, len(payload))
+        self._cache_bytes += len(payload)
+        byte_budget = self.config.memory_budget_bytes or float("inf")
+        while self._cache and (len(self._cache) > self.config.memory_budget or self._cache_bytes > byte_budget):
+            self._cache_bytes -= self._cache.pop(next(iter(self._cache)))[1]
             stats.spilled += 1
+
+    def _take(self, key: bytes, raw: bytes) -> Impression:
+        """The waiting impression ``key`` (``raw`` is its LMDB value), leaving the memory cache."""
+        cached = self._cache.pop(key, None)
+        if cached is None:
+            return _decode_imp(raw[1:])
+        self._cache_bytes -= cached[1]
+        return cached[0]
 
     def _add_action(self, txn: lmdb.Transaction, act: ActionEvent, stats: JoinStats, out: list[Example]) -> None:
         stats.actions += 1
@@ -312,7 +346,7 @@ class JoinState:
         if raw[:1] == _DONE:
             stats.duplicate_actions += 1
             return
-        imp = self._cache.pop(key, None) or _decode_imp(raw[1:])
+        imp = self._take(key, raw)
         if not imp.time - self.config.allowed_lateness_s <= act.time <= imp.time + self.config.window_s:
             stats.late_actions += 1
             return
@@ -343,7 +377,7 @@ class JoinState:
             raw = txn.pop(key, db=self._imp)
             if raw is None or raw[:1] == _DONE:
                 continue
-            imp = self._cache.pop(key, None) or _decode_imp(raw[1:])
+            imp = self._take(key, raw)
             stats.pending -= 1
             if rate >= 1.0 or sample_hash(imp.request_id, imp.item) < rate:
                 out.append(self._example(imp, 0.0, rate, _unsortable(due_key)))
@@ -392,6 +426,7 @@ class JoinState:
     def close(self) -> None:
         """Close the LMDB environment (everything is already durable)."""
         self._cache.clear()
+        self._cache_bytes = 0
         self.env.close()
 
     def __enter__(self) -> JoinState:
