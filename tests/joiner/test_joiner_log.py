@@ -128,3 +128,16 @@ def test_cli_rejects_a_bad_rate_naming_it(tmp_path):
     args = ["joiner", "--log", f"sqlite://{tmp_path}/log.db", "--negative-rate", "1.5", "--once"]
     result = CliRunner().invoke(app, args)
     assert isinstance(result.exception, ConfigError) and "joiner.negative_rate" in str(result.exception)
+
+
+def test_a_record_that_does_not_decode_stops_the_joiner_naming_its_offset(tmp_path):
+    from streamrec.errors import LogError
+
+    imps, _ = traffic(20, seed=4)
+    with open_log(f"sqlite://{tmp_path}/log.db") as log:
+        log.append("impressions", imps[:10])
+        log.append("impressions", [b"\x93not an impression"])
+        with Joiner(log, tmp_path / "state", CONFIG) as joiner:
+            with pytest.raises(LogError, match="offset 10"):
+                joiner.run(once=True)
+            assert joiner.stats().impressions == 10  # the good records before it were applied
