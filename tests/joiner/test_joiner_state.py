@@ -194,3 +194,13 @@ def test_an_idle_step_writes_nothing(tmp_path):
         # Becoming caught up moves the watermark: that step does write.
         state.step([], [], caught_up=(True, True))
         assert state.env.info()["last_txnid"] == txn + 1
+
+
+def test_the_map_grows_when_the_state_outgrows_it(tmp_path):
+    config = JoinConfig(window_s=WINDOW, map_size_mb=1, sync=False)
+    big = [Impression(request_id=f"r{n}", user="u", item="a", time=0.0, dense=[0.5] * 500) for n in range(1000)]
+    with JoinState(tmp_path, config) as state:
+        state.step(big, [])  # ~4.5 MB of waiting impressions in a 1 MiB map
+        assert state.stats().pending == 1000 and state.env.info()["map_size"] > 1 << 20
+        out = state.step([], [_act("r999", "a", 1.0)])
+        assert [(e.request_id, e.dense[:1]) for e in out] == [("r999", [0.5])]

@@ -46,7 +46,8 @@ class JoinConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     batch_size
         Most records taken from each topic per step (one LMDB transaction, one append).
     map_size_mb
-        Size of the LMDB memory map (an upper bound on the state, not an allocation).
+        Initial size of the LMDB memory map (address space, not memory); doubled whenever a step
+        would not fit.
     sync
         Flush each step's LMDB transaction to disk (survives power loss). ``False`` still survives
         ``kill -9`` of the joiner (the OS keeps the written pages), not a crash of the machine.

@@ -227,6 +227,21 @@ class JoinState:
         """
         if self._nothing_to_do(impressions, actions, caught_up, drain, meta):
             return []  # no transaction: an idle joiner does not fsync
+        while True:
+            try:
+                return self._step(impressions, actions, caught_up, drain, meta)
+            except lmdb.MapFullError:
+                # The aborted step changed nothing: double the map (a bound, not memory) and redo it.
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+
+    def _step(
+        self,
+        impressions: Sequence[Impression],
+        actions: Sequence[ActionEvent],
+        caught_up: tuple[bool, bool],
+        drain: bool,
+        meta: Mapping[bytes, bytes | None] | Callable[[list[Example]], Mapping[bytes, bytes | None]] | None,
+    ) -> list[Example]:
         stats = msgspec.structs.replace(self._stats)
         max_imp, max_act = self._max_imp, self._max_act
         out: list[Example] = []
