@@ -54,10 +54,41 @@ def _by_key(examples):
     return got
 
 
+ARBITRARY = {"data": events(), "seed": st.integers(0, 2**32 - 1), "rate": st.sampled_from([1.0, 0.5, 0.1])}
+BOUNDED = {"data": events(), "seed": st.integers(0, 2**32 - 1), "budget": st.sampled_from([0, 1, 3])}
+MANY = settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
 @SETTINGS
-@given(data=events(), seed=st.integers(0, 2**32 - 1), rate=st.sampled_from([1.0, 0.5, 0.1]))
+@given(**ARBITRARY)
 def test_arbitrary_arrival_matches_the_arrival_reference(data, seed, rate):
     """Shuffled, duplicated, late input cut in random steps with random caught-up flags."""
+    _check_arbitrary(data, seed, rate)
+
+
+@SETTINGS
+@given(**BOUNDED)
+def test_bounded_disorder_equals_the_offline_join_whatever_the_steps(data, seed, budget):
+    """Each topic out of order by at most the lateness: the offline answer, exactly one example
+    per distinct impression, with a memory budget so small that impressions spill."""
+    _check_bounded(data, seed, budget)
+
+
+@pytest.mark.slow
+@MANY
+@given(**ARBITRARY)
+def test_arbitrary_arrival_many_more_inputs(data, seed, rate):
+    _check_arbitrary(data, seed, rate)
+
+
+@pytest.mark.slow
+@MANY
+@given(**BOUNDED)
+def test_bounded_disorder_many_more_inputs(data, seed, budget):
+    _check_bounded(data, seed, budget)
+
+
+def _check_arbitrary(data, seed, rate):
     imps, acts = data
     rng = random.Random(seed)
     rng.shuffle(imps)
@@ -70,11 +101,7 @@ def test_arbitrary_arrival_matches_the_arrival_reference(data, seed, rate):
     assert stats.positives + stats.negatives_kept == len(got)
 
 
-@SETTINGS
-@given(data=events(), seed=st.integers(0, 2**32 - 1), budget=st.sampled_from([0, 1, 3]))
-def test_bounded_disorder_equals_the_offline_join_whatever_the_steps(data, seed, budget):
-    """Each topic out of order by at most the lateness: the offline answer, exactly one example
-    per distinct impression, with a memory budget so small that impressions spill."""
+def _check_bounded(data, seed, budget):
     imps, acts = data
     rng = random.Random(seed)
     imps, acts = bounded_disorder(imps, LATENESS, rng), bounded_disorder(acts, LATENESS, rng)
