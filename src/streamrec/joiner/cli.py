@@ -63,7 +63,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         with Joiner(log, state_dir, config, group=group) as j:
             stats = j.run(once=once, drain=drain, max_seconds=max_seconds, progress=None if as_json else progress)
         if as_json:
-            print(json.dumps(stats.as_dict()))
+            print(json.dumps(stats.as_dict(), allow_nan=False))
         else:
             from rich.console import Console
             from rich.table import Table

@@ -7,6 +7,8 @@ it describes, so after a crash and restart the counters match the examples in th
 
 from __future__ import annotations
 
+import math
+
 import msgspec
 
 __all__ = ["JoinStats"]
@@ -63,8 +65,13 @@ class JoinStats(msgspec.Struct, kw_only=True):
         """Examples emitted: positives plus kept negatives."""
         return self.positives + self.negatives_kept
 
-    def as_dict(self) -> dict[str, float]:
-        """The counters as a plain dict (for ``--json`` and metrics), with ``examples`` added."""
-        out = msgspec.structs.asdict(self)
+    def as_dict(self) -> dict[str, float | None]:
+        """The counters as a plain dict (for ``--json`` and metrics), with ``examples`` added.
+
+        A watermark of ``±inf`` (nothing read yet; drained) is ``None``, so the dict is valid JSON.
+        """
+        out: dict[str, float | None] = msgspec.structs.asdict(self)
         out["examples"] = self.examples
+        if not math.isfinite(self.watermark):
+            out["watermark"] = None
         return out
