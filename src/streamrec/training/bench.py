@@ -19,7 +19,8 @@ dense optimizer; only the embedding source differs (collisionless
   the oldest training step an update carries to that moment (goal: interval + 2 s).
   ``sync_bytes_per_s`` is the update bytes published per second of that phase.
 
-Absolute numbers on a shared 2-core machine are noise; the ratios are the result.
+Absolute numbers on a shared 2-core machine are noise; the ratios are the result. Torch runs on
+one intra-op thread by default (``--threads``), the same for both contenders.
 """
 
 from __future__ import annotations
@@ -45,12 +46,12 @@ class Sizes:
     online_examples: int = 30_000
     lag_seconds: float = 20.0
     sync_interval: float = 2.0
-    reps: int = 3
+    reps: int = 5
     batch_size: int = 512
     dim: int = 16
 
 
-QUICK = Sizes(batch_examples=9_000, online_examples=6_000, lag_seconds=4.0, sync_interval=1.0, reps=3)
+QUICK = Sizes(batch_examples=24_000, online_examples=12_000, lag_seconds=4.0, sync_interval=1.0, reps=3)
 
 
 def examples_for_bench(n: int) -> tuple[ExampleBatch, str]:
@@ -215,10 +216,17 @@ def _lag_phase(trainer, url: str, records: list, sizes: Sizes) -> dict[str, floa
     }
 
 
-def run_bench(quick: bool = False, folder: str | Path | None = None) -> dict:
-    """Run every phase; returns the JSON-ready result (``ratios``, lags, ``goals_met``, details)."""
+def run_bench(quick: bool = False, folder: str | Path | None = None, threads: int = 1) -> dict:
+    """Run every phase; returns the JSON-ready result (``ratios``, lags, ``goals_met``, details).
+
+    ``threads`` sets torch's intra-op threads for the whole run (0 keeps torch's default). One is
+    the default because steps of 512 examples are too small to split, and on a busy machine idle
+    OpenMP workers spinning for cores cost both contenders 10x or more, burying the ratio in noise.
+    """
     from streamrec.log import open_log
 
+    if threads:
+        torch.set_num_threads(threads)
     sizes = QUICK if quick else Sizes()
     # torch warns once that sparse invariant checks are off (the baseline's sparse Adagrad); noise here
     warnings.filterwarnings("ignore", message="Sparse invariant checks", category=UserWarning)
@@ -256,6 +264,7 @@ def run_bench(quick: bool = False, folder: str | Path | None = None) -> dict:
         "benchmark": "training",
         "data": source,
         "quick": quick,
+        "torch_threads": torch.get_num_threads(),
         "ratios": {k: round(v, 3) for k, v in ratios.items()},
         "sync_lag_p50_s": round(lag["sync_lag_p50_s"], 4),
         "sync_lag_p99_s": round(lag["sync_lag_p99_s"], 4),
@@ -302,9 +311,9 @@ def print_result(result: dict) -> None:
         console.print(f"{'[green]met' if met else '[red]missed'}[/]  {goal}")
 
 
-def run_benchmark(as_json: bool = False, quick: bool = False) -> dict:
+def run_benchmark(as_json: bool = False, quick: bool = False, threads: int = 1) -> dict:
     """Entry point of the CLI command."""
-    result = run_bench(quick=quick)
+    result = run_bench(quick=quick, threads=threads)
     if as_json:
         print(json.dumps(result))
     else:

@@ -30,12 +30,13 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         group: str = typer.Option("trainer", help="Consumer group on topic 'examples'."),
         max_seconds: float | None = typer.Option(None, min=0, help="Stop after this many seconds (default: never)."),
         until_drained: bool = typer.Option(False, "--until-drained", help="Stop when no example is waiting."),
+        threads: int = typer.Option(0, min=0, help="Torch intra-op threads (0: torch default; 1 suits small steps)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the summary at the end."),
     ) -> None:
         """Continue a snapshot online: train from 'examples', publish updates to 'model-updates'."""
         summary = run_online(
             log, snapshot, sparse_sync_interval, dense_sync_interval, snapshot_interval, expiry_interval,
-            batch_size, group, max_seconds, until_drained, quiet=as_json,
+            batch_size, group, max_seconds, until_drained, threads=threads, quiet=as_json,
         )  # fmt: skip
         if as_json:
             print(json.dumps(summary))
@@ -44,11 +45,12 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     def bench_training(
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
         quick: bool = typer.Option(False, "--quick", help="Smaller sizes (under a minute), for a smoke test."),
+        threads: int = typer.Option(1, min=0, help="Torch intra-op threads for both contenders (0: torch default)."),
     ) -> None:
         """Training throughput on collisionless tables vs modulo hashing (batch and online), sync lag."""
         from streamrec.training.bench import run_benchmark
 
-        run_benchmark(as_json=as_json, quick=quick)
+        run_benchmark(as_json=as_json, quick=quick, threads=threads)
 
 
 def run_online(
@@ -62,10 +64,12 @@ def run_online(
     group: str = "trainer",
     max_seconds: float | None = None,
     until_drained: bool = False,
+    threads: int = 0,
     quiet: bool = False,
 ) -> dict:
     """Run the online stage as the CLI does; returns the summary."""
     import msgspec
+    import torch
     from rich.console import Console
     from rich.live import Live
 
@@ -82,6 +86,8 @@ def run_online(
         batch_size=batch_size,
         group=group,
     )
+    if threads:
+        torch.set_num_threads(threads)
     console = Console(stderr=True, quiet=quiet)
     online = OnlineTrainer.from_snapshot(snapshot, log, config)
     online.install_signal_handlers()
