@@ -106,11 +106,11 @@ def test_predictions_while_dense_updates_apply_are_each_from_one_whole_version(t
     assert np.array_equal(serving.predict_logits(probe), expected[-1])
 
 
-def test_predict_runs_while_sparse_updates_apply_and_ends_exact(tmp_path):
+def test_predict_runs_while_sparse_updates_apply_and_ends_exact(tmp_path, log_url):
     snap = tmp_path / "model.snap"
     write_snapshot(snap)
     probe = _probe()
-    with open_log(f"sqlite://{tmp_path}/log.db") as log:
+    with open_log(log_url) as log:
         serving = ServingModel.from_snapshot(snap)
         serving.follow(log, poll_timeout_s=0.01)
         online = OnlineTrainer.from_snapshot(snap, log, OnlineConfig(batch_size=16, **SLOW_SCHEDULE))
