@@ -53,6 +53,14 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         run_benchmark(as_json=as_json, quick=quick, threads=threads)
 
 
+def _duration(seconds: float) -> str:
+    """``12.3 s``, ``5.2 min``, ``3.1 h`` or ``412 d``: how far event time trails the wall clock."""
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:,.1f} {unit}"
+    return f"{seconds:.1f} s"
+
+
 def run_online(
     log: str,
     snapshot: Path,
@@ -97,7 +105,7 @@ def run_online(
             f"[bold]train online[/] {s.examples:,} examples · {s.examples_per_s:,.0f}/s · "
             f"syncs {s.sparse_syncs} sparse / {s.dense_syncs} dense · snapshots {s.snapshots} · "
             f"evicted {s.evicted:,} · {s.bytes_published / 1e6:.1f} MB published · "
-            f"event lag {s.event_lag_s:,.1f} s · version {s.version}"
+            f"event lag {_duration(s.event_lag_s)} · version {s.version}"
         )
 
     try:
@@ -106,6 +114,8 @@ def run_online(
                 max_seconds=max_seconds, until_drained=until_drained, on_progress=lambda s: live.update(line(s))
             )
             live.update(line(stats))
+        if not console.is_terminal:
+            console.line()  # Live leaves its last line open when it is not drawing on a terminal
     finally:
         online.close()
     summary = {
