@@ -237,8 +237,8 @@ class OnlineTrainer:
         self.stats.rejected += len(fresh) - len(records)
         if records:
             batch = ExampleBatch.from_examples(records, self.slots, self.n_dense)
+            wall = time.time()  # rows change from here on: the oldest change the next syncs carry
             self.trainer.train_step(batch)
-            wall = time.time()
             if self._changes_since is None:
                 self._changes_since = wall
             if self._dense_changes_since is None:
