@@ -2,13 +2,16 @@
 
 Why this shape (Monolith's collisionless table):
 
-* Two hash functions, ``BUCKET`` = 8 slots per bucket. An id lives in one of its two buckets, so a
-  lookup reads at most two 64-byte lines of keys: O(1) worst case, unlike chaining or probing.
-  With 8-slot buckets a random-walk insert fills the index to ~0.95+ before it fails, so memory
-  is spent on ids, not on holes.
-* The index stores ``keys`` (int64) and ``rows`` (int32) side by side; ``rows[p] == -1`` marks an
-  empty position. Emptiness is *not* a reserved key value, so every int64 — 0, -1, INT64_MIN,
-  INT64_MAX — is a storable id.
+* Two hash functions, ``BUCKET`` = 5 slots per bucket, and a bucket is exactly one 64-byte cache
+  line: 5 int64 keys, then their 5 int32 row numbers (``STRIDE`` = 8 words). An id lives in one of
+  its two buckets, so a lookup touches at most two cache lines before its row: O(1) worst case,
+  unlike chaining or probing, and half the lines of separate key and row arrays. With 5-slot
+  buckets a random-walk insert fills the index to ~0.98 before it fails, so memory is spent on
+  ids, not on holes.
+* ``keys`` is the int64 view of the buckets and ``rows`` the int32 view of the same memory; slot
+  ``p = bucket * 8 + j`` keeps its key at ``keys[p]`` and its row at ``rows[row_at(p)]``, where -1
+  marks an empty slot. Emptiness is *not* a reserved key value, so every int64 — 0, -1,
+  INT64_MIN, INT64_MAX — is a storable id.
 * Rows are separate from positions: a cuckoo kick moves 12 bytes of (key, row), never a vector
   and its optimizer state, and growth rehashes keys only.
 * Buckets are chosen with murmur3's 64-bit finalizer (a bijection with full avalanche) on the id
@@ -30,7 +33,8 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-BUCKET = 8
+BUCKET = 5  # slots per bucket
+STRIDE = 8  # int64 words per bucket: 5 keys + 5 int32 rows (+ 1 spare) = one 64-byte line
 MAX_KICKS = 500
 GROWTH = 1.5
 
@@ -72,15 +76,21 @@ def bucket_of(key, seed, n_buckets):
 
 
 @njit(inline="always")
+def row_at(p):
+    """Index in the int32 view of the row number of slot ``p`` (same cache line as its key)."""
+    return p + (p & ~7) + 10
+
+
+@njit(inline="always")
 def find_in(keys, rows, base1, base2, key):
     """Position of ``key`` given the first positions of its two buckets, or -1."""
     for j in range(BUCKET):
         p = base1 + j
-        if keys[p] == key and rows[p] >= 0:
+        if keys[p] == key and rows[row_at(p)] >= 0:
             return p
     for j in range(BUCKET):
         p = base2 + j
-        if keys[p] == key and rows[p] >= 0:
+        if keys[p] == key and rows[row_at(p)] >= 0:
             return p
     return -1
 
@@ -89,17 +99,18 @@ def find_in(keys, rows, base1, base2, key):
 def find_position(keys, rows, n_buckets, seed1, seed2, key):
     """Position of ``key`` in the index, or -1."""
     return find_in(
-        keys, rows, bucket_of(key, seed1, n_buckets) * BUCKET, bucket_of(key, seed2, n_buckets) * BUCKET, key
+        keys, rows, bucket_of(key, seed1, n_buckets) * STRIDE, bucket_of(key, seed2, n_buckets) * STRIDE, key
     )
 
 
 @njit(inline="always")
 def _place_in_bucket(keys, rows, bucket, key, row):
-    base = bucket * BUCKET
+    base = bucket * STRIDE
     for j in range(BUCKET):
-        if rows[base + j] < 0:
+        r = row_at(base + j)
+        if rows[r] < 0:
             keys[base + j] = key
-            rows[base + j] = row
+            rows[r] = row
             return True
     return False
 
@@ -130,11 +141,11 @@ def insert_new(keys, rows, n_buckets, seed1, seed2, key, row, rng):
         return True, np.int64(0), np.int32(-1)
     bucket = b1 if (_xorshift(rng) & np.uint64(1)) == 0 else b2
     for _ in range(MAX_KICKS):
-        p = bucket * BUCKET + np.int64(_xorshift(rng) % np.uint64(BUCKET))
+        p = bucket * STRIDE + np.int64(_xorshift(rng) % np.uint64(BUCKET))
         victim_key = keys[p]
-        victim_row = rows[p]
+        victim_row = rows[row_at(p)]
         keys[p] = key
-        rows[p] = row
+        rows[row_at(p)] = row
         key = victim_key
         row = victim_row
         v1 = bucket_of(key, seed1, n_buckets)
@@ -164,7 +175,7 @@ def lookup_rows(keys, rows, n_buckets, seed1, seed2, ids, out):
     """``out[i]`` = row of ``ids[i]`` or -1. Per-id hot path (one or two bucket reads)."""
     for i in range(ids.shape[0]):
         p = find_position(keys, rows, n_buckets, seed1, seed2, ids[i])
-        out[i] = rows[p] if p >= 0 else -1
+        out[i] = rows[row_at(p)] if p >= 0 else -1
 
 
 @intrinsic
@@ -204,18 +215,16 @@ def _gather_range(keys, rows, n_buckets, seed1, seed2, ids, weights, flat, defau
     for i in range(lo, hi + _AHEAD_BUCKET):
         if i < hi:
             key = ids[i]
-            b1 = bucket_of(key, seed1, n_buckets) * BUCKET
-            b2 = bucket_of(key, seed2, n_buckets) * BUCKET
+            b1 = bucket_of(key, seed1, n_buckets) * STRIDE
+            b2 = bucket_of(key, seed2, n_buckets) * STRIDE
             bases[i, 0] = b1
             bases[i, 1] = b2
-            prefetch(keys, b1)
-            prefetch(rows, b1)
+            prefetch(keys, b1)  # one line holds the bucket's keys and rows
             prefetch(keys, b2)
-            prefetch(rows, b2)
         k = i - _AHEAD_ROW
         if lo <= k < hi:
             p = find_in(keys, rows, bases[k, 0], bases[k, 1], ids[k])
-            r = rows[p] if p >= 0 else -1
+            r = rows[row_at(p)] if p >= 0 else -1
             found[k] = r
             if r >= 0:
                 prefetch(flat, r * dim)
@@ -272,11 +281,14 @@ def lookup_gather_parallel(keys, rows, n_buckets, seed1, seed2, ids, weights, de
 @njit(cache=True)
 def rebuild(old_keys, old_rows, new_keys, new_rows, n_buckets, seed1, seed2, rng):
     """Reinsert every occupied (key, row) of the old arrays into empty new ones; False on failure."""
-    for p in range(old_rows.shape[0]):
-        if old_rows[p] >= 0:
-            ok, _, _ = insert_new(new_keys, new_rows, n_buckets, seed1, seed2, old_keys[p], old_rows[p], rng)
-            if not ok:
-                return False
+    for b in range(old_keys.shape[0] // STRIDE):
+        for j in range(BUCKET):
+            p = b * STRIDE + j
+            r = old_rows[row_at(p)]
+            if r >= 0:
+                ok, _, _ = insert_new(new_keys, new_rows, n_buckets, seed1, seed2, old_keys[p], r, rng)
+                if not ok:
+                    return False
     return True
 
 
@@ -287,8 +299,8 @@ def delete_ids(keys, rows, n_buckets, seed1, seed2, ids, freed):
     for i in range(ids.shape[0]):
         p = find_position(keys, rows, n_buckets, seed1, seed2, ids[i])
         if p >= 0:
-            freed[n] = rows[p]
-            rows[p] = -1
+            freed[n] = rows[row_at(p)]
+            rows[row_at(p)] = -1
             n += 1
     return n
 
@@ -297,12 +309,24 @@ def delete_ids(keys, rows, n_buckets, seed1, seed2, ids, freed):
 def occupied(keys, rows, out_ids, out_rows):
     """Copy every (id, row) held by the index into the outputs; returns the count."""
     n = 0
-    for p in range(rows.shape[0]):
-        if rows[p] >= 0:
-            out_ids[n] = keys[p]
-            out_rows[n] = rows[p]
-            n += 1
+    for b in range(keys.shape[0] // STRIDE):
+        for j in range(BUCKET):
+            p = b * STRIDE + j
+            r = rows[row_at(p)]
+            if r >= 0:
+                out_ids[n] = keys[p]
+                out_rows[n] = r
+                n += 1
     return n
+
+
+def empty_buckets(n_buckets: int) -> np.ndarray:
+    """``n_buckets`` empty buckets (rows -1) as a 64-byte-aligned int64 array, a bucket per cache line."""
+    raw = np.zeros(n_buckets * STRIDE + STRIDE, dtype=np.int64)
+    start = (-raw.ctypes.data % 64) // 8
+    buckets = raw[start : start + n_buckets * STRIDE]
+    buckets.view(np.int32).reshape(n_buckets, 2 * STRIDE)[:, 10:] = -1
+    return buckets
 
 
 class CuckooIndex:
@@ -340,8 +364,8 @@ class CuckooIndex:
         if n_buckets >= 2**32:
             raise MemoryError("cuckoo index cannot exceed 2**32 buckets")
         self.n_buckets = n_buckets
-        self.keys = np.zeros(n_buckets * BUCKET, dtype=np.int64)
-        self.rows = np.full(n_buckets * BUCKET, -1, dtype=np.int32)
+        self.keys = empty_buckets(n_buckets)
+        self.rows = self.keys.view(np.int32)
         self.seed1 = self._next_seed()
         self.seed2 = self._next_seed()
 
@@ -355,7 +379,7 @@ class CuckooIndex:
 
     @property
     def nbytes(self) -> int:
-        return self.keys.nbytes + self.rows.nbytes
+        return self.keys.nbytes  # rows share the same memory (the int32 view of each bucket's line)
 
     def lookup(self, ids: np.ndarray) -> np.ndarray:
         """Rows of ``ids`` (int64 array), -1 where absent."""
@@ -428,8 +452,7 @@ class CuckooIndex:
     # -- snapshots -----------------------------------------------------------------------------
     def state(self) -> dict[str, np.ndarray]:
         return {
-            "keys": self.keys,
-            "rows": self.rows,
+            "buckets": self.keys,
             "meta": np.array(
                 [self.n_buckets, self.size, self.seed1, self.seed2, self._rng[0], self._seed_counter],
                 dtype=np.uint64,
@@ -446,7 +469,8 @@ class CuckooIndex:
         index.seed1, index.seed2 = s1, s2
         index._rng = np.array([rng], dtype=np.uint64)
         index._seed_counter = int(counter)
-        index.keys = np.array(state["keys"], dtype=np.int64)
-        index.rows = np.array(state["rows"], dtype=np.int32)
+        index.keys = empty_buckets(index.n_buckets)
+        index.keys[:] = state["buckets"]
+        index.rows = index.keys.view(np.int32)
         index.growth_loads = [float(x) for x in state["growth_loads"]]
         return index

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 import numpy as np
 from numba import njit
 
-from streamrec.embedding.cuckoo import CuckooIndex, find_position, insert_new
+from streamrec.embedding.cuckoo import CuckooIndex, find_position, insert_new, row_at
 from streamrec.embedding.delta import CollectionDelta, TableDelta
 from streamrec.embedding.table import as_ids
 from streamrec.errors import InvalidInputError, UnknownSlotError
@@ -86,7 +86,7 @@ def _upsert(keys, rows, n_buckets, seed1, seed2, rng, weights, free_rows, state,
     for i in range(start, stop):
         p = find_position(keys, rows, n_buckets, seed1, seed2, ids[i])
         if p >= 0:
-            r = rows[p]
+            r = rows[row_at(p)]
             for d in range(dim):
                 weights[r, d] = vectors[i, d]
             continue

@@ -34,10 +34,13 @@ from numba import njit
 from streamrec.embedding.admission import CountMinSketch, sketch_observe
 from streamrec.embedding.config import SlotConfig
 from streamrec.embedding.cuckoo import (
+    BUCKET,
+    STRIDE,
     CuckooIndex,
     find_position,
     insert_new,
     py_mix64,
+    row_at,
 )
 from streamrec.embedding.delta import TableDelta
 from streamrec.embedding.initializers import init_rows, initializer_params
@@ -66,7 +69,7 @@ def _admit_batch(
         key = ids[i]
         p = find_position(keys, rows, n_buckets, seed1, seed2, key)
         if p >= 0:
-            r = rows[p]
+            r = rows[row_at(p)]
             out[i] = r
             if last_update[r] < now:
                 last_update[r] = now
@@ -97,26 +100,30 @@ def _admit_batch(
 @njit(cache=True)
 def _collect_dirty(keys, rows, dirty, out_ids, out_rows):
     n = 0
-    for p in range(rows.shape[0]):
-        r = rows[p]
-        if r >= 0 and dirty[r]:
-            dirty[r] = 0
-            out_ids[n] = keys[p]
-            out_rows[n] = r
-            n += 1
+    for b in range(keys.shape[0] // STRIDE):
+        for j in range(BUCKET):
+            p = b * STRIDE + j
+            r = rows[row_at(p)]
+            if r >= 0 and dirty[r]:
+                dirty[r] = 0
+                out_ids[n] = keys[p]
+                out_rows[n] = r
+                n += 1
     return n
 
 
 @njit(cache=True)
 def _evict_older(keys, rows, last_update, cutoff, out_ids, out_rows):
     n = 0
-    for p in range(rows.shape[0]):
-        r = rows[p]
-        if r >= 0 and last_update[r] < cutoff:
-            out_ids[n] = keys[p]
-            out_rows[n] = r
-            rows[p] = -1
-            n += 1
+    for b in range(keys.shape[0] // STRIDE):
+        for j in range(BUCKET):
+            p = b * STRIDE + j
+            r = rows[row_at(p)]
+            if r >= 0 and last_update[r] < cutoff:
+                out_ids[n] = keys[p]
+                out_rows[n] = r
+                rows[row_at(p)] = -1
+                n += 1
     return n
 
 
