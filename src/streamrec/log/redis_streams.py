@@ -126,7 +126,9 @@ class RedisLog(EventLog):
             if info["name"].decode() != group:
                 continue
             if info["pending"]:  # the oldest entry not acknowledged is where a restart resumes
-                return max(position, _offset(self.call("committed", self.redis.xpending, key, group)["min"]))
+                oldest = self.call("committed", self.redis.xpending, key, group)["min"]
+                if oldest is not None:  # None: acknowledged between XINFO and XPENDING
+                    return max(position, _offset(oldest))
             last = info["last-delivered-id"]
             return max(position, 0 if last in (b"0-0", "0-0") else _offset(last) + 1)
         return position
