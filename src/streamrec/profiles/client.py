@@ -109,7 +109,8 @@ class _LocalNode(_Node):
         return list(self.store.entity_keys())
 
     def export(self, keys: list[bytes]) -> dict[bytes, bytes]:
-        return self.store.export_profiles(keys)
+        with self.store._flush_lock:  # see service.ExportProfiles
+            return self.store.export_profiles(keys)
 
     def import_(self, blobs: dict[bytes, bytes]) -> None:
         self.store.import_profiles(blobs)
@@ -124,7 +125,7 @@ class _LocalNode(_Node):
         return self.store.stats()
 
     def health(self) -> str:
-        return "NOT_SERVING" if self.store._closed else "SERVING"
+        return "NOT_SERVING" if self.store.closed else "SERVING"
 
     def close(self) -> None:
         if self.own:

@@ -33,7 +33,6 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from streamrec.errors import InvalidInputError, StreamrecError
-from streamrec.profiles.events import events_to_rows
 from streamrec.profiles.proto import health_pb2, health_pb2_grpc, profiles_pb2, profiles_pb2_grpc
 from streamrec.profiles.store import ProfileStore
 from streamrec.profiles.types import Feature, FeatureQuery, WriteResult
@@ -53,46 +52,17 @@ def write_owned(store: ProfileStore, events: Sequence[Any], primary: int, owned:
     """Apply only the rows of ``owned`` entity keys; report on ``events[:primary]`` only.
 
     A clustered write sends an event to every node that owns one of its entities; each node keeps
-    the rows of its own entities. Validation is per event and deterministic, so every node judges
-    an event the same way; the reply counts only the events this node is primary for, so the
-    client adds the replies up without counting an event twice.
-
-    This reaches into the store's write path (``events_to_rows`` and the WAL append under the
-    write lock) because the store's public ``write`` has no ownership filter; it keeps the same
-    durability: the filtered rows are in the WAL when this returns.
+    the rows of its own entities (``ProfileStore.write(owns=...)``). Validation is per event and
+    deterministic, so every node judges an event the same way; the reply counts only the events
+    this node is primary for, so the client adds the replies up without counting an event twice.
+    The two parts are two durable writes; both are in the WAL when this returns.
     """
-    store._check_open()
     events = list(events)
-    max_future = float(store.cfg.max_future)
-    with store._write_lock:
-        clock = store._clock() if store._clock is not None else None
-        rows, accepted, rejected, too_old, now = events_to_rows(
-            events, store.specs, store._keyer, clock, max_future, floor=store._watermark
-        )
-        if primary < len(events):
-            _, accepted, rejected, too_old, _ = events_to_rows(
-                events[:primary], store.specs, store._keyer, now, max_future, floor=store._watermark
-            )
-        kept = []
-        for r in rows:
-            mask = [k in owned for k in r.keys]
-            if all(mask):
-                kept.append(r)
-            elif any(mask):
-                idx = [i for i, m in enumerate(mask) if m]
-                kept.append(
-                    type(r)(r.slot, [r.keys[i] for i in idx], r.times[idx], [r.values[i] for i in idx], r.data[idx])
-                )
-        if kept:
-            store._log_rows(kept)
-        if store._clock is None:
-            store._watermark = max(store._watermark, now)
-        store._stats["accepted"] += accepted
-        store._stats["rejected"] += len(rejected)
-        store._stats["too_old"] += too_old
-    if float(store.cfg.merge_interval) == 0:
-        store.merge()
-    return WriteResult(accepted=accepted, rejected=rejected, too_old=too_old)
+    owns = owned.__contains__
+    res = store.write(events[:primary], owns=owns)
+    if primary < len(events):
+        store.write(events[primary:], owns=owns)
+    return res
 
 
 class NodeMetrics:
@@ -270,7 +240,10 @@ class _Servicer(profiles_pb2_grpc.ProfileNodeServicer):
 
     def ExportProfiles(self, request: profiles_pb2.Keys, context: grpc.ServicerContext) -> profiles_pb2.Profiles:
         def run() -> profiles_pb2.Profiles:
-            blobs = self.store.export_profiles(list(request.keys))
+            # The store's flush compresses under _flush_lock with the same (not thread-safe) zstd
+            # context export uses; holding the lock keeps an export from racing a background flush.
+            with self.store._flush_lock:
+                blobs = self.store.export_profiles(list(request.keys))
             return profiles_pb2.Profiles(keys=list(blobs), blobs=list(blobs.values()))
 
         return self._call("ExportProfiles", context, run)
