@@ -30,7 +30,7 @@ class SlotData:
     vocab: the feature values this slot has seen (strings).
     """
 
-    __slots__ = ("_rank_order", "_vindex", "data", "starts", "vals", "vocab")
+    __slots__ = ("_rank_order", "_vindex", "data", "sliced_at", "starts", "vals", "vocab")
 
     def __init__(self, starts: np.ndarray, vals: np.ndarray, data: np.ndarray, vocab: list[str]) -> None:
         self.starts = starts
@@ -39,6 +39,9 @@ class SlotData:
         self.vocab = vocab
         self._vindex: dict[str, int] | None = None
         self._rank_order: np.ndarray | None = None
+        # The tier bounds the rows were last sliced with; compaction is a no-op until they move
+        # (boundaries are aligned to the next tier's width: hourly, daily).
+        self.sliced_at: tuple | None = None
 
     @property
     def vindex(self) -> dict[str, int]:

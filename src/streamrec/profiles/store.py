@@ -313,6 +313,7 @@ class ProfileStore:
         else:
             slot = SlotData(starts, vals, data, vocab)
             slot._vindex = vindex
+        slot.sliced_at = (tb.tobytes(), cutoff)
         old = profile.slots[spec.index]
         delta = slot.nbytes() - (old.nbytes() if old is not None else 0)
         profile.slots[spec.index] = slot if starts.shape[0] else None
@@ -325,14 +326,13 @@ class ProfileStore:
         with self._merge_lock:
             now = self.now() if now is None else now
             plans = {s.index: s.plan.bounds(now) for s in self.specs}
+            keys = {i: (tb.tobytes(), cutoff) for i, (tb, cutoff) in plans.items()}
             for profile in list(self._profiles.values()):
                 for spec in self.specs:
                     old = profile.slots[spec.index]
-                    if old is None:
-                        continue
+                    if old is None or old.sliced_at == keys[spec.index]:
+                        continue  # sliced with these very bounds: nothing moved
                     tb, cutoff = plans[spec.index]
-                    if old.starts[-1] >= tb[0] if len(tb) else old.starts[-1] >= cutoff:
-                        continue  # every row is still in the finest tier: nothing to compact
                     self._install(
                         profile,
                         spec,
