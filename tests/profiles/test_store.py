@@ -320,3 +320,11 @@ def test_bad_input_on_the_other_entry_points(store, tmp_path):
         ProfileStore({"slots": {"a": {"counters": ["x"], "reduce": {"x": "median"}}}})
     nothing_changed = store.stats()
     assert nothing_changed["accepted"] == 0 and nothing_changed["entities"] == 0
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    import streamrec.profiles.store as module
+
+    assert doctest.testmod(module).failed == 0
