@@ -1,0 +1,428 @@
+"""The feature plan: one declaration that turns (user, candidates, now) into model inputs.
+
+Why a declared plan: the ranker, the impression log and any training job that rebuilds features
+must agree on every column. The plan is data (``msgspec`` structs, loadable from TOML), so the
+order of the dense vector and the meaning of each sparse slot are written down once; the model's
+``n_dense`` and slots come from it, and the impression records exactly what :meth:`FeaturePlan.fetch`
+produced, so the joiner's examples are the served inputs byte for byte (no training/serving skew).
+
+How a request is answered (:meth:`FeaturePlan.fetch`): **one** :class:`~streamrec.profiles.FeatureQuery`
+over the user and every candidate, carrying every profile feature of the plan (a user feature on an
+item entity answers zeros at no cost: the slot is not in an item's profile). From that one answer:
+
+* ``user`` features: one number, broadcast to every candidate;
+* ``item`` features: one number per candidate;
+* ``user_item`` features: a top-k feature of the *user* (clicks per category over 7d, clicks per
+  item over 1d...), crossed with each candidate by its item id or its category: a dictionary lookup
+  per candidate, vectorised with ``np.fromiter``;
+* ``context`` features: hour of day and weekday of ``now`` (UTC), as sin/cos so 23h is next to 0h;
+* sparse slots: stable 63-bit hashes of the user id, the item id, the item's category, and the
+  user's top values of a profile slot (a multi-id bag).
+
+``transform = "log1p"`` squashes counts so one viral item does not saturate the head.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+import numpy as np
+import torch
+
+from streamrec.config import convert
+from streamrec.embedding import JaggedIds
+from streamrec.errors import InvalidInputError
+from streamrec.profiles.types import Feature, FeatureQuery, QueryResult
+from streamrec.records import Example
+from streamrec.training.batch import ExampleBatch
+
+__all__ = ["DenseFeature", "FeaturePlan", "FeatureSet", "SparseFeature", "default_plan", "stable_id"]
+
+_CONTEXT = ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos", "hour", "weekday")
+_MASK = (1 << 63) - 1
+_FEATURES: dict[int, tuple[Any, list[Feature]]] = {}  # plan id -> (plan, its query's features)
+
+
+def stable_id(slot: str, value: str) -> int:
+    """A stable non-negative int64 id of ``value`` in ``slot`` (BLAKE2b; the same in every process)."""
+    digest = hashlib.blake2b(f"{slot}\x1f{value}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & _MASK
+
+
+class DenseFeature(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One column of the dense vector.
+
+    Attributes
+    ----------
+    name: the column's name (unique in the plan).
+    kind: ``"user"``, ``"item"``, ``"user_item"`` or ``"context"``.
+    slot, window, agg, counter, numerator, denominator, alpha, beta: the profile feature
+        (:class:`~streamrec.profiles.Feature`); ``counter`` picks one counter of ``"counters"``.
+    match: for ``user_item``: which key of the candidate picks the user's value, ``"item"`` or
+        ``"category"``.
+    top_k: for ``user_item``: how many of the user's values to fetch.
+    context: for ``context``: one of ``hour_sin hour_cos weekday_sin weekday_cos hour weekday``.
+    transform: ``"log1p"`` (counts) or ``"none"`` (ratios, context).
+    """
+
+    name: str
+    kind: Literal["user", "item", "user_item", "context"]
+    slot: str | None = None
+    window: str = "1d"
+    agg: Literal["counters", "ratio", "distinct"] = "counters"
+    counter: str | None = None
+    numerator: str | None = None
+    denominator: str | None = None
+    alpha: float = 0.0
+    beta: float = 0.0
+    match: Literal["item", "category"] = "item"
+    top_k: int = 50
+    context: str | None = None
+    transform: Literal["none", "log1p"] = "none"
+
+    def __post_init__(self) -> None:
+        if self.kind == "context":
+            if self.context not in _CONTEXT:
+                raise ValueError(f"`context` of {self.name!r} must be one of {_CONTEXT}, got {self.context!r}")
+        elif not self.slot:
+            raise ValueError(f"`slot` of {self.name!r} is required for kind {self.kind!r}")
+        if self.agg == "counters" and self.kind != "context" and not self.counter:
+            raise ValueError(f"`counter` of {self.name!r} is required with agg 'counters'")
+
+    def profile_feature(self) -> Feature:
+        """The :class:`Feature` this column reads (its output name is the column name)."""
+        return Feature(
+            slot=self.slot or "",
+            window=self.window,
+            agg=self.agg,
+            counters=(self.counter,) if self.agg == "counters" else None,
+            numerator=self.numerator,
+            denominator=self.denominator,
+            alpha=self.alpha,
+            beta=self.beta,
+            top_k=self.top_k if self.kind == "user_item" else 0,
+            name=self.name,
+        )
+
+
+class SparseFeature(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One sparse slot of the model.
+
+    Attributes
+    ----------
+    name: the model's slot name (its embedding table).
+    kind: ``"user"`` (the user id), ``"item"`` (the item id), ``"category"`` (the item's
+        category) or ``"user_top"`` (the user's ``top_k`` values of profile ``slot`` over
+        ``window``, ranked by ``counter``: a bag of ids).
+    """
+
+    name: str
+    kind: Literal["user", "item", "category", "user_top"]
+    slot: str | None = None
+    window: str = "7d"
+    counter: str | None = None
+    top_k: int = 5
+
+    def __post_init__(self) -> None:
+        if self.kind == "user_top" and not self.slot:
+            raise ValueError(f"`slot` of sparse {self.name!r} is required for kind 'user_top'")
+
+
+class FeaturePlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The declared features of the ranker (the ``[serving.features]`` TOML section).
+
+    Attributes
+    ----------
+    sparse: the model's sparse slots, in order.
+    dense: the dense columns, in order (``n_dense`` = their count).
+    category_slot: the item slot whose top value is the item's category.
+    category_window: how far back to look for it.
+
+    Examples
+    --------
+    >>> from streamrec.profiles import ProfileClient
+    >>> from streamrec.serving.slots import serving_profiles_config
+    >>> client = ProfileClient.embedded(serving_profiles_config(), clock=lambda: 1_700_000_030.0)
+    >>> plan = default_plan()
+    >>> plan.n_dense >= 50, plan.slots
+    (True, ['user', 'item', 'category', 'user_categories'])
+    >>> ev = {"user": "u1", "item": "i1", "action": "click", "time": 1_700_000_000.0,
+    ...       "attributes": {"category": "news"}}
+    >>> client.write([ev]).accepted
+    1
+    >>> client.flush()
+    >>> fs = plan.fetch(client, "u1", ["i1", "i2"], now=1_700_000_030.0)
+    >>> fs.categories, fs.dense.shape == (2, plan.n_dense)
+    (['news', ''], True)
+    >>> round(float(fs.column("item_click_1h")[0]), 4), round(math.log1p(1.0), 4)
+    (0.6931, 0.6931)
+    >>> client.close()
+    """
+
+    sparse: list[SparseFeature]
+    dense: list[DenseFeature]
+    category_slot: str = "item_category"
+    category_window: str = "30d"
+
+    def __post_init__(self) -> None:
+        names = [d.name for d in self.dense]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"`dense` names must be unique, repeated: {sorted(dup)}")
+        slots = [s.name for s in self.sparse]
+        if len(set(slots)) != len(slots):
+            raise ValueError(f"`sparse` names must be unique, got {slots}")
+
+    # -- shape ------------------------------------------------------------------------------
+    @property
+    def n_dense(self) -> int:
+        return len(self.dense)
+
+    @property
+    def slots(self) -> list[str]:
+        return [s.name for s in self.sparse]
+
+    @property
+    def dense_names(self) -> list[str]:
+        return [d.name for d in self.dense]
+
+    def profile_slots(self) -> set[str]:
+        """Every profile slot the plan reads."""
+        out = {d.slot for d in self.dense if d.slot} | {s.slot for s in self.sparse if s.slot}
+        return out | {self.category_slot}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeaturePlan:
+        """Validate a ``[serving.features]`` table; errors name the dotted key."""
+        return convert(data, cls, "serving.features")
+
+    def _query_features(self) -> list[Feature]:
+        hit = _FEATURES.get(id(self))
+        if hit is not None and hit[0] is self:
+            return hit[1]
+        if True:
+            feats = [d.profile_feature() for d in self.dense if d.kind != "context"]
+            feats.append(
+                Feature(
+                    slot=self.category_slot, window=self.category_window, agg="counters",
+                    counters=("count",), top_k=1, name="_category",
+                )
+            )  # fmt: skip
+            for s in self.sparse:
+                if s.kind == "user_top":
+                    feats.append(
+                        Feature(
+                            slot=s.slot or "", window=s.window, agg="counters",
+                            counters=(s.counter,) if s.counter else None, top_k=s.top_k, name=f"_top:{s.name}",
+                        )
+                    )  # fmt: skip
+            if len(_FEATURES) > 64:
+                _FEATURES.clear()
+            # The same list object each request: a gRPC node encodes a list it has seen once.
+            _FEATURES[id(self)] = (self, feats)
+        return feats
+
+    # -- the request path ---------------------------------------------------------------------
+    def fetch(self, client: Any, user: str, items: Sequence[str], now: float) -> FeatureSet:
+        """Features of ``user`` with each of ``items`` at ``now``, from one batched profile query.
+
+        Parameters
+        ----------
+        client
+            A :class:`~streamrec.profiles.ProfileClient` or :class:`~streamrec.profiles.ProfileStore`.
+        user, items
+            Raw ids; ``items`` are the candidates, in order.
+        now
+            The request's clock (epoch seconds): windows end here and context reads it.
+        """
+        if not isinstance(user, str) or not user:
+            raise InvalidInputError("user", user, "must be a non-empty string")
+        if not isinstance(now, int | float) or not math.isfinite(now):
+            raise InvalidInputError("now", now, "must be a finite epoch time")
+        items = list(items)
+        features = self._query_features()
+        entities = [f"user:{user}", *(f"item:{i}" for i in items)]
+        result = client.query(FeatureQuery(features=features, entities=entities, now=float(now)))
+        return self._assemble(result, user, items, float(now))
+
+    def _assemble(self, result: QueryResult, user: str, items: list[str], now: float) -> FeatureSet:
+        n = len(items)
+        index = {name: j for j, name in enumerate(result.names)}
+        user_row = result.results[0]
+        item_rows = result.results[1:]
+        cat_j = index["_category"]
+        categories = [r[cat_j].values[0] if r[cat_j].values else "" for r in item_rows]
+        dense = np.zeros((n, self.n_dense), dtype=np.float32)
+        for c, d in enumerate(self.dense):
+            if d.kind == "context":
+                dense[:, c] = _context(d.context or "", now)
+                continue
+            j = index[d.name]
+            if d.kind == "user":
+                dense[:, c] = user_row[j].data[0][0]
+            elif d.kind == "item":
+                dense[:, c] = np.fromiter((r[j].data[0][0] for r in item_rows), dtype=np.float64, count=n)
+            else:
+                answer = user_row[j]
+                table = dict(zip(answer.values or (), (row[0] for row in answer.data), strict=False))
+                keys = items if d.match == "item" else categories
+                dense[:, c] = np.fromiter((table.get(k, 0.0) for k in keys), dtype=np.float64, count=n)
+        # An empty window of a max/min counter answers its identity (inf, or NaN once reduced):
+        # the model sees 0 ("nothing in the window") instead.
+        np.nan_to_num(dense, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        log_cols = [c for c, d in enumerate(self.dense) if d.transform == "log1p"]
+        if log_cols:
+            dense[:, log_cols] = np.log1p(np.maximum(dense[:, log_cols], 0.0))
+        sparse: dict[str, list[list[int]]] = {}
+        for s in self.sparse:
+            if s.kind == "user":
+                sparse[s.name] = [[stable_id(s.name, user)]] * n
+            elif s.kind == "item":
+                sparse[s.name] = [[stable_id(s.name, i)] for i in items]
+            elif s.kind == "category":
+                sparse[s.name] = [[stable_id(s.name, c)] if c else [] for c in categories]
+            else:
+                top = user_row[index[f"_top:{s.name}"]].values or []
+                sparse[s.name] = [[stable_id(s.name, v) for v in top]] * n
+        return FeatureSet(user=user, items=items, categories=categories, sparse=sparse, dense=dense, now=now, plan=self)
+
+
+def _context(kind: str, now: float) -> float:
+    day = now / 86400.0
+    hour = (now % 86400.0) / 3600.0
+    weekday = (math.floor(day) + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+    if kind == "hour":
+        return hour / 24.0
+    if kind == "weekday":
+        return weekday / 7.0
+    angle = 2 * math.pi * (hour / 24.0 if kind.startswith("hour") else (weekday + hour / 24.0) / 7.0)
+    return math.sin(angle) if kind.endswith("sin") else math.cos(angle)
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """The features of one request: per candidate, its sparse ids and dense vector.
+
+    Attributes
+    ----------
+    sparse: model slot -> per candidate, the list of ids (what an :class:`Impression` logs).
+    dense: float32 ``[n_candidates, n_dense]`` in the plan's order.
+    categories: each candidate's category (``""`` when the profiles do not know it).
+    """
+
+    user: str
+    items: list[str]
+    categories: list[str]
+    sparse: dict[str, list[list[int]]]
+    dense: np.ndarray
+    now: float
+    plan: FeaturePlan
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def column(self, name: str) -> np.ndarray:
+        """The dense column ``name`` (one value per candidate)."""
+        return self.dense[:, self.plan.dense_names.index(name)]
+
+    def sparse_of(self, i: int) -> dict[str, list[int]]:
+        """Candidate ``i``'s sparse ids, as an :class:`Impression` stores them."""
+        return {slot: list(ids[i]) for slot, ids in self.sparse.items()}
+
+    def batch(self) -> ExampleBatch:
+        """The candidates as an unlabelled :class:`ExampleBatch` (what the ranker scores)."""
+        n = len(self.items)
+        sparse = {}
+        for slot, lists in self.sparse.items():
+            lengths = np.fromiter(map(len, lists), dtype=np.int64, count=n)
+            values = np.fromiter((v for ids in lists for v in ids), dtype=np.int64, count=int(lengths.sum()))
+            offsets = np.zeros(n, dtype=np.int64)
+            np.cumsum(lengths[:-1], out=offsets[1:])
+            sparse[slot] = JaggedIds(torch.from_numpy(values), torch.from_numpy(offsets))
+        return ExampleBatch(
+            sparse,
+            torch.from_numpy(self.dense),
+            torch.zeros(n),
+            time=torch.full((n,), self.now, dtype=torch.float64),
+        )
+
+    def examples(self, labels: Sequence[float]) -> list[Example]:
+        """Training examples with these features (how a batch job rebuilds what serving would log)."""
+        if len(labels) != len(self.items):
+            raise InvalidInputError("labels", len(labels), f"expected {len(self.items)} labels, one per item")
+        return [
+            Example(
+                sparse=self.sparse_of(i), dense=self.dense[i].tolist(), label=float(labels[i]),
+                time=self.now, user=self.user, item=item,
+            )
+            for i, item in enumerate(self.items)
+        ]  # fmt: skip
+
+
+def default_plan(windows: Sequence[str] = ("5m", "1h", "1d", "7d")) -> FeaturePlan:
+    """The default plan: 4 sparse slots and ``14 * len(windows) + 4`` dense columns (60 by default).
+
+    Per window: item shows, clicks, likes, smoothed CTR ``(click + 1) / (show + 20)``, max dwell,
+    distinct engaged users; user shows, clicks, CTR, distinct categories; the user's clicks and
+    shows on the candidate's category, clicks on the candidate itself, and CTR on its category.
+    Plus hour and weekday as sin/cos. Reads the default profile slots and :data:`SERVING_SLOTS`.
+    """
+    dense: list[DenseFeature] = []
+    log = "log1p"
+    for w in windows:
+
+        def count(name: str, kind: Any, slot: str, counter: str, w: str = w) -> DenseFeature:
+            return DenseFeature(name=f"{name}_{w}", kind=kind, slot=slot, window=w, counter=counter, transform=log)
+
+        dense += [
+            count("item_show", "item", "item_ctr", "show"),
+            count("item_click", "item", "item_ctr", "click"),
+            count("item_like", "item", "item_ctr", "like"),
+            DenseFeature(
+                name=f"item_ctr_{w}", kind="item", slot="item_ctr", window=w, agg="ratio",
+                numerator="click", denominator="show", alpha=1.0, beta=20.0,
+            ),
+            count("item_dwell", "item", "item_ctr", "dwell_ms"),
+            DenseFeature(
+                name=f"item_users_{w}", kind="item", slot="item_users", window=w, agg="distinct", transform=log
+            ),
+            count("user_show", "user", "clicked_item", "show"),
+            count("user_click", "user", "clicked_item", "click"),
+            DenseFeature(
+                name=f"user_ctr_{w}", kind="user", slot="clicked_item", window=w, agg="ratio",
+                numerator="click", denominator="show", alpha=1.0, beta=20.0,
+            ),
+            DenseFeature(
+                name=f"user_categories_{w}", kind="user", slot="clicked_category", window=w, agg="distinct",
+                transform=log,
+            ),
+            DenseFeature(
+                name=f"user_category_click_{w}", kind="user_item", slot="clicked_category", window=w,
+                counter="click", match="category", top_k=50, transform=log,
+            ),
+            DenseFeature(
+                name=f"user_category_show_{w}", kind="user_item", slot="clicked_category", window=w,
+                counter="show", match="category", top_k=50, transform=log,
+            ),
+            DenseFeature(
+                name=f"user_category_ctr_{w}", kind="user_item", slot="clicked_category", window=w, agg="ratio",
+                numerator="click", denominator="show", alpha=1.0, beta=10.0, match="category", top_k=50,
+            ),
+            DenseFeature(
+                name=f"user_item_click_{w}", kind="user_item", slot="clicked_item", window=w, counter="click",
+                match="item", top_k=200, transform=log,
+            ),
+        ]  # fmt: skip
+    dense += [DenseFeature(name=c, kind="context", context=c) for c in _CONTEXT[:4]]
+    sparse = [
+        SparseFeature(name="user", kind="user"),
+        SparseFeature(name="item", kind="item"),
+        SparseFeature(name="category", kind="category"),
+        SparseFeature(name="user_categories", kind="user_top", slot="clicked_category", window="7d", counter="click"),
+    ]
+    return FeaturePlan(sparse=sparse, dense=dense)

@@ -1,0 +1,258 @@
+"""The recommender: retrieve → features → rank → top k → log impressions.
+
+One request (:meth:`Recommender.recommend`):
+
+1. **retrieve** candidates from several sources with per-source quotas (``retrieval.py``);
+2. **features** of the user and every candidate from one batched profile query (``features.py``);
+3. **rank**: the serving model scores the whole candidate batch in one forward pass and the
+   probabilities are corrected for negative sampling (``sigmoid(logit + log r)``, monotone in the
+   logit, so it changes the scores shown, not the order); the top ``k`` by score (stable: ties keep
+   retrieval order), skipping items whose category already has ``category_cap`` items;
+4. **log** one :class:`~streamrec.records.Impression` per returned item to ``impressions``: the
+   request id, the position, the served score and the exact sparse ids and dense vector the model
+   scored, so the joiner's examples are the serving inputs (no training/serving skew).
+
+Each stage is timed (``Recommendation.timings``, and the ``streamrec_recommend_stage_seconds``
+histogram). Without a model the ranker falls back to a named dense column (by default the
+item's smoothed 1-day CTR): a popularity arm needs no second code path.
+
+:meth:`Recommender.record` is where actions enter: validated (bad ones reported by index, the
+valid ones kept), stamped with the catalogue fields (``slots.py``), written to the profile store
+when the recommender owns it (embedded mode), then appended to ``actions``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from streamrec.errors import InvalidInputError
+from streamrec.log import EventLog
+from streamrec.records import ActionEvent, Impression, parse_many
+from streamrec.serving.features import FeaturePlan, FeatureSet, default_plan
+from streamrec.serving.metrics import ServingMetrics
+from streamrec.serving.retrieval import Candidates, RetrievalConfig, Retriever
+from streamrec.serving.slots import check_slots, stamp
+
+__all__ = ["Recommendation", "Recommender", "RecommenderConfig", "RecordResult"]
+
+
+class RecommenderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The ``[serving]`` section.
+
+    Attributes
+    ----------
+    features: the feature plan (the model's slots and ``n_dense`` must match it).
+    retrieval: sources and quotas.
+    category_cap: at most this many items of one category in a response (``None``: no cap).
+    sample_rate: the rate negatives were kept at in training (the joiner's ``negative_rate``);
+        scores are corrected with it. 1.0 = no correction.
+    fallback_column: the dense column that ranks when no model is given.
+    max_k: the largest ``k`` a request may ask for.
+    actions_topic, impressions_topic: the log topics written.
+    """
+
+    features: FeaturePlan = msgspec.field(default_factory=default_plan)
+    retrieval: RetrievalConfig = msgspec.field(default_factory=RetrievalConfig)
+    category_cap: int | None = None
+    sample_rate: float = 1.0
+    fallback_column: str = "item_ctr_1d"
+    max_k: int = 200
+    actions_topic: str = "actions"
+    impressions_topic: str = "impressions"
+
+    def __post_init__(self) -> None:
+        if self.category_cap is not None and self.category_cap < 1:
+            raise ValueError(f"`category_cap` must be >= 1 (or omitted), got {self.category_cap!r}")
+        if not 0.0 < self.sample_rate <= 1.0:
+            raise ValueError(f"`sample_rate` must be in (0, 1], got {self.sample_rate!r}")
+        if self.max_k < 1:
+            raise ValueError(f"`max_k` must be >= 1, got {self.max_k!r}")
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The answer to one request: ``items`` is ``[(item, score, source), ...]``, best first."""
+
+    request_id: str
+    items: list[tuple[str, float, str]]
+    timings: dict[str, float] = field(default_factory=dict)
+    n_candidates: int = 0
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """What :meth:`Recommender.record` did: events accepted, and ``(index, error)`` of the rejected."""
+
+    accepted: int
+    rejected: list[tuple[int, InvalidInputError]]
+
+
+def top_k(scores: np.ndarray, k: int, categories: Sequence[str] | None = None, cap: int | None = None) -> np.ndarray:
+    """Indices of the ``k`` best scores (ties keep index order), at most ``cap`` per category.
+
+    Items with an empty category are never capped.
+
+    Examples
+    --------
+    >>> top_k(np.array([0.1, 0.9, 0.8, 0.7]), 2, ["a", "b", "b", "c"], cap=1).tolist()
+    [1, 3]
+    """
+    order = np.argsort(-scores, kind="stable")
+    if cap is None or categories is None:
+        return order[:k]
+    taken: dict[str, int] = {}
+    out: list[int] = []
+    for i in order.tolist():  # stops after k items; only walks past capped ones
+        c = categories[i]
+        if c:
+            if taken.get(c, 0) >= cap:
+                continue
+            taken[c] = taken.get(c, 0) + 1
+        out.append(i)
+        if len(out) == k:
+            break
+    return np.asarray(out, dtype=np.int64)
+
+
+class Recommender:
+    """Answers recommendation requests and takes in actions.
+
+    Parameters
+    ----------
+    profiles
+        A :class:`~streamrec.profiles.ProfileClient` whose config holds the serving slots
+        (:func:`~streamrec.serving.slots.serving_profiles_config`).
+    log
+        The event log (impressions and actions are appended to it).
+    model
+        A :class:`~streamrec.training.serving_model.ServingModel` over the plan's slots and dense
+        columns, or ``None`` to rank by ``config.fallback_column``.
+    config
+        Plan, retrieval, cap, sample rate.
+    write_profiles
+        Write recorded actions to ``profiles`` too (embedded mode). In cluster mode the profile
+        ingest consumes ``actions`` instead.
+    extra_sources
+        More retrieval sources by name (e.g. ``{"ann": AnnSource(...)}``).
+    clock
+        Time source for requests without ``now``.
+    """
+
+    def __init__(
+        self,
+        profiles: Any,
+        log: EventLog,
+        model: Any | None = None,
+        config: RecommenderConfig | None = None,
+        *,
+        write_profiles: bool = True,
+        extra_sources: dict[str, Callable[[str, float, int], list[str]]] | None = None,
+        clock: Callable[[], float] = time.time,
+        metrics: ServingMetrics | None = None,
+    ) -> None:
+        self.config = config or RecommenderConfig()
+        self.plan = self.config.features
+        check_slots(profiles.cfg, sorted(self.plan.profile_slots() | {"catalog_items", "item_users", "clicked_item"}))
+        if model is None and self.config.fallback_column not in self.plan.dense_names:
+            raise InvalidInputError(
+                "fallback_column", self.config.fallback_column, "is not a dense column of the feature plan"
+            )
+        self.profiles = profiles
+        self.log = log
+        self.model = model
+        self.write_profiles = write_profiles
+        self.clock = clock
+        self.metrics = metrics or ServingMetrics()
+        self.retriever = Retriever(profiles, self.config.retrieval, extra_sources)
+        self._record_lock = threading.Lock()
+
+    # -- requests -----------------------------------------------------------------------------
+    def recommend(self, user: str, k: int = 10, now: float | None = None) -> Recommendation:
+        """The top ``k`` items for ``user`` at ``now`` (default: the clock), each with score and source."""
+        if not isinstance(user, str) or not user:
+            raise InvalidInputError("user_id", user, "must be a non-empty string")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.config.max_k:
+            raise InvalidInputError("k", k, f"must be an integer in 1..{self.config.max_k}")
+        now = self.clock() if now is None else float(now)
+        request_id = uuid.uuid4().hex
+        t0 = time.perf_counter()
+        candidates = self.retriever.retrieve(user, now)
+        t1 = time.perf_counter()
+        if not len(candidates):
+            timings = {"retrieve": t1 - t0, "features": 0.0, "rank": 0.0, "log": 0.0}
+            self._observe(timings, candidates, [])
+            return Recommendation(request_id, [], timings, 0)
+        features = self.plan.fetch(self.profiles, user, candidates.items, now)
+        t2 = time.perf_counter()
+        scores = self.score(features)
+        chosen = top_k(scores, k, features.categories, self.config.category_cap)
+        t3 = time.perf_counter()
+        items = [(candidates.items[i], float(scores[i]), candidates.sources[i]) for i in chosen.tolist()]
+        self._log_impressions(request_id, features, chosen, scores)
+        t4 = time.perf_counter()
+        timings = {"retrieve": t1 - t0, "features": t2 - t1, "rank": t3 - t2, "log": t4 - t3}
+        self._observe(timings, candidates, items)
+        return Recommendation(request_id, items, timings, len(candidates))
+
+    def score(self, features: FeatureSet) -> np.ndarray:
+        """Corrected probabilities of every candidate (float64), or the fallback column without a model."""
+        if self.model is None:
+            return features.column(self.config.fallback_column).astype(np.float64)
+        rate = self.config.sample_rate
+        return self.model.predict(features.batch(), sample_rate=rate if rate < 1.0 else None)
+
+    def _log_impressions(self, request_id: str, features: FeatureSet, chosen: np.ndarray, scores: np.ndarray) -> None:
+        dense = features.dense[chosen].tolist()
+        records = [
+            Impression(
+                request_id=request_id, user=features.user, item=features.items[i], time=features.now,
+                sparse=features.sparse_of(i), dense=dense[p], position=p, score=float(scores[i]),
+            )
+            for p, i in enumerate(chosen.tolist())
+        ]  # fmt: skip
+        self.log.append(self.config.impressions_topic, records)
+
+    def _observe(self, timings: dict[str, float], candidates: Candidates, items: list) -> None:
+        m = self.metrics
+        m.observe_stages(timings)
+        m.recommend_seconds.observe(sum(timings.values()))
+        for source in set(candidates.sources):
+            m.candidates.labels(source).inc(candidates.sources.count(source))
+        for _, _, source in items:
+            m.served.labels(source).inc()
+
+    # -- actions ------------------------------------------------------------------------------
+    def record(self, events: Sequence[Any]) -> RecordResult:
+        """Validate, stamp and store a batch of actions; bad events are reported, valid ones kept.
+
+        ``events`` are dicts (untrusted JSON) or :class:`ActionEvent`. An event the profile store
+        refuses (e.g. older than every slot's retention is *not* refused; a counter no slot
+        declares is) is rejected with the store's reason and not appended to the log.
+        """
+        if isinstance(events, str | bytes) or not isinstance(events, Sequence):
+            raise InvalidInputError("events", events, "expected a list of action events")
+        valid, rejected = parse_many(events, ActionEvent)
+        index = [i for i in range(len(events)) if i not in {j for j, _ in rejected}]
+        stamped = [stamp(e) for e in valid]
+        with self._record_lock:
+            if self.write_profiles and stamped:
+                result = self.profiles.write(stamped)
+                bad = {i for i, _ in result.rejected}
+                for i, reason in result.rejected:
+                    field_name, _, why = reason.partition(": ")
+                    rejected.append((index[i], InvalidInputError(field_name or "event", None, why or reason)))
+                stamped = [e for i, e in enumerate(stamped) if i not in bad]
+            if stamped:
+                self.log.append(self.config.actions_topic, stamped)
+        rejected.sort(key=lambda r: r[0])
+        self.metrics.events.labels("accepted").inc(len(stamped))
+        self.metrics.events.labels("rejected").inc(len(rejected))
+        return RecordResult(len(stamped), rejected)

@@ -1,0 +1,72 @@
+"""The profile slots the recommender reads, and the two fields it stamps on every action.
+
+Retrieval and ranking need facts the default profile slots (``profiles/config.py``) do not keep:
+an item's shows and clicks in one slot (so a smoothed CTR is one ``ratio`` feature), the users who
+engaged with an item (co-engagement retrieval), an item's category, and a list of *all* items with
+their engagement and first-seen time (popular and fresh retrieval). The profile service keys every
+slot by an entity, and there is no "list every item" query, so the catalogue is a profile of its
+own: a constant entity ``catalog:all`` that every action feeds (entity = the ``catalog`` attribute).
+
+:func:`stamp` adds that attribute and a ``first_seen`` counter (the event time; the slot reduces it
+with ``min``, so the catalogue's top-k by ``first_seen`` are the items first seen most recently) to
+each action before it reaches the log. Stamping happens where actions enter (``Recommender.record``,
+``POST /v1/events``), so the embedded writer and a cluster's profile ingest see the same events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from streamrec.errors import ConfigError
+from streamrec.profiles.config import ProfilesConfig, SlotConfig, profiles_config
+from streamrec.records import ActionEvent
+
+__all__ = ["CATALOG", "SERVING_SLOTS", "check_slots", "serving_profiles_config", "stamp"]
+
+CATALOG = "catalog:all"  # the entity label of the catalogue profile
+_ENGAGEMENT = ["show", "click", "like", "dwell_ms"]
+
+SERVING_SLOTS: dict[str, SlotConfig] = {
+    "item_ctr": SlotConfig(entity="item", value="item", counters=_ENGAGEMENT, reduce={"dwell_ms": "max"}),
+    "item_users": SlotConfig(
+        entity="item", value="user", counters=["show", "click"], truncate=200, truncate_by="click"
+    ),
+    "item_category": SlotConfig(entity="item", value="category", counters=["count"]),
+    "catalog_items": SlotConfig(
+        entity="catalog", value="item", counters=["show", "click", "first_seen"], reduce={"first_seen": "min"}
+    ),
+}
+
+
+def serving_profiles_config(base: ProfilesConfig | dict[str, Any] | None = None) -> ProfilesConfig:
+    """``base`` (default: the default ``[profiles]``) plus the slots the recommender reads.
+
+    A slot of ``base`` with the same name wins, so a deployment can retune retention or truncation.
+    """
+    cfg = profiles_config(base)
+    slots = {**SERVING_SLOTS, **cfg.slots}
+    return msgspec.structs.replace(cfg, slots=slots)
+
+
+def check_slots(cfg: ProfilesConfig, needed: Iterable[str]) -> None:
+    """Raise :class:`ConfigError` naming the first slot in ``needed`` that ``cfg`` lacks."""
+    for slot in needed:
+        if slot not in cfg.slots:
+            raise ConfigError(
+                f"profiles.slots.{slot}",
+                "the recommender reads this slot; build the profile config with serving_profiles_config()",
+            )
+
+
+def stamp(event: ActionEvent) -> ActionEvent:
+    """``event`` with ``attributes["catalog"] = "all"`` and ``counters["first_seen"] = time`` added."""
+    if event.attributes.get("catalog") == "all" and "first_seen" in event.counters:
+        return event
+    return msgspec.structs.replace(
+        event,
+        attributes={**event.attributes, "catalog": "all"},
+        counters={**event.counters, "first_seen": event.time},
+    )
