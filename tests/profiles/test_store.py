@@ -322,7 +322,7 @@ def test_bad_input_on_the_other_entry_points(store, tmp_path):
     assert nothing_changed["accepted"] == 0 and nothing_changed["entities"] == 0
 
 
-def test_docstring_example_runs():
+def test_the_example_in_the_class_docs_runs():
     import doctest
 
     import streamrec.profiles.store as module
