@@ -37,7 +37,7 @@ def test_kill_9_at_random_moments_then_finish(backend, tmp_path, request):
         url = f"sqlite://{tmp_path}/log.db"
     else:
         url = f"{request.getfixturevalue('redis_url')}?prefix=joinerkill-{uuid.uuid4().hex[:8]}:"
-    imps, acts = traffic(800, seed=7)
+    imps, acts = traffic(2000, seed=7)
     with open_log(url) as log:
         log.append("impressions", imps)
         log.append("actions", acts)
@@ -55,7 +55,7 @@ def test_kill_9_at_random_moments_then_finish(backend, tmp_path, request):
             while log.end_offset("examples") <= progress[-1] and proc.poll() is None:
                 assert time.monotonic() < deadline, "the joiner made no progress in 60 s"
                 time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 0.3))
+        time.sleep(rng.uniform(0.0, 0.05))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
