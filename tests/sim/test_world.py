@@ -4,6 +4,8 @@ recorded output."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -103,7 +105,7 @@ def test_aging_lowers_the_click_probability_of_the_same_user_and_item():
     world = World(seed=6, n_users=20)
     item = world.fresh_items(1)[0]
     p = [world.click_probability("u1", [item], time=world.now + h * 3600.0)[0] for h in range(4)]
-    assert all(a > b for a, b in zip(p, p[1:], strict=False))
+    assert all(a > b for a, b in itertools.pairwise(p))
     logit = np.log(np.array(p) / (1 - np.array(p)))
     np.testing.assert_allclose(np.diff(logit), -3600.0 / world.config.age_scale_s)
 
