@@ -49,10 +49,10 @@ def _error(field: str, reason: str, value: Any = None, index: int | None = None)
 
 
 def _invalid(exc: InvalidInputError, where: list[Any]) -> JSONResponse:
-    return JSONResponse(
-        {"detail": [{"loc": [*where, exc.field], "field": exc.field, "msg": exc.reason, "type": "value_error"}]},
-        status_code=422,
-    )
+    detail: dict[str, Any] = {"loc": [*where, exc.field], "field": exc.field, "msg": exc.reason, "type": "value_error"}
+    if exc.value is not None:
+        detail["value"] = exc.value if isinstance(exc.value, str | int | float | bool) else repr(exc.value)[:200]
+    return JSONResponse({"detail": [detail]}, status_code=422)
 
 
 def create_app(recommender: Recommender, *, token: str | None = None) -> FastAPI:

@@ -33,6 +33,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from streamrec.config import convert
 from streamrec.errors import InvalidInputError
 from streamrec.log import EventLog
 from streamrec.records import ActionEvent, Impression, parse_many
@@ -75,6 +76,11 @@ class RecommenderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
             raise ValueError(f"`sample_rate` must be in (0, 1], got {self.sample_rate!r}")
         if self.max_k < 1:
             raise ValueError(f"`max_k` must be >= 1, got {self.max_k!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RecommenderConfig:
+        """Validate a ``[serving]`` table; an unknown key or bad value raises ``ConfigError`` naming it."""
+        return convert(data, cls, "serving")
 
 
 @dataclass(frozen=True)

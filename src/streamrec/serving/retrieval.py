@@ -162,6 +162,10 @@ class Retriever:
 
     def retrieve(self, user: str, now: float) -> Candidates:
         """Every source's ranked list, merged by quota."""
+        return merge_candidates(self.ranked(user, now), self.config.quotas)
+
+    def ranked(self, user: str, now: float) -> dict[str, list[str]]:
+        """Each source's items, best first (up to twice its quota), before merging."""
         if not isinstance(user, str) or not user:
             raise InvalidInputError("user", user, "must be a non-empty string")
         quotas = self.config.quotas
@@ -176,7 +180,7 @@ class Retriever:
         for name, source in self.extra.items():
             if quotas.get(name, 0) > 0:
                 ranked[name] = source(user, now, 2 * quotas[name])
-        return merge_candidates(ranked, quotas)
+        return ranked
 
     def co_engaged(self, user: str, seeds: list[str], now: float, n: int) -> list[str]:
         """Items clicked by users who clicked the ``seeds``, by co-engagement weight (best first)."""

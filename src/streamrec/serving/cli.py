@@ -1,0 +1,81 @@
+"""Commands of the serving part: ``streamrec serve``.
+
+``serve`` builds the embedded stack by default (SQLite log, in-process profile store on local
+disk) or joins a cluster (``--log redis://...`` and ``--profiles host:port,...``), loads the
+ranking model from a trainer snapshot and/or follows ``model-updates``, and runs the API under
+uvicorn. It binds 127.0.0.1 unless ``--host`` says otherwise: exposing a recommender that accepts
+events is a decision, not a default. Heavy imports stay inside the command.
+"""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    @app.command("serve")
+    def serve(
+        host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (0.0.0.0 exposes it)."),
+        port: int = typer.Option(8000, "--port", help="TCP port."),
+        log: str = typer.Option("sqlite:///streamrec-data/log.db", "--log", help="Event log URL."),
+        profiles: str = typer.Option(
+            "streamrec-data/profiles",
+            "--profiles",
+            help="Profile store folder (embedded), or comma-separated host:port profile nodes (cluster).",
+        ),
+        snapshot: str | None = typer.Option(None, "--snapshot", help="Trainer snapshot to start the model from."),
+        follow: bool = typer.Option(
+            True, "--follow/--no-follow", help="Apply model-updates as the online trainer publishes them."
+        ),
+        config: str | None = typer.Option(None, "--config", help="TOML file with [profiles] and [serving]."),
+        token: str | None = typer.Option(
+            None, "--token", envvar="STREAMREC_TOKEN", help="Bearer token required on every route but /healthz."
+        ),
+        sample_rate: float | None = typer.Option(
+            None, "--sample-rate", help="Negative sampling rate the model was trained with (score correction)."
+        ),
+        threads: int = typer.Option(1, "--threads", help="torch intra-op threads."),
+    ) -> None:
+        """Run the HTTP API: events in, recommendations out (OpenAPI at /docs)."""
+        import msgspec
+        import torch
+        import uvicorn
+
+        from streamrec.config import load_toml
+        from streamrec.log import open_log
+        from streamrec.profiles import ProfileClient
+        from streamrec.serving.api import create_app
+        from streamrec.serving.recommender import Recommender, RecommenderConfig
+        from streamrec.serving.slots import serving_profiles_config
+
+        torch.set_num_threads(threads)
+        data = load_toml(config) if config else {}
+        cfg = serving_profiles_config(data.get("profiles"))
+        rcfg = RecommenderConfig.from_dict(data.get("serving", {}))
+        if sample_rate is not None:
+            rcfg = msgspec.structs.replace(rcfg, sample_rate=sample_rate)
+        embedded = ":" not in profiles.split(",")[0]
+        if embedded:
+            os.makedirs(profiles, exist_ok=True)
+            client = ProfileClient.embedded(cfg, profiles)
+        else:
+            client = ProfileClient(profiles.split(","), cfg)
+        event_log = open_log(log)
+        model = None
+        if snapshot:
+            from streamrec.training.serving_model import ServingModel
+
+            model = ServingModel.from_snapshot(snapshot)
+            if follow:
+                model.follow(event_log)
+        recommender = Recommender(client, event_log, model, rcfg, write_profiles=embedded)
+        typer.echo(f"streamrec serve: http://{host}:{port} (docs at /docs){' [token required]' if token else ''}")
+        try:
+            uvicorn.run(create_app(recommender, token=token), host=host, port=port, log_level="warning")
+        finally:
+            if model is not None and follow:
+                model.stop()
+            event_log.close()
+            client.close()
