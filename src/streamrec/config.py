@@ -56,7 +56,7 @@ _FIELD = re.compile(r"^`(\w+)` (.*)$", re.S)
 def convert(data: Any, type_: type[T], section: str = "") -> T:
     """Validate ``data`` into ``type_``; errors become :class:`ConfigError` naming the key."""
     try:
-        return msgspec.convert(data, type_, strict=False)
+        return msgspec.convert(data, type_, strict=True)
     except msgspec.ValidationError as exc:
         message = str(exc)
         if match := _UNKNOWN.match(message):
@@ -68,6 +68,18 @@ def convert(data: Any, type_: type[T], section: str = "") -> T:
         if match := _FIELD.match(detail):  # raised by a __post_init__ check: "`field` must be ..."
             where, detail = f"{where}.{match.group(1)}", f"{match.group(1)} {match.group(2)}"
         raise ConfigError(_dotted(where, section), detail) from None
+
+
+def convert_keyed(data: Any, type_: type[T], section: str, field: str, item_type: type) -> T:
+    """:func:`convert` for a section holding a table of named sub-tables (``[section.field.NAME]``).
+
+    msgspec reports errors inside a dict as ``[...]``; converting each named entry first makes the
+    error name it (``embedding.slots.user.dim``).
+    """
+    if isinstance(data, dict) and isinstance(data.get(field), dict):
+        items = {name: convert(item, item_type, f"{section}.{field}.{name}") for name, item in data[field].items()}
+        data = {**data, field: items}
+    return convert(data, type_, section)
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from streamrec.config import convert, load_toml, parse_duration
+from streamrec.config import convert_keyed, load_toml, parse_duration
 from streamrec.embedding.admission import DEFAULT_DEPTH, DEFAULT_WIDTH
 
 
@@ -192,11 +192,7 @@ def embedding_config(data: dict[str, Any] | EmbeddingConfig) -> EmbeddingConfig:
     """Validate a plain dict (the ``[embedding]`` table) into :class:`EmbeddingConfig`."""
     if isinstance(data, EmbeddingConfig):
         return data
-    if isinstance(data, dict) and isinstance(data.get("slots"), dict):
-        # Convert slot by slot so errors name the slot ("embedding.slots.user.dim").
-        slots = {name: convert(slot, SlotConfig, f"embedding.slots.{name}") for name, slot in data["slots"].items()}
-        data = {**data, "slots": slots}
-    return convert(data, EmbeddingConfig, "embedding")
+    return convert_keyed(data, EmbeddingConfig, "embedding", "slots", SlotConfig)
 
 
 def load_embedding_config(path: str) -> EmbeddingConfig:

@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from streamrec.config import convert, load_toml, parse_duration
+from streamrec.config import convert_keyed, load_toml, parse_duration
 from streamrec.errors import ConfigError
 
 __all__ = ["ProfilesConfig", "SlotConfig", "Tier", "load_profiles_config", "profiles_config"]
@@ -261,11 +261,7 @@ def profiles_config(data: dict[str, Any] | ProfilesConfig | None = None) -> Prof
         return ProfilesConfig()
     if isinstance(data, ProfilesConfig):
         return data
-    if isinstance(data, dict) and isinstance(data.get("slots"), dict):
-        # Convert slot by slot so errors name the slot ("profiles.slots.clicked.counters").
-        slots = {name: convert(slot, SlotConfig, f"profiles.slots.{name}") for name, slot in data["slots"].items()}
-        data = {**data, "slots": slots}
-    return convert(data, ProfilesConfig, "profiles")
+    return convert_keyed(data, ProfilesConfig, "profiles", "slots", SlotConfig)
 
 
 def load_profiles_config(path: str) -> ProfilesConfig:
