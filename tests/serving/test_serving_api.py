@@ -127,3 +127,40 @@ def test_a_real_uvicorn_server_on_a_free_local_port(own_world):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_streamrec_serve_command_binds_localhost_and_answers(tmp_path):
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "streamrec", "serve", "--port", str(port), "--token", TOKEN,
+           "--log", f"sqlite:///{tmp_path}/log.db", "--profiles", str(tmp_path / "profiles")]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/v1/events", json={"events": [_event(time=time.time())]}, headers=headers
+        )
+        assert r.json() == {"accepted": 1, "rejected": []}
+        items: list = []
+        deadline = time.monotonic() + 10  # the store merges writes into its read table every second
+        while not items and time.monotonic() < deadline:
+            r = httpx.get(f"http://127.0.0.1:{port}/v1/recommendations", params={"user_id": "x"}, headers=headers)
+            assert r.status_code == 200
+            items = r.json()["items"]
+            time.sleep(0.1)
+        assert [(x["item"], x["source"]) for x in items] == [("i3", "popular")]  # no model: ranked by CTR
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    assert f"http://127.0.0.1:{port}" in out
