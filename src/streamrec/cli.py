@@ -24,6 +24,7 @@ _PARTS = (
     "streamrec.eval.cli",
     "streamrec.demo",
     "streamrec.joiner.cli",
+    "streamrec.sim.cli",
     "streamrec.serving.cli",
 )
 
