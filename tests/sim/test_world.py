@@ -173,3 +173,22 @@ def test_unknown_ids_and_overrides_are_named():
         World(n_user=5)
     with pytest.raises(InvalidInputError, match="dt"):
         world.advance(0.0)
+
+
+def test_arrivals_follow_each_users_zipf_like_rate():
+    world = World(seed=10, n_users=500, activity_zipf=1.0)
+    rates = world.activity_rates()
+    assert rates.mean() == pytest.approx(1 / world.config.mean_request_interval_s)
+    ranked = np.sort(rates)[::-1]
+    np.testing.assert_allclose(ranked[:5] / ranked[0], 1 / np.arange(1, 6))  # rate of rank r ~ 1/r
+    counts = np.zeros(500)
+    hours = 20
+    for _ in range(hours * 6):
+        users, times = world.arrivals(600.0)
+        assert np.all(np.diff(times) >= 0) and np.all((times >= world.now) & (times < world.now + 600))
+        np.add.at(counts, users, 1)
+        world.advance(600.0)
+    expected = rates * hours * 3600
+    assert counts.sum() == pytest.approx(expected.sum(), rel=0.03)
+    busiest = np.argsort(-rates)[:10]
+    np.testing.assert_allclose(counts[busiest], expected[busiest], rtol=0.1)
