@@ -74,7 +74,7 @@ class World:
         return Recommender(self.client, self.log, self.model, cfg, clock=lambda: NOW)
 
 
-def train_model(client: ProfileClient, plan, folder: str) -> ServingModel:
+def train_model(client: ProfileClient, plan, folder: str, kind: str = "deepfm") -> ServingModel:
     """Train a tiny DeepFM on examples rebuilt with ``plan``: label = the user clicked the item."""
     events = make_events(seed=1, n=600)  # labels from a second draw of the same world
     clicked = {(e.user, e.item) for e in events if e.action == "click"}
@@ -89,10 +89,15 @@ def train_model(client: ProfileClient, plan, folder: str) -> ServingModel:
         examples += fs.examples([float((user, i) in clicked) for i in items])
     torch.manual_seed(0)
     tables = EmbeddingCollection({slot: SlotConfig(dim=4) for slot in plan.slots})
-    config = ModelConfig(kind="deepfm", hidden=[16], n_dense=plan.n_dense)
+    config = ModelConfig(kind=kind, hidden=[16], n_dense=plan.n_dense)
+    if kind == "two_tower":
+        config = ModelConfig(
+            kind=kind, hidden=[16], n_dense=plan.n_dense, out_dim=8,
+            user_slots=["user", "user_categories"], item_slots=["item", "category"],
+        )  # fmt: skip
     trainer = Trainer(build_model(config, tables), TrainConfig(batch_size=64, epochs=3, dense_lr=0.01))
     trainer.train(ExampleBatch.from_examples(examples, plan.slots, plan.n_dense))
-    path = f"{folder}/model.snapshot"
+    path = f"{folder}/{kind}.snapshot"
     save_trainer(path, trainer)
     return ServingModel.from_snapshot(path)
 
@@ -120,6 +125,12 @@ def world(tmp_path_factory) -> World:
     yield World(client, log, events, model, plan, folder)
     log.close()
     client.close()
+
+
+@pytest.fixture(scope="session")
+def two_tower(world) -> ServingModel:
+    """A two-tower model trained on the same examples (for the ann source)."""
+    return train_model(world.client, world.plan, world.folder, kind="two_tower")
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         follow: bool = typer.Option(
             True, "--follow/--no-follow", help="Apply model-updates as the online trainer publishes them."
         ),
-        config: str | None = typer.Option(None, "--config", help="TOML file with \\[profiles] and \\[serving] sections."),
+        config: str | None = typer.Option(
+            None, "--config", help="TOML file with \\[profiles] and \\[serving] sections."
+        ),
         token: str | None = typer.Option(
             None, "--token", envvar="STREAMREC_TOKEN", help="Bearer token required on every route but /healthz."
         ),

@@ -128,6 +128,12 @@ def top_k(scores: np.ndarray, k: int, categories: Sequence[str] | None = None, c
     return np.asarray(out, dtype=np.int64)
 
 
+def _is_two_tower(model: Any) -> bool:
+    from streamrec.models.heads import TwoTowerHead
+
+    return model is not None and isinstance(getattr(getattr(model, "_model", model), "head", None), TwoTowerHead)
+
+
 class Recommender:
     """Answers recommendation requests and takes in actions.
 
@@ -147,7 +153,8 @@ class Recommender:
         Write recorded actions to ``profiles`` too (embedded mode). In cluster mode the profile
         ingest consumes ``actions`` instead.
     extra_sources
-        More retrieval sources by name (e.g. ``{"ann": AnnSource(...)}``).
+        More retrieval sources by name, each ``(user, now, n) -> items``. With a two-tower model
+        and an ``ann`` quota, an :class:`~streamrec.serving.ann.AnnSource` is added by default.
     clock
         Time source for requests without ``now``.
     """
@@ -177,7 +184,12 @@ class Recommender:
         self.write_profiles = write_profiles
         self.clock = clock
         self.metrics = metrics or ServingMetrics()
-        self.retriever = Retriever(profiles, self.config.retrieval, extra_sources)
+        extra = dict(extra_sources or {})
+        if "ann" not in extra and self.config.retrieval.quotas.get("ann", 0) > 0 and _is_two_tower(model):
+            from streamrec.serving.ann import AnnSource
+
+            extra["ann"] = AnnSource(profiles, model, self.plan)
+        self.retriever = Retriever(profiles, self.config.retrieval, extra)
         self._record_lock = threading.Lock()
 
     # -- requests -----------------------------------------------------------------------------

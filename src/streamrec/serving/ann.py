@@ -1,0 +1,165 @@
+"""Nearest-neighbour retrieval in the two-tower item space (``usearch``), refreshed as the model syncs.
+
+A two-tower model scores ``<user_vector(user features), item_vector(item ids)>``, so the items a
+user would score highest are the nearest neighbours of the user's vector under inner product.
+:class:`AnnSource` keeps a ``usearch`` HNSW index of the item vectors of the catalogue (the items
+of the ``catalog:all`` profile over ``catalog_window``) and answers ``(user, now, n)`` with the
+``n`` nearest items. Inner product is turned into L2 distance by one extra coordinate
+(:func:`_augment_items`), so the HNSW graph searches a true metric.
+
+Why and when it is rebuilt: item vectors change when the serving model applies an update (new
+embedding rows arrive every few seconds, a new tower every few minutes) and the catalogue changes
+as items are born. The index is rebuilt when the model's ``version`` moved, or ``refresh_s``
+passed, at most once per ``min_interval_s``, by the request that notices; the new index replaces the
+old one with one reference assignment, so concurrent requests read a whole index, old or new.
+Rebuilding is one batched profile query (the items' categories), one forward pass of the item
+tower, and ``Index.add`` over a few thousand vectors: milliseconds at demo scale.
+
+The user vector needs the dense columns too (the user tower takes them): they are built by the
+feature plan for the user with an empty item (item-dependent columns at their no-history value).
+
+The model's :class:`~streamrec.models.ranking.RankingModel` is reached through ``ServingModel._model``
+(the serving model exposes no tower accessors yet); :func:`_ranking_model` is that one adapter.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from usearch.index import Index
+
+from streamrec.errors import InvalidInputError
+from streamrec.models.heads import TwoTowerHead
+from streamrec.profiles.types import Feature, FeatureQuery
+from streamrec.serving.features import FeaturePlan
+from streamrec.serving.slots import CATALOG
+
+__all__ = ["AnnSource"]
+
+_EMPTY_ITEM = "\x00no-item"  # an item id no event can carry (ids are user text; NUL is not typed)
+
+
+def _augment_items(vectors: np.ndarray) -> np.ndarray:
+    """Item vectors ``x`` as ``[x, sqrt(M^2 - |x|^2)]`` (``M`` the largest norm): vectorised.
+
+    With the query ``[q, 0]``, ``|q' - x'|^2 = |q|^2 + M^2 - 2 q.x``, so the L2-nearest items are
+    the items of largest inner product (the MIPS-to-NN reduction of Bachrach et al., 2014). HNSW
+    graphs are built for metrics; searched with raw inner product (not a metric) they miss the
+    best items of large norm (measured here: 3 of the exact top 10 on an 80-item catalogue).
+    """
+    if not len(vectors):
+        return np.zeros((0, vectors.shape[1] + 1), dtype=np.float32)
+    sq = np.einsum("ij,ij->i", vectors, vectors)
+    extra = np.sqrt(np.maximum(sq.max() - sq, 0.0))
+    return np.hstack([vectors, extra[:, None]]).astype(np.float32)
+
+
+def _ranking_model(model: Any) -> Any:
+    """The ``RankingModel`` a :class:`ServingModel` is answering with now (one reference read)."""
+    return getattr(model, "_model", model)
+
+
+class AnnSource:
+    """A retrieval source: the items nearest to the user in the two-tower space.
+
+    Parameters
+    ----------
+    client: the profile client (catalogue and features).
+    model: a :class:`ServingModel` (or ``RankingModel``) whose head is a ``TwoTowerHead``.
+    plan: the feature plan the model was trained with.
+    catalog_size: most items indexed (the catalogue's top by shows over ``catalog_window``).
+    refresh_s: rebuild at least this often even if the model did not change (new items).
+    min_interval_s: never rebuild more often than this.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        model: Any,
+        plan: FeaturePlan,
+        *,
+        catalog_window: str = "7d",
+        catalog_size: int = 20_000,
+        refresh_s: float = 60.0,
+        min_interval_s: float = 1.0,
+        connectivity: int = 16,
+    ) -> None:
+        head = _ranking_model(model).head
+        if not isinstance(head, TwoTowerHead):
+            raise InvalidInputError("model.kind", type(head).__name__, "the ann source needs a two_tower model")
+        self.client = client
+        self.model = model
+        self.plan = plan
+        self.refresh_s = refresh_s
+        self.min_interval_s = min_interval_s
+        self.connectivity = connectivity
+        self._catalog = [
+            Feature(slot="catalog_items", window=catalog_window, counters=("show",), top_k=catalog_size, name="items")
+        ]
+        self._lock = threading.Lock()
+        self._state: tuple[Index, list[str]] | None = None
+        self._built_version: Any = object()
+        self._built_at = -float("inf")
+        self.rebuilds = 0
+
+    # -- the index ----------------------------------------------------------------------------
+    def _stale(self) -> bool:
+        age = time.monotonic() - self._built_at
+        if age < self.min_interval_s and self._state is not None:
+            return False
+        return (
+            self._state is None or getattr(self.model, "version", None) != self._built_version or age > self.refresh_s
+        )
+
+    def refresh(self, now: float, force: bool = False) -> None:
+        """Rebuild the index from the catalogue and the model's item tower now."""
+        with self._lock:
+            if not force and not self._stale():
+                return
+            version = getattr(self.model, "version", None)
+            answer = self.client.query(FeatureQuery(features=self._catalog, entities=[CATALOG], now=now))
+            items = list(answer.results[0][0].values or [])
+            vectors = self.item_vectors(items, now)
+            augmented = _augment_items(vectors)
+            index = Index(ndim=augmented.shape[1], metric="l2sq", dtype="f32", connectivity=self.connectivity)
+            if items:
+                index.add(np.arange(len(items), dtype=np.uint64), augmented)
+            self._state = (index, items)
+            self._built_version = version
+            self._built_at = time.monotonic()
+            self.rebuilds += 1
+
+    def item_vectors(self, items: list[str], now: float) -> np.ndarray:
+        """Item-tower vectors of ``items`` (float32 ``[n, out_dim]``), from the model as it is now."""
+        rm = _ranking_model(self.model)
+        fs = self.plan.fetch(self.client, _EMPTY_ITEM, items, now) if items else None
+        if fs is None:
+            return np.zeros((0, 1), dtype=np.float32)
+        batch = fs.batch()
+        with torch.no_grad():
+            emb = rm.embeddings({s: batch.sparse[s] for s in rm.head.item_slots}, now=now)
+            return rm.head.item_vector(emb).numpy().astype(np.float32)
+
+    def user_vector(self, user: str, now: float) -> np.ndarray:
+        """User-tower vector of ``user`` (its dense columns built with an empty item)."""
+        rm = _ranking_model(self.model)
+        batch = self.plan.fetch(self.client, user, [_EMPTY_ITEM], now).batch()
+        with torch.no_grad():
+            emb = rm.embeddings({s: batch.sparse[s] for s in rm.head.user_slots}, now=now)
+            return rm.head.user_vector(emb, batch.dense).numpy()[0].astype(np.float32)
+
+    # -- the source ---------------------------------------------------------------------------
+    def __call__(self, user: str, now: float, n: int) -> list[str]:
+        """Up to ``n`` items nearest to ``user``, best first."""
+        self.refresh(now)
+        state = self._state
+        if state is None or not state[1] or n <= 0:
+            return []
+        index, items = state
+        query = np.append(self.user_vector(user, now), np.float32(0.0))
+        matches = index.search(query, min(n, len(items)))
+        return [items[int(k)] for k in np.asarray(matches.keys)]
