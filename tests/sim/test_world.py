@@ -192,3 +192,21 @@ def test_arrivals_follow_each_users_zipf_like_rate():
     assert counts.sum() == pytest.approx(expected.sum(), rel=0.03)
     busiest = np.argsort(-rates)[:10]
     np.testing.assert_allclose(counts[busiest], expected[busiest], rtol=0.1)
+
+
+def test_topic_trends_drift_for_everyone_and_move_click_probabilities():
+    world = World(seed=12, n_users=50, shift_rate_per_day=0.0, shift_every_s=0.0, drift_tau_s=1e12)
+    item = world.fresh_items(1)[0]
+    topic = int(world.item_attributes(item)["category"][1:])
+    before_trend = world.topic_trends()[topic]
+    before = world.click_probability("u1", [item])[0]
+    for _ in range(12):
+        world.advance(300.0)  # one trend correlation time
+    after_trend = world.topic_trends()[topic]
+    after = world.click_probability("u1", [item], time=world.now)[0]
+    # Only the trend moved this item's logit besides its age (drift is frozen, no shifts).
+    logit = np.log([before / (1 - before), after / (1 - after)])
+    expected = (after_trend - before_trend) - 3600.0 / world.config.age_scale_s
+    assert logit[1] - logit[0] == pytest.approx(expected, abs=0.05)
+    assert after_trend != before_trend
+    assert np.allclose(World(seed=12, trend_strength=0.0, n_users=5).topic_trends(), 0.0)

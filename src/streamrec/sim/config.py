@@ -59,6 +59,10 @@ class WorldConfig:
     """Global click logit offset."""
     drift_tau_s: float = 3 * 3600.0
     """Correlation time of the slow drift (Ornstein-Uhlenbeck) of the Gaussian interest part."""
+    trend_strength: float = 0.5
+    """Scale of the topic trends: a logit offset per topic shared by all users (0 turns trends off)."""
+    trend_tau_s: float = 3600.0
+    """Correlation time of the topic trends (Ornstein-Uhlenbeck, stationary N(0, 1) before scaling)."""
     shift_rate_per_day: float = 2.0
     """Rate of random sudden shifts per user per day (a new favourite topic)."""
     shift_every_s: float = 1800.0
@@ -99,7 +103,14 @@ class WorldConfig:
                 raise InvalidInputError(name, value, "must be a positive integer")
         if self.n_topics < 2:
             raise InvalidInputError("n_topics", self.n_topics, "must be >= 2 (a shift moves to another topic)")
-        for name in ("item_lifetime_s", "age_scale_s", "drift_tau_s", "mean_request_interval_s", "dwell_mean_s"):
+        for name in (
+            "item_lifetime_s",
+            "age_scale_s",
+            "drift_tau_s",
+            "trend_tau_s",
+            "mean_request_interval_s",
+            "dwell_mean_s",
+        ):
             if getattr(self, name) <= 0:
                 raise InvalidInputError(name, getattr(self, name), "must be > 0")
         for name in (
@@ -107,6 +118,7 @@ class WorldConfig:
             "interest_noise",
             "item_topic_noise",
             "quality_std",
+            "trend_strength",
             "shift_rate_per_day",
             "shift_every_s",
             "activity_zipf",

@@ -119,6 +119,7 @@ class World:
         self._author_topic = init.integers(0, c.n_topics, c.n_authors)
         self._fav = init.integers(0, c.n_topics, c.n_users)
         self._g = init.standard_normal((c.n_users, c.n_topics))
+        self._trend = init.standard_normal(c.n_topics)
         rates = (np.arange(c.n_users) + 1.0) ** -c.activity_zipf
         rates = init.permutation(rates)
         self._rates = rates * (c.n_users / c.mean_request_interval_s) / rates.sum()
@@ -260,7 +261,7 @@ class World:
     def _logits_matrix(self, users: np.ndarray, items: np.ndarray, times: np.ndarray) -> np.ndarray:
         """Click logits of every (user r, item j) pair given examination: ``(len(users), len(items))``."""
         c = self.config
-        base = self._quality[items] + self._birth[items] / c.age_scale_s
+        base = self._quality[items] + self._birth[items] / c.age_scale_s + self._item_trend(items)
         return c.bias + self._user_vecs(users) @ self._vec[items].T + base[None, :] - (times / c.age_scale_s)[:, None]
 
     def _logits_slates(self, users: np.ndarray, slates: np.ndarray, times: np.ndarray) -> np.ndarray:
@@ -268,7 +269,14 @@ class World:
         c = self.config
         affinity = np.einsum("rd,rkd->rk", self._user_vecs(users), self._vec[slates])
         age = np.maximum(times[:, None] - self._birth[slates], 0.0)
-        return c.bias + affinity + self._quality[slates] - age / c.age_scale_s
+        return c.bias + affinity + self._quality[slates] + self._item_trend(slates) - age / c.age_scale_s
+
+    def _item_trend(self, items: np.ndarray) -> np.ndarray:
+        return self.config.trend_strength * self._trend[self._topic[items]]
+
+    def topic_trends(self) -> np.ndarray:
+        """The current logit offset of every topic shared by all users (``trend_strength`` times an OU state)."""
+        return self.config.trend_strength * self._trend
 
     def examination_probability(self, k: int) -> np.ndarray:
         """Probability that a user looks at each of the first ``k`` positions: ``(1 + r) ** -position_bias``."""
@@ -328,6 +336,9 @@ class World:
         # Slow drift: an Ornstein-Uhlenbeck step, exact for any dt, stationary N(0, 1) per component.
         a = np.exp(-dt / c.drift_tau_s)
         self._g = a * self._g + np.sqrt(1.0 - a * a) * rng.standard_normal(self._g.shape)
+        # Topic trends: the same exact OU step, shared by everyone.
+        b = np.exp(-dt / c.trend_tau_s)
+        self._trend = b * self._trend + np.sqrt(1.0 - b * b) * rng.standard_normal(c.n_topics)
         # Random sudden shifts: each user jumps with probability 1 - exp(-rate * dt).
         jump = rng.random(c.n_users) < -np.expm1(-c.shift_rate_per_day * dt / _DAY)
         if jump.any():
