@@ -164,3 +164,13 @@ def test_streamrec_serve_command_binds_localhost_and_answers(tmp_path):
         proc.terminate()
         out, _ = proc.communicate(timeout=20)
     assert f"http://127.0.0.1:{port}" in out
+
+
+def test_an_event_the_profile_store_refuses_is_rejected_by_field_and_not_logged(api, own_world):
+    before = own_world.log.end_offset("actions")
+    body = {"events": [_event(user="api-u3"), _event(user="api-u3", counters={"mood": 1.0})]}
+    r = api.post("/v1/events", json=body)
+    assert r.status_code == 422
+    assert r.json()["accepted"] == 1
+    assert [(e["index"], e["field"]) for e in r.json()["rejected"]] == [(1, "counters.mood")]
+    assert own_world.log.end_offset("actions") == before + 1

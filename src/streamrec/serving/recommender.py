@@ -258,7 +258,8 @@ class Recommender:
         if isinstance(events, str | bytes) or not isinstance(events, Sequence):
             raise InvalidInputError("events", events, "expected a list of action events")
         valid, rejected = parse_many(events, ActionEvent)
-        index = [i for i in range(len(events)) if i not in {j for j, _ in rejected}]
+        bad_input = {j for j, _ in rejected}
+        index = [i for i in range(len(events)) if i not in bad_input]  # batch position of each valid event
         stamped = [stamp(e) for e in valid]
         with self._record_lock:
             if self.write_profiles and stamped:
