@@ -23,6 +23,7 @@ when the recommender owns it (embedded mode), then appended to ``actions``.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -126,6 +127,17 @@ def top_k(scores: np.ndarray, k: int, categories: Sequence[str] | None = None, c
         if len(out) == k:
             break
     return np.asarray(out, dtype=np.int64)
+
+
+_REASON = re.compile(r"^(?P<field>[^:\s]+): (?P<why>.*?)(?: \(got (?P<value>.*)\))?$", re.S)
+
+
+def _store_error(reason: str) -> InvalidInputError:
+    """The profile store's rejection reason (``"field: why (got value)"``) as a typed error."""
+    match = _REASON.match(reason)
+    if match is None:
+        return InvalidInputError("event", None, reason)
+    return InvalidInputError(match["field"], match["value"], match["why"])
 
 
 def _is_two_tower(model: Any) -> bool:
@@ -266,8 +278,7 @@ class Recommender:
                 result = self.profiles.write(stamped)
                 bad = {i for i, _ in result.rejected}
                 for i, reason in result.rejected:
-                    field_name, _, why = reason.partition(": ")
-                    rejected.append((index[i], InvalidInputError(field_name or "event", None, why or reason)))
+                    rejected.append((index[i], _store_error(reason)))
                 stamped = [e for i, e in enumerate(stamped) if i not in bad]
             if stamped:
                 self.log.append(self.config.actions_topic, stamped)

@@ -11,6 +11,7 @@ own: a constant entity ``catalog:all`` that every action feeds (entity = the ``c
 with ``min``, so the catalogue's top-k by ``first_seen`` are the items first seen most recently) to
 each action before it reaches the log. Stamping happens where actions enter (``Recommender.record``,
 ``POST /v1/events``), so the embedded writer and a cluster's profile ingest see the same events.
+It also maps the action ``impression`` to the ``show`` counter every engagement slot keeps.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from streamrec.records import ActionEvent
 __all__ = ["CATALOG", "SERVING_SLOTS", "check_slots", "serving_profiles_config", "stamp"]
 
 CATALOG = "catalog:all"  # the entity label of the catalogue profile
-_ENGAGEMENT = ["show", "click", "like", "dwell_ms"]
+# ``position`` (the slot position an impression was shown at, which the simulator and clients
+# send) is summed, so ``position / show`` is the item's mean shown position (for position bias).
+_ITEM = ["show", "click", "like", "dwell_ms", "position"]
 
 SERVING_SLOTS: dict[str, SlotConfig] = {
-    "item_ctr": SlotConfig(entity="item", value="item", counters=_ENGAGEMENT, reduce={"dwell_ms": "max"}),
+    "item_ctr": SlotConfig(entity="item", value="item", counters=_ITEM, reduce={"dwell_ms": "max"}),
     "item_users": SlotConfig(
         entity="item", value="user", counters=["show", "click"], truncate=200, truncate_by="click"
     ),
@@ -62,11 +65,22 @@ def check_slots(cfg: ProfilesConfig, needed: Iterable[str]) -> None:
 
 
 def stamp(event: ActionEvent) -> ActionEvent:
-    """``event`` with ``attributes["catalog"] = "all"`` and ``counters["first_seen"] = time`` added."""
+    """``event`` with ``attributes["catalog"] = "all"`` and ``counters["first_seen"] = time`` added.
+
+    An ``"impression"`` event (the action name of ``records.py`` and the simulator) also gets
+    ``counters["show"] = 1``: the profile slots count exposures in a counter named ``show``, and a
+    counter is fed by an action of the same name or by the event's own counter of that name.
+
+    Examples
+    --------
+    >>> e = stamp(ActionEvent(user="u1", item="i1", action="impression", time=5.0))
+    >>> e.attributes, e.counters
+    ({'catalog': 'all'}, {'show': 1.0, 'first_seen': 5.0})
+    """
     if event.attributes.get("catalog") == "all" and "first_seen" in event.counters:
         return event
-    return msgspec.structs.replace(
-        event,
-        attributes={**event.attributes, "catalog": "all"},
-        counters={**event.counters, "first_seen": event.time},
-    )
+    counters = dict(event.counters)
+    if event.action == "impression" and "show" not in counters:
+        counters["show"] = 1.0
+    counters["first_seen"] = event.time
+    return msgspec.structs.replace(event, attributes={**event.attributes, "catalog": "all"}, counters=counters)
