@@ -19,7 +19,7 @@ def _exact(source: AnnSource, user: str, n: int) -> list[str]:
 
 
 def test_ann_neighbours_match_an_exact_inner_product_search(world, two_tower):
-    source = AnnSource(world.client, two_tower, world.plan, min_interval_s=0.0)
+    source = AnnSource(world.client, two_tower, world.plan, min_interval_s=0.0, background=False)
     for user in ("u0", "u5", "u13", "stranger"):
         got = source(user, NOW, 10)
         expected = _exact(source, user, 10)
@@ -29,7 +29,7 @@ def test_ann_neighbours_match_an_exact_inner_product_search(world, two_tower):
 
 
 def test_ann_index_is_rebuilt_when_the_model_syncs(world, two_tower):
-    source = AnnSource(world.client, two_tower, world.plan, min_interval_s=0.0)
+    source = AnnSource(world.client, two_tower, world.plan, min_interval_s=0.0, background=False)
     before = source("u3", NOW, 10)
     head = two_tower._model.head
     saved = {k: v.clone() for k, v in head.state_dict().items()}
@@ -55,3 +55,20 @@ def test_recommender_with_a_two_tower_model_retrieves_from_ann(world, two_tower)
     assert merged.sources.count("ann") == 15
     out = rec.recommend("u8", 10)
     assert len(out.items) == 10 and {s for _, _, s in out.items} <= set(quotas)
+
+
+def test_background_rebuild_keeps_serving_the_old_index_until_the_new_one_is_ready(world, two_tower):
+    import time
+
+    source = AnnSource(world.client, two_tower, world.plan, min_interval_s=0.0)
+    first = source("u2", NOW, 10)
+    old_state = source._state
+    two_tower.version += 1
+    try:
+        assert source("u2", NOW, 10) == first  # answered from the live index while the rebuild runs
+        deadline = time.monotonic() + 10
+        while source.rebuilds < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert source.rebuilds == 2 and source._state is not old_state and source.error is None
+    finally:
+        two_tower.version -= 1

@@ -10,10 +10,11 @@ of the ``catalog:all`` profile over ``catalog_window``) and answers ``(user, now
 Why and when it is rebuilt: item vectors change when the serving model applies an update (new
 embedding rows arrive every few seconds, a new tower every few minutes) and the catalogue changes
 as items are born. The index is rebuilt when the model's ``version`` moved, or ``refresh_s``
-passed, at most once per ``min_interval_s``, by the request that notices; the new index replaces the
-old one with one reference assignment, so concurrent requests read a whole index, old or new.
-Rebuilding is one batched profile query (the items' categories), one forward pass of the item
-tower, and ``Index.add`` over a few thousand vectors: milliseconds at demo scale.
+passed, at most once per ``min_interval_s``: the request that notices starts the rebuild in a
+background thread and is answered from the current index; the new index replaces the old one with
+one reference assignment, so concurrent requests read a whole index, old or new. (Only the first
+index is built in the request.) Rebuilding is one profile query of one feature (the items'
+categories), one forward pass of the item tower, and ``Index.add``.
 
 The user vector needs the dense columns too (the user tower takes them): they are built by the
 feature plan for the user with an empty item (item-dependent columns at their no-history value).
@@ -74,6 +75,8 @@ class AnnSource:
     catalog_size: most items indexed (the catalogue's top by shows over ``catalog_window``).
     refresh_s: rebuild at least this often even if the model did not change (new items).
     min_interval_s: never rebuild more often than this.
+    background: rebuild in a background thread (the request that notices does not wait; it and
+        the requests after it use the previous index until the new one is swapped in).
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class AnnSource:
         refresh_s: float = 60.0,
         min_interval_s: float = 1.0,
         connectivity: int = 16,
+        background: bool = True,
     ) -> None:
         head = _ranking_model(model).head
         if not isinstance(head, TwoTowerHead):
@@ -105,6 +109,8 @@ class AnnSource:
         self._built_version: Any = object()
         self._built_at = -float("inf")
         self.rebuilds = 0
+        self.error: BaseException | None = None
+        self.background = background
 
     # -- the index ----------------------------------------------------------------------------
     def _stale(self) -> bool:
@@ -136,12 +142,14 @@ class AnnSource:
     def item_vectors(self, items: list[str], now: float) -> np.ndarray:
         """Item-tower vectors of ``items`` (float32 ``[n, out_dim]``), from the model as it is now."""
         rm = _ranking_model(self.model)
-        fs = self.plan.fetch(self.client, _EMPTY_ITEM, items, now) if items else None
-        if fs is None:
-            return np.zeros((0, 1), dtype=np.float32)
-        batch = fs.batch()
+        if not items:
+            return np.zeros((0, rm.head.item_tower[-1].out_features), dtype=np.float32)
+        _, sparse = self.plan.item_sparse(self.client, items, now)
+        missing = [s for s in rm.head.item_slots if s not in sparse]
+        if missing:
+            raise InvalidInputError("model.item_slots", missing, "are not item or category slots of the feature plan")
         with torch.no_grad():
-            emb = rm.embeddings({s: batch.sparse[s] for s in rm.head.item_slots}, now=now)
+            emb = rm.embeddings({s: sparse[s] for s in rm.head.item_slots}, now=now)
             return rm.head.item_vector(emb).numpy().astype(np.float32)
 
     def user_vector(self, user: str, now: float) -> np.ndarray:
@@ -153,9 +161,22 @@ class AnnSource:
             return rm.head.user_vector(emb, batch.dense).numpy()[0].astype(np.float32)
 
     # -- the source ---------------------------------------------------------------------------
+    def _maybe_refresh(self, now: float) -> None:
+        if self._state is None or not self.background:
+            self.refresh(now)  # the first index (or background off): the request waits for it
+        elif self._stale() and not self._lock.locked():
+            # Later ones are built beside the live index; requests keep using the old one meanwhile.
+            threading.Thread(target=self._refresh_quietly, args=(now,), name="ann-refresh", daemon=True).start()
+
+    def _refresh_quietly(self, now: float) -> None:
+        try:
+            self.refresh(now)
+        except Exception as exc:  # kept for /healthz-style inspection; the old index keeps serving
+            self.error = exc
+
     def __call__(self, user: str, now: float, n: int) -> list[str]:
         """Up to ``n`` items nearest to ``user``, best first."""
-        self.refresh(now)
+        self._maybe_refresh(now)
         state = self._state
         if state is None or not state[1] or n <= 0:
             return []

@@ -201,30 +201,32 @@ class FeaturePlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         """Validate a ``[serving.features]`` table; errors name the dotted key."""
         return convert(data, cls, "serving.features")
 
+    def _category_feature(self) -> Feature:
+        """The item's category: the top value of ``category_slot`` (counter ``count``)."""
+        return Feature(
+            slot=self.category_slot, window=self.category_window, agg="counters", counters=("count",), top_k=1,
+            name="_category",
+        )  # fmt: skip
+
     def _query_features(self) -> list[Feature]:
+        """Every profile feature of a request, built once per plan (the same list object each time,
+        so a gRPC node encodes a feature list it has seen once)."""
         hit = _FEATURES.get(id(self))
         if hit is not None and hit[0] is self:
             return hit[1]
-        if True:
-            feats = [d.profile_feature() for d in self.dense if d.kind != "context"]
-            feats.append(
-                Feature(
-                    slot=self.category_slot, window=self.category_window, agg="counters",
-                    counters=("count",), top_k=1, name="_category",
-                )
-            )  # fmt: skip
-            for s in self.sparse:
-                if s.kind == "user_top":
-                    feats.append(
-                        Feature(
-                            slot=s.slot or "", window=s.window, agg="counters",
-                            counters=(s.counter,) if s.counter else None, top_k=s.top_k, name=f"_top:{s.name}",
-                        )
-                    )  # fmt: skip
-            if len(_FEATURES) > 64:
-                _FEATURES.clear()
-            # The same list object each request: a gRPC node encodes a list it has seen once.
-            _FEATURES[id(self)] = (self, feats)
+        feats = [d.profile_feature() for d in self.dense if d.kind != "context"]
+        feats.append(self._category_feature())
+        for s in self.sparse:
+            if s.kind == "user_top":
+                feats.append(
+                    Feature(
+                        slot=s.slot or "", window=s.window, agg="counters",
+                        counters=(s.counter,) if s.counter else None, top_k=s.top_k, name=f"_top:{s.name}",
+                    )
+                )  # fmt: skip
+        if len(_FEATURES) > 64:
+            _FEATURES.clear()
+        _FEATURES[id(self)] = (self, feats)
         return feats
 
     # -- the request path ---------------------------------------------------------------------
@@ -249,6 +251,25 @@ class FeaturePlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         entities = [f"user:{user}", *(f"item:{i}" for i in items)]
         result = client.query(FeatureQuery(features=features, entities=entities, now=float(now)))
         return self._assemble(result, user, items, float(now))
+
+    def item_sparse(self, client: Any, items: Sequence[str], now: float) -> tuple[list[str], dict[str, JaggedIds]]:
+        """The items' categories and their ids in the plan's item-side slots (``item``, ``category``).
+
+        One profile query of one feature (the category), whatever the plan's size: what an item
+        index needs to embed a whole catalogue.
+        """
+        items = list(items)
+        result = client.query(
+            FeatureQuery(features=[self._category_feature()], entities=[f"item:{i}" for i in items], now=float(now))
+        )
+        categories = [r[0].values[0] if r[0].values else "" for r in result.results]
+        sparse = {}
+        for s in self.sparse:
+            if s.kind == "item":
+                sparse[s.name] = _jagged([[stable_id(s.name, i)] for i in items])
+            elif s.kind == "category":
+                sparse[s.name] = _jagged([[stable_id(s.name, c)] if c else [] for c in categories])
+        return categories, sparse
 
     def _assemble(self, result: QueryResult, user: str, items: list[str], now: float) -> FeatureSet:
         n = len(items)
@@ -290,6 +311,17 @@ class FeaturePlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
                 top = user_row[index[f"_top:{s.name}"]].values or []
                 sparse[s.name] = [[stable_id(s.name, v) for v in top]] * n
         return FeatureSet(user=user, items=items, categories=categories, sparse=sparse, dense=dense, now=now, plan=self)
+
+
+def _jagged(lists: list[list[int]]) -> JaggedIds:
+    """Per-example id lists as :class:`JaggedIds` (NumPy, no per-id Python objects kept)."""
+    n = len(lists)
+    lengths = np.fromiter(map(len, lists), dtype=np.int64, count=n)
+    values = np.fromiter((v for ids in lists for v in ids), dtype=np.int64, count=int(lengths.sum()))
+    offsets = np.zeros(n, dtype=np.int64)
+    if n:
+        np.cumsum(lengths[:-1], out=offsets[1:])
+    return JaggedIds(torch.from_numpy(values), torch.from_numpy(offsets))
 
 
 def _context(kind: str, now: float) -> float:
@@ -337,13 +369,7 @@ class FeatureSet:
     def batch(self) -> ExampleBatch:
         """The candidates as an unlabelled :class:`ExampleBatch` (what the ranker scores)."""
         n = len(self.items)
-        sparse = {}
-        for slot, lists in self.sparse.items():
-            lengths = np.fromiter(map(len, lists), dtype=np.int64, count=n)
-            values = np.fromiter((v for ids in lists for v in ids), dtype=np.int64, count=int(lengths.sum()))
-            offsets = np.zeros(n, dtype=np.int64)
-            np.cumsum(lengths[:-1], out=offsets[1:])
-            sparse[slot] = JaggedIds(torch.from_numpy(values), torch.from_numpy(offsets))
+        sparse = {slot: _jagged(lists) for slot, lists in self.sparse.items()}
         return ExampleBatch(
             sparse,
             torch.from_numpy(self.dense),
