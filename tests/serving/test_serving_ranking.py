@@ -120,3 +120,20 @@ def test_without_a_model_the_fallback_column_ranks(world):
     fs = world.plan.fetch(world.client, "u2", [i for i, _, _ in out.items], NOW)
     assert np.allclose(fs.column("item_ctr_1d"), scores)
     assert set(out.timings) == {"retrieve", "features", "rank", "log"}
+
+
+def test_concurrent_requests_each_log_their_own_impressions(world):
+    from concurrent.futures import ThreadPoolExecutor
+
+    rec = world.recommender()
+    users = [f"u{i % 20}" for i in range(24)]
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda u: rec.recommend(u, 5), users))
+    by_request = {}
+    for imp in _impressions(world.log):
+        by_request.setdefault(imp.request_id, []).append(imp)
+    for user, out in zip(users, outs, strict=True):
+        logged = sorted(by_request[out.request_id], key=lambda i: i.position)
+        assert [i.item for i in logged] == [i for i, _, _ in out.items] and {i.user for i in logged} == {user}
+        examples = [Example(sparse=i.sparse, dense=i.dense, label=0.0, time=i.time) for i in logged]
+        assert np.allclose(reference_scores(world.model, examples, world.plan), [s for _, s, _ in out.items])
