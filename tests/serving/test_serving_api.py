@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -129,41 +132,60 @@ def test_a_real_uvicorn_server_on_a_free_local_port(own_world):
         thread.join(10)
 
 
-def test_streamrec_serve_command_binds_localhost_and_answers(tmp_path):
-    import subprocess
-    import sys
-
+@contextlib.contextmanager
+def _serve(tmp_path, *args: str):
+    """``streamrec serve`` in a subprocess on a free port; yields (base url, headers), then its output."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "streamrec", "serve", "--port", str(port), "--token", TOKEN,
-           "--log", f"sqlite:///{tmp_path}/log.db", "--profiles", str(tmp_path / "profiles")]  # fmt: skip
+           "--log", f"sqlite:///{tmp_path}/log.db", "--profiles", str(tmp_path / "profiles"), *args]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output: list[str] = []
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and proc.poll() is None:
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        r = httpx.post(
-            f"http://127.0.0.1:{port}/v1/events", json={"events": [_event(time=time.time())]}, headers=headers
-        )
-        assert r.json() == {"accepted": 1, "rejected": []}
-        items: list = []
-        deadline = time.monotonic() + 10  # the store merges writes into its read table every second
-        while not items and time.monotonic() < deadline:
-            r = httpx.get(f"http://127.0.0.1:{port}/v1/recommendations", params={"user_id": "x"}, headers=headers)
-            assert r.status_code == 200
-            items = r.json()["items"]
-            time.sleep(0.1)
-        assert [(x["item"], x["source"]) for x in items] == [("i3", "popular")]  # no model: ranked by CTR
+        yield f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {TOKEN}"}, output
     finally:
         proc.terminate()
-        out, _ = proc.communicate(timeout=20)
-    assert f"http://127.0.0.1:{port}" in out
+        output.append(proc.communicate(timeout=20)[0])
+
+
+def _recommend_when_ready(base: str, headers: dict, **params) -> list:
+    items: list = []
+    deadline = time.monotonic() + 10  # the store merges writes into its read table every second
+    while not items and time.monotonic() < deadline:
+        r = httpx.get(f"{base}/v1/recommendations", params=params, headers=headers)
+        assert r.status_code == 200, r.text
+        items = r.json()["items"]
+        time.sleep(0.1)
+    return items
+
+
+def test_streamrec_serve_command_binds_localhost_and_answers(tmp_path):
+    with _serve(tmp_path) as (base, headers, output):
+        r = httpx.post(f"{base}/v1/events", json={"events": [_event(time=time.time())]}, headers=headers)
+        assert r.json() == {"accepted": 1, "rejected": []}
+        items = _recommend_when_ready(base, headers, user_id="x")
+        assert [(x["item"], x["source"]) for x in items] == [("i3", "popular")]  # no model: ranked by CTR
+    assert f"streamrec serve: {base}" in output[0]
+
+
+def test_streamrec_serve_with_a_snapshot_and_a_config_file(tmp_path, world):
+    config = tmp_path / "streamrec.toml"
+    config.write_text("[serving]\ncategory_cap = 1\nsample_rate = 0.5\n")
+    snapshot = f"{world.folder}/deepfm.snapshot"
+    with _serve(tmp_path, "--snapshot", snapshot, "--config", str(config)) as (base, headers, _):
+        assert httpx.get(f"{base}/healthz").json()["model_version"] == 0
+        events = [_event(item=f"i{n}", time=time.time()) for n in (3, 9, 15)]  # all three in category c3
+        assert httpx.post(f"{base}/v1/events", json={"events": events}, headers=headers).json()["accepted"] == 3
+        items = _recommend_when_ready(base, headers, user_id="x", k=3)
+        assert len(items) == 1 and 0 < items[0]["score"] < 1  # the cap of 1 per category, a model's score
 
 
 def test_an_event_the_profile_store_refuses_is_rejected_by_field_and_not_logged(api, own_world):
