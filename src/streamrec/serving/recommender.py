@@ -263,9 +263,10 @@ class Recommender:
     def record(self, events: Sequence[Any]) -> RecordResult:
         """Validate, stamp and store a batch of actions; bad events are reported, valid ones kept.
 
-        ``events`` are dicts (untrusted JSON) or :class:`ActionEvent`. An event the profile store
-        refuses (e.g. older than every slot's retention is *not* refused; a counter no slot
-        declares is) is rejected with the store's reason and not appended to the log.
+        ``events`` are dicts (untrusted JSON) or :class:`ActionEvent`. In embedded mode an event
+        the profile store refuses (a counter no slot declares, an event too far in the future) is
+        rejected with the store's reason and not appended to the log; events older than every
+        slot's retention are accepted (logged) and only dropped by the store.
         """
         if isinstance(events, str | bytes) or not isinstance(events, Sequence):
             raise InvalidInputError("events", events, "expected a list of action events")
