@@ -109,8 +109,7 @@ class _LocalNode(_Node):
         return list(self.store.entity_keys())
 
     def export(self, keys: list[bytes]) -> dict[bytes, bytes]:
-        with self.store._flush_lock:  # see service.ExportProfiles
-            return self.store.export_profiles(keys)
+        return self.store.export_profiles(keys)
 
     def import_(self, blobs: dict[bytes, bytes]) -> None:
         self.store.import_profiles(blobs)

@@ -240,10 +240,7 @@ class _Servicer(profiles_pb2_grpc.ProfileNodeServicer):
 
     def ExportProfiles(self, request: profiles_pb2.Keys, context: grpc.ServicerContext) -> profiles_pb2.Profiles:
         def run() -> profiles_pb2.Profiles:
-            # The store's flush compresses under _flush_lock with the same (not thread-safe) zstd
-            # context export uses; holding the lock keeps an export from racing a background flush.
-            with self.store._flush_lock:
-                blobs = self.store.export_profiles(list(request.keys))
+            blobs = self.store.export_profiles(list(request.keys))
             return profiles_pb2.Profiles(keys=list(blobs), blobs=list(blobs.values()))
 
         return self._call("ExportProfiles", context, run)

@@ -110,10 +110,9 @@ class ProfileStore:
         self._mem = 0
         self._budget = int(cfg.memory_budget_mb * (1 << 20))
         self._plans: dict[Feature, FeaturePlan] = {}
-        self._cctx = zstandard.ZstdCompressor(level=cfg.compression_level)
-        self._dctx = zstandard.ZstdDecompressor()
-        self._enc = msgspec.msgpack.Encoder()
-        self._dec = msgspec.msgpack.Decoder(ProfileBlob)
+        # zstd contexts are not thread-safe and flushes, exports, loads on a miss run on different
+        # threads: each thread gets its own codecs.
+        self._codecs = threading.local()
         self._stats = dict.fromkeys(
             (
                 "accepted",
@@ -400,11 +399,22 @@ class ProfileStore:
                 if s is not None
             },
         )
-        return self._cctx.compress(self._enc.encode(blob))
+        codecs = self._thread_codecs()
+        return codecs.cctx.compress(codecs.enc.encode(blob))
+
+    def _thread_codecs(self) -> threading.local:
+        codecs = self._codecs
+        if not hasattr(codecs, "cctx"):
+            codecs.cctx = zstandard.ZstdCompressor(level=self.cfg.compression_level)
+            codecs.dctx = zstandard.ZstdDecompressor()
+            codecs.enc = msgspec.msgpack.Encoder()
+            codecs.dec = msgspec.msgpack.Decoder(ProfileBlob)
+        return codecs
 
     def _decode(self, raw: bytes) -> Profile:
+        codecs = self._thread_codecs()
         try:
-            blob = self._dec.decode(self._dctx.decompress(raw))
+            blob = codecs.dec.decode(codecs.dctx.decompress(raw))
         except (zstandard.ZstdError, msgspec.DecodeError) as exc:
             raise InvalidInputError("profile", raw[:16], f"not a stored profile: {exc}") from None
         p = Profile(len(self.specs))
