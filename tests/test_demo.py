@@ -9,8 +9,8 @@ from streamrec.datasets import find_dataset
 pytestmark = pytest.mark.skipif(find_dataset("ml-100k") is None, reason="../shared/datasets/ml-100k is not present")
 
 
-def test_demo_trains_online_keeps_the_serving_replica_exact_and_prints_json():
-    result = CliRunner().invoke(app, ["demo", "--json"])
+def test_movielens_demo_trains_online_keeps_the_serving_replica_exact_and_prints_json():
+    result = CliRunner().invoke(app, ["demo", "--movielens", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["serving"]["in_sync"] is True
