@@ -252,12 +252,12 @@ def run_loop(
     """Warm up, batch-train, then step the three arms until ``sim_minutes`` or ``wall_minutes``."""
     torch.set_num_threads(1)  # batches of a few hundred rows: threads only contend on a shared machine
     out.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + cfg.wall_minutes * 60.0
     warm = out / "warmup"
     shutil.rmtree(warm, ignore_errors=True)
     warm.mkdir(parents=True)
     world, snapshot, warm_stats = warm_up(cfg, warm, say)
     arms = _arms(cfg, world, warm, snapshot, out)
+    deadline = time.monotonic() + cfg.wall_minutes * 60.0  # the arms' time; setup comes on top
     start = world.now
     online = _Online(arms["online"], cfg, start)
     end = start + cfg.sim_minutes * 60.0
@@ -299,6 +299,12 @@ def run_loop(
                 stopped_early = now < end - 1e-9
                 break
         online.step(now)
+        if len(arms["online"].buckets) > bucket_start["online"]:  # a partial bucket when stopped early
+            times.append((now - start) / 60.0)
+            for name, arm in arms.items():
+                series[name].append(ctr(arm.buckets[bucket_start[name] :]))
+            auc_times.append((now - start) / 60.0)
+            auc_series.append(online.auc)
         summary = _summary(cfg, arms, online, warm_stats, now - start, time.perf_counter() - started, stopped_early)
     finally:
         for arm in arms.values():
