@@ -72,7 +72,7 @@ def test_report_and_plots_are_written(cli_run):
     assert "ctr.png" in (out / "report.html").read_text()
 
 
-def test_frozen_arm_never_changes_and_popularity_has_no_model(tmp_path):
+def test_run_loop_from_python_reports_every_arm_per_bucket(tmp_path):
     result = run_loop(LoopConfig(**{**SMALL, "sim_minutes": 2}), tmp_path)
     assert result.summary["arms"]["popularity"]["impressions"] > 0
     assert len(result.times) >= 1 and set(result.ctr) == {"online", "frozen", "popularity"}
