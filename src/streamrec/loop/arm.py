@@ -16,6 +16,7 @@ The simulator emits ``impression`` actions for what was shown; the serving featu
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,13 @@ class ArmServer:
 
     def record(self, events: list[ActionEvent]) -> None:
         self.recommender.record(as_show(events))
+
+
+def seeded_request_ids(prefix: str):
+    """Request ids ``<prefix>-00000001``, ... : deterministic, so the joiner's negative sampling (a
+    hash of the request id) and every count downstream repeat exactly for the same seed."""
+    counter = itertools.count(1)
+    return lambda: f"{prefix}-{next(counter):08d}"
 
 
 def open_stores(folder: Path, world: World) -> tuple[ProfileClient, Any]:
@@ -114,7 +122,8 @@ class Arm:
 def make_arm(name: str, world: World, folder: Path, model: Any, *, k: int, step_s: float, sample_rate: float) -> Arm:
     """An arm over an existing folder of stores (copied from the warm-up)."""
     client, log = open_stores(folder, world)
-    recommender = Recommender(client, log, model, recommender_config(sample_rate), clock=lambda: world.now)
+    config = recommender_config(sample_rate)
+    recommender = Recommender(client, log, model, config, clock=lambda: world.now, request_ids=seeded_request_ids(name))
     server = ArmServer(recommender, keep_scores=model is not None)
     driver = InProcessDriver(world, server, k=k, step_s=step_s, regret=False)
     return Arm(name, world, client, log, server, driver, model)

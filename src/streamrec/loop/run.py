@@ -32,7 +32,17 @@ import torch
 from streamrec.embedding import EmbeddingCollection
 from streamrec.errors import InvalidInputError
 from streamrec.joiner import Joiner
-from streamrec.loop.arm import Arm, ArmServer, auc_or_nan, ctr, join_config, make_arm, open_stores, recommender_config
+from streamrec.loop.arm import (
+    Arm,
+    ArmServer,
+    auc_or_nan,
+    ctr,
+    join_config,
+    make_arm,
+    open_stores,
+    recommender_config,
+    seeded_request_ids,
+)
 from streamrec.models import ModelConfig, build_model
 from streamrec.records import Example
 from streamrec.serving import Recommender
@@ -118,7 +128,9 @@ def warm_up(cfg: LoopConfig, folder: Path, say: Callable[[str], None]) -> tuple[
     world = _world(cfg)
     client, log = open_stores(folder, world)
     plan = recommender_config().features
-    recommender = Recommender(client, log, None, recommender_config(), clock=lambda: world.now)
+    recommender = Recommender(
+        client, log, None, recommender_config(), clock=lambda: world.now, request_ids=seeded_request_ids("warmup")
+    )
     driver = InProcessDriver(world, ArmServer(recommender), k=cfg.k, step_s=cfg.step_s, regret=False)
     started = time.perf_counter()
     # Retrieval reads the catalogue from profiles: seed them with random-policy history (no impressions

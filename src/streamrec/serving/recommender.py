@@ -182,6 +182,7 @@ class Recommender:
         extra_sources: dict[str, Callable[[str, float, int], list[str]]] | None = None,
         clock: Callable[[], float] = time.time,
         metrics: ServingMetrics | None = None,
+        request_ids: Callable[[], str] | None = None,
     ) -> None:
         self.config = config or RecommenderConfig()
         self.plan = self.config.features
@@ -195,6 +196,7 @@ class Recommender:
         self.model = model
         self.write_profiles = write_profiles
         self.clock = clock
+        self.request_ids = request_ids or (lambda: uuid.uuid4().hex)  # a seeded source makes replays exact
         self.metrics = metrics or ServingMetrics()
         extra = dict(extra_sources or {})
         if "ann" not in extra and self.config.retrieval.quotas.get("ann", 0) > 0 and _is_two_tower(model):
@@ -212,7 +214,7 @@ class Recommender:
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.config.max_k:
             raise InvalidInputError("k", k, f"must be an integer in 1..{self.config.max_k}")
         now = self.clock() if now is None else float(now)
-        request_id = uuid.uuid4().hex
+        request_id = self.request_ids()
         t0 = time.perf_counter()
         candidates = self.retriever.retrieve(user, now)
         t1 = time.perf_counter()
