@@ -380,13 +380,7 @@ class JoinState:
     def _close_windows(self, txn: lmdb.Transaction, wm: float, stats: JoinStats, out: list[Example]) -> None:
         """Close every window with deadline < ``wm``: waiting impressions become negatives."""
         rate = self.config.negative_rate
-        cursor = txn.cursor(db=self._due)
-        closing: list[bytes] = []
-        for due_key in cursor.iternext(keys=True, values=False):
-            if _unsortable(due_key) >= wm:
-                break
-            closing.append(bytes(due_key))
-        for due_key in closing:
+        for due_key in _due_before(txn, self._due, wm):
             txn.delete(due_key, db=self._due)
             key = due_key[8:]
             raw = txn.pop(key, db=self._imp)
@@ -403,13 +397,7 @@ class JoinState:
     def _expire_actions(self, txn: lmdb.Transaction, wm: float, stats: JoinStats) -> None:
         """Forget buffered actions no on-time impression can match any more (counted late)."""
         extra = self.config.allowed_lateness_s + self.config.window_s
-        cursor = txn.cursor(db=self._early_due)
-        expiring: list[bytes] = []
-        for due_key in cursor.iternext(keys=True, values=False):
-            if _unsortable(due_key) >= wm:
-                break
-            expiring.append(bytes(due_key))
-        for due_key in expiring:
+        for due_key in _due_before(txn, self._early_due, wm):
             txn.delete(due_key, db=self._early_due)
             key = due_key[8:]
             raw = txn.get(key, db=self._early)
@@ -449,3 +437,13 @@ class JoinState:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _due_before(txn: lmdb.Transaction, db: object, wm: float) -> list[bytes]:
+    """Keys of a deadline index (sortable time + key) whose deadline is before the watermark."""
+    due: list[bytes] = []
+    for due_key in txn.cursor(db=db).iternext(keys=True, values=False):
+        if _unsortable(due_key) >= wm:
+            break
+        due.append(bytes(due_key))
+    return due
