@@ -133,7 +133,8 @@ class AnnSource:
             augmented = _augment_items(vectors)
             index = Index(ndim=augmented.shape[1], metric="l2sq", dtype="f32", connectivity=self.connectivity)
             if items:
-                index.add(np.arange(len(items), dtype=np.uint64), augmented)
+                # One thread: the graph (and so every answer) is then the same for the same vectors.
+                index.add(np.arange(len(items), dtype=np.uint64), augmented, threads=1)
             self._state = (index, items)
             self._built_version = version
             self._built_at = time.monotonic()
