@@ -10,7 +10,7 @@ from streamrec.datasets import find_dataset
 from streamrec.datasets.resolve import load_dataset
 from streamrec.embedding import EmbeddingCollection
 from streamrec.models import build_model
-from streamrec.training.cli import configs_for
+from streamrec.training.defaults import configs_for
 from streamrec.training.snapshot import load_trainer, save_trainer
 from streamrec.training.trainer import Trainer
 

@@ -29,7 +29,7 @@ from streamrec.datasets.resolve import Dataset
 from streamrec.embedding import EmbeddingCollection
 from streamrec.metrics import auc
 from streamrec.models import ModelConfig, build_hashed_model, build_model
-from streamrec.training.cli import configs_for, split_for
+from streamrec.training.defaults import configs_for, split_for
 from streamrec.training.snapshot import load_trainer, save_trainer
 from streamrec.training.trainer import Trainer
 

@@ -18,42 +18,6 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     app.add_typer(train_app, name="train")
 
 
-def default_slot(pooling: str = "sum") -> dict:
-    """The slot config streamrec uses when none is given (dim 16, Adagrad 0.05, N(0, 0.05))."""
-    return {
-        "dim": 16,
-        "pooling": pooling,
-        "optimizer": {"type": "adagrad", "lr": 0.05},
-        "initializer": {"type": "normal", "std": 0.05},
-    }
-
-
-def configs_for(dataset, model_kind: str = "deepfm", config_path: Path | None = None):
-    """(embedding config dict, ModelConfig, TrainConfig) for a dataset, overridden by a TOML file."""
-    from streamrec.config import convert, load_toml
-    from streamrec.models import ModelConfig
-    from streamrec.training.trainer import TrainConfig
-
-    data = load_toml(config_path) if config_path else {}
-    embedding = data.get("embedding") or {
-        "slots": {slot: default_slot(dataset.pooling.get(slot, "sum")) for slot in dataset.slots}
-    }
-    model = {"kind": model_kind, "n_dense": dataset.n_dense, **data.get("model", {})}
-    if model["kind"] == "two_tower" and not model.get("user_slots"):
-        item_like = {"item", "genre"} if dataset.kind == "movielens" else set(dataset.slots[len(dataset.slots) // 2 :])
-        model["item_slots"] = [s for s in dataset.slots if s in item_like]
-        model["user_slots"] = [s for s in dataset.slots if s not in item_like]
-    return embedding, convert(model, ModelConfig, "model"), convert(data.get("train", {}), TrainConfig, "train")
-
-
-def split_for(dataset, test_fraction: float):
-    """(train, test) examples: the shipped test file if any, else the last ``test_fraction`` of time."""
-    if dataset.test is not None:
-        return dataset.examples, dataset.test
-    cut = int(len(dataset.examples) * (1 - test_fraction))
-    return dataset.examples[:cut], dataset.examples[cut:]
-
-
 @train_app.command("batch")
 def train_batch(
     data: str = typer.Option("ml-100k", help="ml-100k, criteo-sample, or a path (MovieLens, Criteo, CSV, Parquet)."),
@@ -92,6 +56,7 @@ def run_batch(
     from streamrec.datasets.resolve import load_dataset
     from streamrec.embedding import EmbeddingCollection
     from streamrec.models import build_model
+    from streamrec.training.defaults import configs_for, split_for
     from streamrec.training.snapshot import save_trainer
     from streamrec.training.trainer import Trainer
 
