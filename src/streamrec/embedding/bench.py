@@ -82,7 +82,9 @@ def scattered_ids(rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.permutation(ids)[:n]
 
 
-def _median_time(fn: Callable[[], object]) -> Callable[[], float]:
+def _timer(fn: Callable[[], object]) -> Callable[[], float]:
+    """A function that runs ``fn`` once and returns the seconds it took."""
+
     def timed() -> float:
         start = time.perf_counter()
         fn()
@@ -99,7 +101,7 @@ def _race(contenders: dict[str, Callable[[], object]], reps: int) -> dict[str, f
     for _ in range(reps):
         for name, fn in contenders.items():
             gc.collect()
-            times[name].append(_median_time(fn)())
+            times[name].append(_timer(fn)())
     return {name: statistics.median(values) for name, values in times.items()}
 
 
