@@ -70,7 +70,7 @@ def open_stores(folder: Path, world: World) -> tuple[ProfileClient, Any]:
     """An embedded profile store (clock = the world's simulated clock, merged on every write) and a log."""
     cfg = serving_profiles_config({"merge_interval": 0, "fsync": False})
     client = ProfileClient.embedded(cfg, str(folder / "profiles"), clock=lambda: world.now, background=False)
-    log = open_log(f"sqlite:///{folder}/log.db")
+    log = open_log(f"sqlite://{Path(folder).resolve()}/log.db")  # absolute: --out may be relative
     return client, log
 
 

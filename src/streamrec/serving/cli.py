@@ -19,7 +19,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     def serve(
         host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (0.0.0.0 exposes it)."),
         port: int = typer.Option(8000, "--port", help="TCP port."),
-        log: str = typer.Option("sqlite:///streamrec-data/log.db", "--log", help="Event log URL."),
+        log: str = typer.Option("sqlite://streamrec-data/log.db", "--log", help="Event log URL."),
         profiles: str = typer.Option(
             "streamrec-data/profiles",
             "--profiles",
@@ -64,6 +64,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             client = ProfileClient.embedded(cfg, profiles)
         else:
             client = ProfileClient(profiles.split(","), cfg)
+        if log.startswith("sqlite://"):  # the embedded log's folder, like the profile store's
+            os.makedirs(os.path.dirname(log.removeprefix("sqlite://").split("?", 1)[0]) or ".", exist_ok=True)
         event_log = open_log(log)
         model = None
         if snapshot:
