@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 from typer.testing import CliRunner
@@ -24,12 +25,18 @@ SMALL = dict(n_users=150, history_minutes=20, warmup_minutes=8, sim_minutes=6, b
 
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    args = ["demo", "--json", "--out", str(out), "--minutes", "2", "--sim-minutes", "6"]
+    # From a fresh working directory with the default (relative) --out, as `make demo` runs it.
+    cwd = tmp_path_factory.mktemp("demo")
+    args = ["demo", "--json", "--minutes", "2", "--sim-minutes", "6"]
     args += ["--users", "150", "--history-minutes", "20", "--warmup-minutes", "8"]
-    result = CliRunner().invoke(app, args)
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(app, args)
+    finally:
+        os.chdir(previous)
     assert result.exit_code == 0, result.output
-    return out, json.loads(result.stdout.strip().splitlines()[-1])
+    return cwd / "runs" / "demo", json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_demo_json_has_each_arms_ctr_and_the_expectation(cli_run):
