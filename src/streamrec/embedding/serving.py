@@ -29,7 +29,7 @@ from numba import njit
 
 from streamrec.embedding.cuckoo import CuckooIndex, find_position, insert_new, row_at
 from streamrec.embedding.delta import CollectionDelta, TableDelta
-from streamrec.embedding.table import as_ids
+from streamrec.embedding.table import as_ids, take_row
 from streamrec.errors import InvalidInputError, UnknownSlotError
 
 APPLY_CHUNK = 16384
@@ -92,12 +92,7 @@ def _upsert(keys, rows, n_buckets, seed1, seed2, rng, weights, free_rows, state,
             continue
         if state[0] == 0 and state[1] >= state[2]:
             return _NEED_ROWS, i, np.int64(0), np.int32(-1)
-        if state[0] > 0:
-            state[0] -= 1
-            r = free_rows[state[0]]
-        else:
-            r = np.int32(state[1])
-            state[1] += 1
+        r = take_row(free_rows, state)
         for d in range(dim):
             weights[r, d] = vectors[i, d]
         state[3] += 1

@@ -51,6 +51,18 @@ _DONE, _NEED_ROWS, _NEED_GROW = 0, 1, 2
 _MAX_TIME = 2**32 - 1
 
 
+@njit(inline="always")
+def take_row(free_rows, state):
+    """A row for a new id: the last freed one, else the next never used (``state`` =
+    [free_count, high_water, row_capacity, index_size]; the caller checked one is available)."""
+    if state[0] > 0:
+        state[0] -= 1
+        return free_rows[state[0]]
+    r = np.int32(state[1])
+    state[1] += 1
+    return r
+
+
 @njit(cache=True)
 def _admit_batch(
     keys, rows, n_buckets, seed1, seed2, rng,
@@ -79,12 +91,7 @@ def _admit_batch(
         if threshold > 1 and not sketch_observe(counts, sketch_seed, key, threshold):
             out[i] = -1
             continue
-        if state[0] > 0:
-            state[0] -= 1
-            r = free_rows[state[0]]
-        else:
-            r = np.int32(state[1])
-            state[1] += 1
+        r = take_row(free_rows, state)
         last_update[r] = now
         out[i] = r
         new_ids[n_new[0]] = key
