@@ -341,7 +341,9 @@ class ProfileNodeServer:
         profiles_pb2_grpc.add_ProfileNodeServicer_to_server(_Servicer(store, self.metrics), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         self._http: Any = None
-        self._stopped = threading.Event()
+        self._stop_requested = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._stopped = False
 
     @property
     def address(self) -> str:
@@ -360,11 +362,24 @@ class ProfileNodeServer:
             self.metrics_port = self._http.server_port
         return self
 
+    def request_stop(self) -> None:
+        """Make :meth:`wait` return; the waiting thread then calls :meth:`stop`."""
+        self._stop_requested.set()
+
     def stop(self, grace: float = 2.0) -> None:
-        """Report NOT_SERVING, finish in-flight calls (up to ``grace`` s), stop, close the store if owned."""
-        if self._stopped.is_set():
-            return
-        self._stopped.set()
+        """Report NOT_SERVING, finish in-flight calls (up to ``grace`` s), stop, close the store if owned.
+
+        Idempotent; a second caller blocks until the first has finished (so a process that returns from
+        ``stop`` never exits with the store half closed).
+        """
+        self._stop_requested.set()
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            self._shutdown(grace)
+
+    def _shutdown(self, grace: float) -> None:
         self._health.status = health_pb2.HealthCheckResponse.NOT_SERVING
         self._server.stop(grace).wait()
         if self._http is not None:
@@ -374,8 +389,8 @@ class ProfileNodeServer:
             self.store.close()
 
     def wait(self) -> None:
-        """Block until :meth:`stop` (from a signal handler or another thread)."""
-        self._stopped.wait()
+        """Block until :meth:`request_stop` or :meth:`stop` (from a signal handler or another thread)."""
+        self._stop_requested.wait()
 
     def __enter__(self) -> ProfileNodeServer:
         return self
@@ -396,7 +411,10 @@ def serve(
     node = ProfileNodeServer(store, host, port, metrics_port=metrics_port, workers=workers, own_store=True).start()
 
     def _stop(signum: int, frame: Any) -> None:
-        threading.Thread(target=node.stop, daemon=True).start()
+        # Only wake the main thread: it does the shutdown itself, so the process cannot exit while a
+        # helper thread is still flushing the store (an Event set inside a signal handler could also
+        # deadlock on the lock the interrupted wait holds, hence the thread).
+        threading.Thread(target=node.request_stop, daemon=True).start()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
