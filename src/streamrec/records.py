@@ -56,7 +56,7 @@ class ActionEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     item
         Id of the item acted on.
     action
-        Lowercase action name: ``"impression"``, ``"click"``, ``"like"``, ``"share"``, ``"purchase"``...
+        Lowercase action name: ``"show"`` (an exposure), ``"click"``, ``"like"``, ``"share"``, ``"purchase"``...
     time
         Event time in unix seconds; finite and not negative.
     counters

@@ -16,8 +16,7 @@ from typer.testing import CliRunner
 from streamrec.cli import app
 from streamrec.log import open_log
 from streamrec.loop import LoopConfig, run_loop
-from streamrec.loop.arm import as_show, auc_or_nan, ctr
-from streamrec.records import ActionEvent
+from streamrec.loop.arm import auc_or_nan, ctr
 from streamrec.sim import Bucket
 
 SMALL = dict(n_users=150, history_minutes=20, warmup_minutes=8, sim_minutes=6, bucket_s=120, sparse_sync_s=20)
@@ -83,12 +82,6 @@ def test_run_loop_from_python_reports_every_arm_per_bucket(tmp_path):
     result = run_loop(LoopConfig(**{**SMALL, "sim_minutes": 2}), tmp_path)
     assert result.summary["arms"]["popularity"]["impressions"] > 0
     assert len(result.times) >= 1 and set(result.ctr) == {"online", "frozen", "popularity"}
-
-
-def test_simulated_impressions_are_recorded_as_shows():
-    e = ActionEvent(user="u1", item="i1", action="impression", time=1.0, request_id="r")
-    c = ActionEvent(user="u1", item="i1", action="click", time=2.0, request_id="r")
-    assert [x.action for x in as_show([e, c])] == ["show", "click"]
 
 
 def test_ctr_pools_buckets_by_impressions_not_by_average_of_rates():

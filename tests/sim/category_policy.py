@@ -31,7 +31,7 @@ class CategoryPolicy:
     def train(self, events: Sequence[ActionEvent]) -> None:
         """Count every event (used for the batch stage, and online by record())."""
         for e in events:
-            if e.action not in ("impression", "click"):
+            if e.action not in ("show", "click"):
                 continue
             u = int(e.user[1:])
             c = int(e.attributes["category"][1:])
@@ -39,7 +39,7 @@ class CategoryPolicy:
             self.clicks[u] *= decay
             self.shows[u] *= decay
             self.last[u] = max(self.last[u], e.time)
-            if e.action == "impression":
+            if e.action == "show":
                 self.shows[u, c] += 1.0
             else:
                 self.clicks[u, c] += 1.0

@@ -27,16 +27,16 @@ def test_history_covers_the_period_and_the_world_continues_after_it(history):
     world, h = history
     assert h.start == world.config.start_time and h.end == world.now == h.start + 3600.0
     assert all(h.start <= e.time for e in h.events)
-    shows = list(h.actions("impression"))
+    shows = list(h.actions("show"))
     assert shows and max(e.time for e in shows) < h.end
     assert sum(b.requests for b in h.report.buckets) * 10 == len(shows)
-    assert {e.action for e in h.events} == {"impression", "click", "like"}
+    assert {e.action for e in h.events} == {"show", "click", "like"}
 
 
 def test_history_impressions_have_id_features_and_positions(history):
     _, h = history
     impressions = h.impressions()
-    assert len(impressions) == sum(1 for _ in h.actions("impression"))
+    assert len(impressions) == sum(1 for _ in h.actions("show"))
     first = impressions[0]
     assert first.sparse["user"] == [int(first.user[1:])] and first.sparse["item"] == [int(first.item[1:])]
     assert set(first.sparse) == {"user", "item", "category", "author"}

@@ -84,7 +84,7 @@ def test_http_driver_runs_traffic_through_the_api_and_joins_on_the_servers_reque
     assert total.requests == len(state["served"]) > 10
     assert total.impressions == 5 * total.requests
     assert driver.events_posted == len(state["events"])
-    shows = [e for e in state["events"] if e.action == "impression"]
+    shows = [e for e in state["events"] if e.action == "show"]
     clicks = [e for e in state["events"] if e.action == "click"]
     assert len(shows) == total.impressions and len(clicks) == total.clicks
     # Every event carries the request id the server made, and the item it showed under that id.

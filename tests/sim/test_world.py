@@ -35,7 +35,7 @@ def test_arrivals_and_dynamics_do_not_depend_on_the_policy():
         requests = []
         driver = InProcessDriver(world, make(world))
         driver.run(
-            10, on_events=lambda evs, r=requests: r.extend((e.user, e.time) for e in evs if e.action == "impression")
+            10, on_events=lambda evs, r=requests: r.extend((e.user, e.time) for e in evs if e.action == "show")
         )
         seen.append((sorted(set(requests)), world.interests("u7"), world.n_items_total))
     assert seen[0][0] == seen[1][0]
@@ -133,7 +133,7 @@ def test_events_carry_the_request_id_attributes_and_counters():
     world = World(seed=8, n_users=50)
     slate = world.oracle_slate("u1", 5)
     events = world.respond("u1", slate, request_id="req-1")
-    impressions = [e for e in events if e.action == "impression"]
+    impressions = [e for e in events if e.action == "show"]
     assert [e.item for e in impressions] == slate
     assert [e.counters["position"] for e in impressions] == [0, 1, 2, 3, 4]
     assert all(e.request_id == "req-1" and e.attributes == world.item_attributes(e.item) for e in events)

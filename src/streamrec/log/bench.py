@@ -35,7 +35,7 @@ def _events(n: int) -> list[ActionEvent]:
         ActionEvent(
             user=f"user{n * 7919 % 100_000}",
             item=f"item{n * 104_729 % 10_000}",
-            action=("impression", "click", "like")[n % 3],
+            action=("show", "click", "like")[n % 3],
             time=1_700_000_000.0 + n,
             counters={"dwell_ms": float(n % 5000)},
             attributes={"category": f"c{n % 40}"},

@@ -9,9 +9,6 @@ machinery by calling each part's ``step`` (joiner → trainer → syncs due in s
 serving model applies the updates it has not seen). So a run is a pure function of the seed, and
 sync intervals are simulated seconds (wall-clock intervals would make the result depend on the
 machine's speed).
-
-The simulator emits ``impression`` actions for what was shown; the serving feature plan counts
-``show``, so :func:`as_show` renames them on the way in.
 """
 
 from __future__ import annotations
@@ -21,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import numpy as np
 
 from streamrec.joiner import JoinConfig, Joiner
@@ -32,12 +28,7 @@ from streamrec.serving import Recommender, RecommenderConfig, RetrievalConfig, d
 from streamrec.sim import Bucket, InProcessDriver, World
 from streamrec.sim.protocol import Slate, SlateItem
 
-__all__ = ["Arm", "ArmServer", "as_show", "open_stores"]
-
-
-def as_show(events: list[ActionEvent]) -> list[ActionEvent]:
-    """The simulator's ``impression`` actions renamed ``show`` (what the profile slots count)."""
-    return [msgspec.structs.replace(e, action="show") if e.action == "impression" else e for e in events]
+__all__ = ["Arm", "ArmServer", "open_stores"]
 
 
 class ArmServer:
@@ -56,7 +47,7 @@ class ArmServer:
         return Slate([SlateItem(i, s, src) for i, s, src in rec.items], rec.request_id)
 
     def record(self, events: list[ActionEvent]) -> None:
-        self.recommender.record(as_show(events))
+        self.recommender.record(events)
 
 
 def seeded_request_ids(prefix: str):

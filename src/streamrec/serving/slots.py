@@ -67,20 +67,17 @@ def check_slots(cfg: ProfilesConfig, needed: Iterable[str]) -> None:
 def stamp(event: ActionEvent) -> ActionEvent:
     """``event`` with ``attributes["catalog"] = "all"`` and ``counters["first_seen"] = time`` added.
 
-    An ``"impression"`` event (the action name of ``records.py`` and the simulator) also gets
-    ``counters["show"] = 1``: the profile slots count exposures in a counter named ``show``, and a
-    counter is fed by an action of the same name or by the event's own counter of that name.
+    Exposures are ``action="show"`` events: a counter is fed by an action of the same name (or by
+    the event's own counter of that name), so they count in the slots' ``show`` counters.
 
     Examples
     --------
-    >>> e = stamp(ActionEvent(user="u1", item="i1", action="impression", time=5.0))
+    >>> e = stamp(ActionEvent(user="u1", item="i1", action="show", time=5.0))
     >>> e.attributes, e.counters
-    ({'catalog': 'all'}, {'show': 1.0, 'first_seen': 5.0})
+    ({'catalog': 'all'}, {'first_seen': 5.0})
     """
     if event.attributes.get("catalog") == "all" and "first_seen" in event.counters:
         return event
     counters = dict(event.counters)
-    if event.action == "impression" and "show" not in counters:
-        counters["show"] = 1.0
     counters["first_seen"] = event.time
     return msgspec.structs.replace(event, attributes={**event.attributes, "catalog": "all"}, counters=counters)

@@ -108,7 +108,7 @@ class Driver:
     bucket_s
         Simulated seconds per reported bucket.
     impressions
-        Send ``action="impression"`` events for every item shown (profiles count shows).
+        Send ``action="show"`` events for every item shown (profiles count shows).
     regret
         Also compute the oracle's expected clicks for every request (costs one matrix per step).
     activity_scale

@@ -6,7 +6,7 @@ continues from where history ended. The default logging policy is random, so the
 every category and position (no feedback loop of a popularity policy); pass another policy to
 imitate a production system.
 
-:class:`History` keeps the events and can turn its impression events into
+:class:`History` keeps the events and can turn its ``show`` events into
 :class:`~streamrec.records.Impression` records with simple id features (what the joiner joins),
 write them to an event log, or to Parquet (one row per event, the columns of
 :class:`~streamrec.records.ActionEvent` with ``counters``/``attributes`` as JSON text).
@@ -44,10 +44,10 @@ class History:
         return (e for e in self.events if not names or e.action in names)
 
     def impressions(self) -> list[Impression]:
-        """One :class:`Impression` per impression event, with sparse features ``user``, ``item``,
+        """One :class:`Impression` per ``show`` event, with sparse features ``user``, ``item``,
         ``category`` and ``author`` (their integer indices in the world) and the position."""
         out = []
-        for e in self.actions("impression"):
+        for e in self.actions("show"):
             sparse = {
                 "user": [int(e.user[1:])],
                 "item": [int(e.item[1:])],
@@ -112,7 +112,7 @@ def generate_history(
     >>> world.now == history.end
     True
     >>> clicks = sum(1 for _ in history.actions("click"))
-    >>> 0 < clicks < sum(1 for _ in history.actions("impression"))
+    >>> 0 < clicks < sum(1 for _ in history.actions("show"))
     True
     """
     if not days > 0:

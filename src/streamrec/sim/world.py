@@ -88,7 +88,7 @@ class World:
     >>> slate = world.oracle_slate(user, k=3)
     >>> events = world.respond(user, slate, request_id="r1", time=float(times[0]))
     >>> [e.action for e in events[:3]]
-    ['impression', 'impression', 'impression']
+    ['show', 'show', 'show']
     >>> sorted(events[0].attributes)
     ['author', 'category']
     >>> world.advance(600.0)
@@ -422,13 +422,13 @@ class World:
         request_ids
             One id per request, copied into every event of that request.
         impressions
-            Also emit one ``action="impression"`` event per item shown (what profile counters of
+            Also emit one ``action="show"`` event per item shown (what profile counters of
             shows and CTR features count).
 
         Returns
         -------
         Feedback
-            Events: ``impression`` at the request time (counter ``position``), ``click`` at
+            Events: ``show`` at the request time (counter ``position``), ``click`` at
             ``time + 1 + position`` (counters ``position`` and ``dwell_ms``), ``like`` after the dwell.
             All carry the item's ``category`` and ``author`` attributes and the request id.
             Which items are clicked: examined with probability ``(1 + r) ** -position_bias``, then
@@ -465,7 +465,7 @@ class World:
             pos = float(cc)
             if impressions:
                 imp = ActionEvent(
-                    user=user, item=item, action="impression", time=t,
+                    user=user, item=item, action="show", time=t,
                     counters={"position": pos}, attributes=dict(a), request_id=rid,
                 )  # fmt: skip
                 events.append(imp)
