@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Self, TypeVar
 
 import msgspec
 
@@ -105,7 +105,36 @@ class Envelope(msgspec.Struct, Generic[T], frozen=True):
     topic: str
 
 
-class Consumer(ABC, Generic[T]):
+class _Closable:
+    """``close()`` once (then ``_close()``, the backend's hook), a context manager, ``_check_open()``."""
+
+    _closed = False
+
+    def _close(self) -> None:
+        """Release backend resources."""
+
+    def _describe(self) -> str:
+        return type(self).__name__
+
+    def close(self) -> None:
+        """Release the connection (idempotent). Consumer: what was polled and not committed will be
+        delivered again to the group. Log: its open consumers must not be used afterwards."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogError(f"{self._describe()} is closed")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Consumer(_Closable, ABC, Generic[T]):
     """Reads a topic as a member of a consumer group, from the group's committed offset.
 
     Obtain one with :meth:`EventLog.consumer`. Use as a context manager, or call :meth:`close`.
@@ -143,7 +172,6 @@ class Consumer(ABC, Generic[T]):
         self._decode = decoder_for(record_type)
         self._fetched: list[tuple[int, bytes]] = []  # read from the backend, not yet handed out
         self._uncommitted: list[int] = []  # offsets handed out by poll(), not yet committed
-        self._closed = False
 
     # -- what a backend implements ----------------------------------------------------------
     @abstractmethod
@@ -153,9 +181,6 @@ class Consumer(ABC, Generic[T]):
     @abstractmethod
     def _commit(self, upto: int, offsets: list[int]) -> None:
         """Make everything delivered up to and including ``upto`` committed (``offsets`` lists it)."""
-
-    def _close(self) -> None:
-        """Release backend resources."""
 
     # -- the public contract ---------------------------------------------------------------
     def poll(self, max_records: int = 1000, timeout_s: float = 1.0) -> list[Envelope[T]]:
@@ -213,24 +238,11 @@ class Consumer(ABC, Generic[T]):
         self._commit(upto, done)
         self._uncommitted = [offset for offset in self._uncommitted if offset > upto]
 
-    def close(self) -> None:
-        """Stop reading. What was polled and not committed will be delivered again to the group."""
-        if not self._closed:
-            self._closed = True
-            self._close()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise LogError(f"consumer of topic {self.topic!r} group {self.group!r} is closed")
-
-    def __enter__(self) -> Consumer[T]:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _describe(self) -> str:
+        return f"consumer of topic {self.topic!r} group {self.group!r}"
 
 
-class EventLog(ABC):
+class EventLog(_Closable, ABC):
     """An append-only log of typed records, split into named topics and read by consumer groups.
 
     Open one with :func:`streamrec.log.open_log`; the URL picks the backend. Use as a context
@@ -257,7 +269,6 @@ class EventLog(ABC):
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._closed = False
 
     # -- what a backend implements ----------------------------------------------------------
     @abstractmethod
@@ -281,9 +292,6 @@ class EventLog(ABC):
     @abstractmethod
     def trim(self, topic: str, before: int) -> None:
         """Delete the records of ``topic`` with offsets below ``before`` (retention is explicit)."""
-
-    def _close(self) -> None:  # noqa: B027 - optional hook
-        """Release backend resources."""
 
     # -- the public contract ---------------------------------------------------------------
     def append(self, topic: str, records: Iterable[Any], *, record_type: type | None = None) -> list[int]:
@@ -348,21 +356,8 @@ class EventLog(ABC):
         decoder_for(record_type)  # fail early on a bad type
         return self._consumer(topic, group, record_type, "main" if name is None else name, start)
 
-    def close(self) -> None:
-        """Close the connection; open consumers of this log must not be used afterwards."""
-        if not self._closed:
-            self._closed = True
-            self._close()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise LogError(f"event log {self.url!r} is closed")
-
-    def __enter__(self) -> EventLog:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _describe(self) -> str:
+        return f"event log {self.url!r}"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
