@@ -7,6 +7,7 @@ Imports of the store (Numba, LMDB) stay inside the commands so ``streamrec --hel
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -18,7 +19,7 @@ profiles_app = typer.Typer(
 )
 
 _STORE = typer.Option(Path("data/profiles"), "--store", help="Directory of the profile store (WAL + LMDB).")
-_CONFIG = typer.Option(None, "--config", help="TOML file with a [profiles] section (default: built-in slots).")
+_CONFIG = typer.Option(None, "--config", help="TOML file with a \\[profiles] section (default: built-in slots).")
 
 
 def _open_store(store: Path, config: Path | None, event_clock: bool = False):
@@ -34,9 +35,18 @@ def _open_store(store: Path, config: Path | None, event_clock: bool = False):
 @profiles_app.command("ingest")
 def ingest_cmd(
     log: str = typer.Option(
-        "sqlite:///data/events.db", "--log", help="Event log URL (sqlite:///, redis://, kafka://)."
+        "sqlite://streamrec-data/log.db", "--log", help="Event log URL (sqlite://, redis://, kafka://)."
     ),
-    store: Path = _STORE,
+    store: Path | None = typer.Option(
+        None,
+        "--store",
+        help="Directory of a local profile store (WAL + LMDB); data/profiles if neither this nor --profiles.",
+    ),
+    profiles: str | None = typer.Option(
+        None,
+        "--profiles",
+        help="Comma-separated host:port profile nodes to write to (cluster mode; instead of --store).",
+    ),
     config: Path | None = _CONFIG,
     topic: str = typer.Option("actions", help="Topic of action events."),
     group: str = typer.Option("profiles", help="Consumer group (resumes from its committed offset)."),
@@ -44,17 +54,26 @@ def ingest_cmd(
     idle_exit: float | None = typer.Option(None, "--idle-exit", help="Stop after this many idle seconds."),
     max_records: int | None = typer.Option(None, "--max-records", min=1, help="Stop after this many records."),
     event_clock: bool = typer.Option(False, "--event-clock", help="Clock = latest event time (replaying history)."),
+    ready_file: Path | None = typer.Option(
+        None, "--ready-file", help="Write {pid, topic, group} as JSON here once the consumer is open."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
 ) -> None:
-    """Consume action events from the log into the profile store (offsets committed after durable writes)."""
+    """Consume action events from the log into profiles (offsets committed after durable writes).
+
+    Writes a local store (--store) or, in a cluster, the profile nodes (--profiles) through a
+    ProfileClient; give it the nodes' own --config (the same secret and slots).
+    """
     from rich.console import Console
 
     from streamrec.profiles.ingest import ingest
 
+    sink = _open_sink(store, profiles, config, event_clock)
+    if log.startswith("sqlite://"):  # the embedded log's folder, as `streamrec serve` does
+        Path(log.removeprefix("sqlite://").split("?", 1)[0]).parent.mkdir(parents=True, exist_ok=True)
     console = Console(stderr=True)
     stopping = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stopping.__setitem__("flag", True))
-    s = _open_store(store, config, event_clock)
     last = {"n": 0}
 
     def progress(st) -> None:
@@ -62,9 +81,15 @@ def ingest_cmd(
             last["n"] = st.polled
             console.print(f"ingested {st.polled:,} events ({st.events_per_s:,.0f}/s), rejected {st.rejected:,}")
 
+    def ready() -> None:
+        if ready_file is not None:
+            _write_atomic(ready_file, json.dumps({"pid": os.getpid(), "topic": topic, "group": group}))
+        target = f"nodes {profiles}" if profiles else f"store {store}"
+        console.print(f"profile ingest: {topic!r} as group {group!r} -> {target}")
+
     try:
         stats = ingest(
-            s,
+            sink,
             log,
             topic=topic,
             group=group,
@@ -73,11 +98,12 @@ def ingest_cmd(
             max_records=max_records,
             on_batch=progress,
             stop=lambda: stopping["flag"],
+            on_ready=ready,
         )
     except KeyboardInterrupt:
         stats = None
     finally:
-        s.close()
+        sink.close()
     if stats is None:
         return
     out = {**_struct(stats), "events_per_s": round(stats.events_per_s, 1)}
@@ -88,6 +114,33 @@ def ingest_cmd(
             f"done: {stats.polled:,} events, {stats.accepted:,} accepted, {stats.rejected:,} rejected, "
             f"{stats.too_old:,} too old, {stats.events_per_s:,.0f}/s"
         )
+
+
+def _open_sink(store: Path | None, profiles: str | None, config: Path | None, event_clock: bool):
+    """The ingest's sink: a local store, or a ProfileClient over the nodes named by ``--profiles``."""
+    from streamrec.errors import InvalidInputError
+
+    if profiles is None:
+        return _open_store(store if store is not None else Path("data/profiles"), config, event_clock)
+    if store is not None:
+        raise InvalidInputError("--profiles", profiles, "give either --store (local) or --profiles (nodes), not both")
+    if event_clock:
+        raise InvalidInputError("--event-clock", True, "the clock of a profile node is its own [profiles] clock")
+    nodes = [a.strip() for a in profiles.split(",") if a.strip()]
+    bad = [a for a in nodes if a.rpartition(":")[0] == "" or not a.rpartition(":")[2].isdigit()]
+    if not nodes or bad:
+        raise InvalidInputError("--profiles", profiles, "expected comma-separated host:port addresses")
+    from streamrec.profiles.client import ProfileClient
+    from streamrec.profiles.config import load_profiles_config, profiles_config
+
+    cfg = load_profiles_config(str(config)) if config is not None else profiles_config(None)
+    return ProfileClient(nodes, cfg)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 @profiles_app.command("load")
