@@ -26,6 +26,7 @@ _PARTS = (
     "streamrec.joiner.cli",
     "streamrec.sim.cli",
     "streamrec.serving.cli",
+    "streamrec.cluster.cli",
 )
 
 app = typer.Typer(

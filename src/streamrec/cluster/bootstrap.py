@@ -1,0 +1,168 @@
+"""What a cluster's processes must agree on, written once into its folder: one config, one model.
+
+Why a file and not options: the profile nodes, the profile ingest and the API must use the *same*
+``[profiles]`` section (the entity hash's ``secret`` places entities on nodes; the slots decide
+which rows an event feeds), and the API reads slots the default config lacks
+(``serving_profiles_config``). ``profiles serve`` and ``profiles ingest`` take a TOML file, so the
+launcher writes ``cluster.toml`` with the *complete* ``[profiles]`` (every slot spelled out,
+durations in seconds), the ``[serving]`` section and the ``[joiner]`` section, and hands that one
+file to every process. There is no TOML writer in the standard library, so :func:`to_toml` emits
+the small subset these sections need.
+
+The online trainer continues a snapshot, and the API's model must score the serving plan's
+columns. When the user gives no snapshot, :func:`initial_snapshot` saves an *untrained* DeepFM of
+the plan's shape (its slots, ``n_dense``); the cluster then learns from its own traffic. A
+user-given snapshot is checked against the plan before anything starts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from streamrec.errors import ConfigError, InvalidInputError
+
+__all__ = ["check_snapshot", "cluster_config", "initial_snapshot", "to_toml"]
+
+
+def _scalar(value: Any, key: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigError(key, f"cannot write a non-finite number to TOML (got {value!r})")
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_scalar(v, key) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return (
+            "{" + ", ".join(f"{_key(k)} = {_scalar(v, f'{key}.{k}')}" for k, v in value.items() if v is not None) + "}"
+        )
+    raise ConfigError(key, f"cannot write {type(value).__name__} to TOML")
+
+
+def _key(name: str) -> str:
+    bare = name.replace("_", "").replace("-", "").isalnum()
+    return name if bare and name.isascii() else _scalar(name, name)
+
+
+def _is_table_array(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, Mapping) for v in value)
+
+
+def _table(path: str, table: Mapping[str, Any], out: list[str]) -> None:
+    simple = {k: v for k, v in table.items() if v is not None and not isinstance(v, Mapping)}
+    simple = {k: v for k, v in simple.items() if not _is_table_array(v)}
+    # A table of scalars only (e.g. a slot's ``reduce``) reads best inline; a section stays a section.
+    inline = {
+        k: v
+        for k, v in table.items()
+        if path and isinstance(v, Mapping) and all(not isinstance(x, Mapping | list) or x == [] for x in v.values())
+    }
+    if path and (simple or inline or not table):
+        out.append(f"\n[{path}]")
+    for k, v in simple.items():
+        out.append(f"{_key(k)} = {_scalar(v, f'{path}.{k}')}")
+    for k, v in inline.items():
+        out.append(f"{_key(k)} = {_scalar(v, f'{path}.{k}')}")
+    for k, v in table.items():
+        sub = f"{path}.{_key(k)}" if path else _key(k)
+        if isinstance(v, Mapping) and k not in inline:
+            _table(sub, v, out)
+        elif _is_table_array(v):
+            for item in v:
+                out.append(f"\n[[{sub}]]")
+                for ik, iv in item.items():
+                    if iv is not None:
+                        out.append(f"{_key(ik)} = {_scalar(iv, f'{sub}.{ik}')}")
+
+
+def to_toml(data: Mapping[str, Any]) -> str:
+    """``data`` as TOML: nested tables, arrays of tables, scalars and lists; ``None`` values left out.
+
+    Examples
+    --------
+    >>> print(to_toml({"joiner": {"window": "10m", "positive_actions": ["click"]}}).strip())
+    [joiner]
+    window = "10m"
+    positive_actions = ["click"]
+    """
+    out: list[str] = []
+    _table("", data, out)
+    return "\n".join(out).lstrip("\n") + "\n"
+
+
+def cluster_config(
+    user: Mapping[str, Any] | None, *, negative_rate: float, window: str, merge_interval: float
+) -> dict[str, Any]:
+    """The ``cluster.toml`` content: complete ``[profiles]``, ``[serving]``, ``[joiner]``.
+
+    ``user`` is the parsed ``--config`` file (or ``None``): its sections win over the launcher's
+    defaults, except that ``serving.sample_rate`` always equals the joiner's ``negative_rate``
+    (the API corrects scores by the rate the joiner kept negatives at).
+    """
+    from streamrec.joiner import joiner_config
+    from streamrec.serving.recommender import RecommenderConfig
+    from streamrec.serving.slots import serving_profiles_config
+
+    user = dict(user or {})
+    unknown = sorted(set(user) - {"profiles", "serving", "joiner"})
+    if unknown:
+        raise ConfigError(unknown[0], "the cluster's --config takes [profiles], [serving] and [joiner] sections")
+    profiles_in = {"merge_interval": merge_interval, **user.get("profiles", {})}
+    profiles = msgspec.to_builtins(serving_profiles_config(profiles_in))
+    joiner_in = {"window": window, "negative_rate": negative_rate, **user.get("joiner", {})}
+    joiner = joiner_config(joiner_in)  # validated here, so a bad key fails before any process starts
+    serving_in = {**user.get("serving", {}), "sample_rate": joiner.negative_rate}
+    RecommenderConfig.from_dict(serving_in)
+    return {"profiles": profiles, "serving": serving_in, "joiner": joiner_in}
+
+
+def _plan(config: Mapping[str, Any]):
+    from streamrec.serving.recommender import RecommenderConfig
+
+    return RecommenderConfig.from_dict(dict(config.get("serving", {}))).features
+
+
+def initial_snapshot(path: Path, config: Mapping[str, Any], *, dim: int = 16, seed: int = 0) -> None:
+    """Save an untrained DeepFM over the serving plan of ``config`` (its slots and ``n_dense``) at ``path``.
+
+    Rows start as N(0, 0.05) with Adagrad (lr 0.05), as ``streamrec train batch`` does; a bag slot
+    (the user's top categories) is mean-pooled, single-id slots summed.
+    """
+    import torch
+
+    from streamrec.embedding import EmbeddingCollection
+    from streamrec.models import ModelConfig, build_model
+    from streamrec.training.snapshot import save_trainer
+    from streamrec.training.trainer import TrainConfig, Trainer
+
+    plan = _plan(config)
+    slot = {"dim": dim, "optimizer": {"type": "adagrad", "lr": 0.05}, "initializer": {"type": "normal", "std": 0.05}}
+    slots = {s.name: {**slot, "pooling": "mean" if s.kind == "user_top" else "sum"} for s in plan.sparse}
+    torch.manual_seed(seed)
+    tables = EmbeddingCollection({"slots": slots}, seed=seed)
+    model = build_model(ModelConfig(kind="deepfm", hidden=[64, 32], n_dense=plan.n_dense), tables)
+    save_trainer(path, Trainer(model, TrainConfig(seed=seed)), {"cluster": {"origin": "untrained"}})
+
+
+def check_snapshot(path: Path, config: Mapping[str, Any]) -> None:
+    """Raise :class:`InvalidInputError` naming ``--snapshot`` if its model does not fit the serving plan."""
+    from streamrec.training.snapshot import read_meta
+
+    if not path.is_file():
+        raise InvalidInputError("--snapshot", str(path), "no such file")
+    n_dense = int(read_meta(path)["model"].get("n_dense", 0))
+    plan = _plan(config)
+    if n_dense != plan.n_dense:
+        raise InvalidInputError(
+            "--snapshot", str(path), f"its model takes {n_dense} dense columns; the serving plan has {plan.n_dense}"
+        )

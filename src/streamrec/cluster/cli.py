@@ -1,0 +1,120 @@
+"""``streamrec cluster up``: the launcher of cluster mode, in the foreground.
+
+The command is a shell over :class:`streamrec.cluster.Cluster`: build the config from the options,
+start everything, print a table of processes (or one JSON object with ``--json``, for a machine),
+then supervise until Ctrl-C / SIGTERM (a clean stop, exit 0) or until a process dies (its name and
+the tail of its log, the rest stopped, exit 1).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import typer
+
+cluster_app = typer.Typer(
+    help="Cluster mode: every part of the loop as its own process over Redis Streams and gRPC.",
+    no_args_is_help=True,
+)
+
+
+@cluster_app.command("up")
+def up(
+    directory: Path = typer.Option(
+        Path("streamrec-cluster"), "--dir", help="The cluster's folder: config, stores, snapshot, logs (reused)."
+    ),
+    redis: str | None = typer.Option(
+        None, "--redis", help="Redis URL (redis://host:port/db); default: start a redis-server in --dir."
+    ),
+    nodes: int = typer.Option(2, "--nodes", min=1, max=64, help="Profile nodes (fixed at the first start of --dir)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface every process binds."),
+    api_port: int = typer.Option(8000, "--api-port", help="Port of the HTTP API (0: any free port)."),
+    sparse_sync_interval: str = typer.Option("10s", help="Trainer → API: how often touched rows are published."),
+    dense_sync_interval: str = typer.Option("5m", help="Trainer → API: how often the dense parameters are published."),
+    snapshot_interval: str = typer.Option("10m", help="How often the trainer snapshots (then commits offsets)."),
+    negative_rate: float = typer.Option(0.1, help="Fraction of negatives the joiner keeps (scores corrected by it)."),
+    window: str = typer.Option("10m", help="The joiner's window: how long a click may follow its impression."),
+    snapshot: Path | None = typer.Option(
+        None, "--snapshot", help="Trainer snapshot to start from (default: an untrained model of the plan's shape)."
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML file with \\[profiles], \\[serving] and \\[joiner] sections."
+    ),
+    startup_timeout: float = typer.Option(180.0, "--startup-timeout", help="Seconds every process may take to start."),
+    grace: float = typer.Option(10.0, "--grace", help="Seconds a process may take to stop before SIGKILL."),
+    as_json: bool = typer.Option(False, "--json", help="Print the endpoints as one JSON object once ready."),
+) -> None:
+    """Start Redis, the profile nodes, the profile ingest, the joiner, the online trainer and the API.
+
+    Stays in the foreground: Ctrl-C or SIGTERM stops every process (SIGTERM, then SIGKILL after
+    --grace); if one dies, it says which with the tail of its log, stops the rest and exits 1.
+    """
+    from rich.console import Console
+
+    from streamrec.cluster import Cluster, ClusterConfig, ProcessDiedError
+
+    console = Console(stderr=True)
+    cfg = ClusterConfig(
+        dir=directory, redis_url=redis, nodes=nodes, host=host, api_port=api_port,
+        sparse_sync_interval=sparse_sync_interval, dense_sync_interval=dense_sync_interval,
+        snapshot_interval=snapshot_interval, negative_rate=negative_rate, window=window, snapshot=snapshot,
+        config=config, startup_timeout_s=startup_timeout, grace_s=grace,
+    )  # fmt: skip
+    stopping = {"flag": False}
+
+    def on_term(*_: object) -> None:
+        stopping["flag"] = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    cluster = Cluster(cfg, say=lambda msg: console.print(f"[dim]cluster:[/] {msg}"))
+    try:
+        with console.status("starting the cluster…", spinner="dots") if not as_json else _nothing():
+            cluster.start()
+        if as_json:
+            typer.echo(json.dumps(cluster.endpoints()))
+        else:
+            _table(console, cluster)
+        cluster.supervise(lambda: stopping["flag"])
+        console.print("cluster: stopping (SIGTERM)…")
+    except ProcessDiedError as exc:
+        console.print(f"[red]cluster: {exc.name} exited with code {exc.returncode}[/] (log {exc.log}); last lines:")
+        console.print(exc.tail, markup=False, highlight=False)
+        console.print("cluster: stopping the other processes…")
+        cluster.stop()
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        console.print("cluster: stopping (Ctrl-C)…")
+    finally:
+        cluster.stop()
+    console.print("cluster: stopped")
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _table(console, cluster) -> None:  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
+    table = Table(title=f"streamrec cluster in {cluster.dir}")
+    for column in ("process", "pid", "address", "ready after", "log"):
+        table.add_column(column)
+    for child in cluster.children:
+        ready = "" if child.ready_after_s is None else f"{child.ready_after_s:.1f} s"
+        table.add_row(child.name, str(child.pid), child.address, ready, str(child.log))
+    console.print(table)
+    console.print(
+        f"API {cluster.api_url} (docs at {cluster.api_url}/docs) · Redis {cluster.redis_url} · "
+        f"config {cluster.config_file}\nCtrl-C stops every process."
+    )
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    """Attach ``streamrec cluster ...``."""
+    app.add_typer(cluster_app, name="cluster")

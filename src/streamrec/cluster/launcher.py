@@ -1,0 +1,382 @@
+"""The cluster launcher: every part of the loop as its own process, over Redis Streams and gRPC.
+
+``DESIGN.md``'s cluster mode on one machine, for trying it and for the end-to-end test:
+
+```
+ redis-server ── topics actions, impressions, examples, model-updates
+ node-0 … node-N-1   streamrec profiles serve   (gRPC; entities placed on a hash ring)
+ ingest              streamrec profiles ingest --profiles nodes   actions → profile nodes
+ joiner              streamrec joiner                             impressions + actions → examples
+ trainer             streamrec train online                       examples → model-updates, snapshot
+ api                 streamrec serve --profiles nodes --follow    HTTP; events → actions; impressions
+```
+
+Why it is built this way:
+
+* **No cluster manager of its own** (``DESIGN.md``): the launcher only starts the same commands a
+  user would type, checks each is ready, and stops them; every part keeps its own crash semantics.
+* **One folder holds the cluster** (``--dir``): ``cluster.toml`` (the config every process
+  shares), ``cluster.json`` (the layout: node and Redis ports, fixed at the first start because
+  the hash ring places entities by node *address*; a restart must reuse them or profiles land on
+  the wrong node), the nodes' stores, the joiner's state, the trainer's snapshot, a local Redis's
+  append-only file, and one log per process. ``cluster up`` on the same folder resumes.
+* **Ready means answering**: nodes write ready files, the ingest too; the joiner and the trainer
+  are ready when their consumer groups exist on Redis; the trainer must also have published its
+  start-up ``"full"`` update, and the API is ready when ``/healthz`` reports a model version that
+  includes it, so a ready cluster has the whole path from events to scores live.
+* **Fail together**: if any process exits, the launcher reports which (with the tail of its log)
+  and stops the rest; a half cluster that silently loses training or profiles is worse than none.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streamrec.cluster.process import Child, stop_all
+from streamrec.errors import InvalidInputError, StreamrecError
+
+__all__ = ["Cluster", "ClusterConfig"]
+
+
+@dataclass
+class ClusterConfig:
+    """What ``streamrec cluster up`` takes.
+
+    Attributes
+    ----------
+    dir: the cluster's folder (created; reused by a later start).
+    redis_url: an existing Redis (``redis://host:port/db``); ``None`` starts a local
+        ``redis-server`` with its append-only file in ``dir/redis``.
+    nodes: number of profile nodes (fixed at the first start of ``dir``).
+    host: interface every process binds.
+    api_port: the HTTP API's port (0: any free port).
+    sparse_sync_interval, dense_sync_interval, snapshot_interval: the online trainer's schedules.
+    negative_rate: the joiner's negative sampling rate (the API corrects scores by it).
+    window: the joiner's window.
+    snapshot: a trainer snapshot to start the model from when ``dir`` has none (default: an
+        untrained DeepFM of the serving plan's shape).
+    config: a TOML file with ``[profiles]``, ``[serving]`` and ``[joiner]`` sections.
+    merge_interval_s: the profile nodes' merge interval (how soon a write is visible) unless
+        ``config`` sets one.
+    startup_timeout_s: how long every process together may take to become ready.
+    grace_s: how long a process may take to stop after SIGTERM before SIGKILL.
+    """
+
+    dir: Path = Path("streamrec-cluster")
+    redis_url: str | None = None
+    nodes: int = 2
+    host: str = "127.0.0.1"
+    api_port: int = 8000
+    sparse_sync_interval: str = "10s"
+    dense_sync_interval: str = "5m"
+    snapshot_interval: str = "10m"
+    negative_rate: float = 0.1
+    window: str = "10m"
+    snapshot: Path | None = None
+    config: Path | None = None
+    merge_interval_s: float = 0.25
+    startup_timeout_s: float = 180.0
+    grace_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        from streamrec.training.online import parse_duration
+
+        self.dir = Path(self.dir)
+        if not 1 <= self.nodes <= 64:
+            raise InvalidInputError("nodes", self.nodes, "must be in 1..64")
+        if not 0 <= self.api_port <= 65535:
+            raise InvalidInputError("api_port", self.api_port, "must be a TCP port (0: any free one)")
+        if not 0 < self.negative_rate <= 1:
+            raise InvalidInputError("negative_rate", self.negative_rate, "must be in (0, 1]")
+        for name in ("sparse_sync_interval", "dense_sync_interval", "snapshot_interval"):
+            parse_duration(name, getattr(self, name))
+        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://")):
+            raise InvalidInputError("redis_url", self.redis_url, "expected redis://host:port/db")
+
+
+def _python(*args: str) -> list[str]:
+    return [sys.executable, "-m", "streamrec", *args]
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class Cluster:
+    """Start, watch and stop a cluster; a context manager.
+
+    Examples
+    --------
+    >>> with Cluster(ClusterConfig(dir=Path("runs/cluster"), api_port=0)) as cluster:  # doctest: +SKIP
+    ...     cluster.api_url, cluster.node_addresses
+    ...     cluster.supervise()  # blocks until Ctrl-C, SIGTERM (via ``stop``) or a process dies
+    """
+
+    def __init__(self, config: ClusterConfig, say: Callable[[str], None] | None = None) -> None:
+        self.config = config
+        self.say = say or (lambda _msg: None)
+        self.dir = config.dir.resolve()
+        self.children: list[Child] = []
+        self.redis_url = ""
+        self.api_url = ""
+        self.node_addresses: list[str] = []
+        self.snapshot = self.dir / "model.snapshot.npz"
+        self.config_file = self.dir / "cluster.toml"
+        self.layout: dict[str, Any] = {}  # cluster.json: the ports fixed at the first start
+        self.serving_config: dict[str, Any] = {}  # cluster.toml's content
+        self.started = False
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def __enter__(self) -> Cluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> Cluster:
+        """Prepare the folder, start every process and wait until all are ready (or raise and stop)."""
+        try:
+            self._prepare()
+            self._start_redis()
+            self._start_parts()
+            self.started = True
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop in dependency order: API, then ingest/joiner/trainer, then nodes, then Redis."""
+        stages = [
+            ["api"],
+            ["ingest", "joiner", "trainer"],
+            [c.name for c in self.children if c.name.startswith("node")],
+        ]
+        stages.append(["redis"])
+        for names in stages:
+            group = [c for c in self.children if c.name in names]
+            if group:
+                stop_all(group, self.config.grace_s)
+
+    def check(self) -> None:
+        """Raise :class:`ProcessDiedError` for the first child that has exited."""
+        for child in self.children:
+            if not child.alive():
+                raise child.died()
+
+    def supervise(self, should_stop: Callable[[], bool] = lambda: False, poll_s: float = 0.2) -> None:
+        """Block until ``should_stop()`` (return) or a child exits (raise :class:`ProcessDiedError`)."""
+        while not should_stop():
+            self.check()
+            time.sleep(poll_s)
+
+    # -- what a user or a test reads ----------------------------------------------------------
+    def endpoints(self) -> dict[str, Any]:
+        """The endpoints and processes as one JSON-ready object (what ``--json`` prints)."""
+        return {
+            "api": self.api_url,
+            "redis": self.redis_url,
+            "profile_nodes": list(self.node_addresses),
+            "dir": str(self.dir),
+            "config": str(self.config_file),
+            "snapshot": str(self.snapshot),
+            "processes": [
+                {
+                    "name": c.name,
+                    "pid": c.pid,
+                    "address": c.address,
+                    "log": str(c.log),
+                    "ready_after_s": None if c.ready_after_s is None else round(c.ready_after_s, 2),
+                }
+                for c in self.children
+            ],
+        }
+
+    # -- steps --------------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        from streamrec.cluster.bootstrap import check_snapshot, cluster_config, initial_snapshot, to_toml
+        from streamrec.config import load_toml
+        from streamrec.redis_server import free_port
+
+        cfg = self.config
+        for sub in ("logs", "run", "nodes"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        for stale in (self.dir / "run").iterdir():
+            stale.unlink()
+        layout_path = self.dir / "cluster.json"
+        layout = _read_json(layout_path) or {}
+        if "node_ports" in layout and len(layout["node_ports"]) != cfg.nodes:
+            raise InvalidInputError(
+                "nodes", cfg.nodes,
+                f"{self.dir} was created with {len(layout['node_ports'])} profile nodes; entities are placed on "
+                "those, so resize with ProfileClient.add_node/remove_node (docs/cluster.md), not by restarting",
+            )  # fmt: skip
+        layout.setdefault("node_ports", [free_port() for _ in range(cfg.nodes)])
+        if cfg.redis_url is None:
+            layout.setdefault("redis_port", free_port())
+        layout_path.write_text(json.dumps(layout, indent=1) + "\n")
+        self.layout = layout
+        self.node_addresses = [f"{cfg.host}:{p}" for p in layout["node_ports"]]
+        user = load_toml(cfg.config) if cfg.config is not None else None
+        data = cluster_config(
+            user, negative_rate=cfg.negative_rate, window=cfg.window, merge_interval=cfg.merge_interval_s
+        )
+        self.config_file.write_text(
+            "# Written by `streamrec cluster up`: the one config every process of this cluster reads.\n" + to_toml(data)
+        )
+        self.serving_config = data
+        if not self.snapshot.exists():
+            if cfg.snapshot is not None:
+                check_snapshot(Path(cfg.snapshot), data)
+                shutil.copyfile(cfg.snapshot, self.snapshot)
+                self.say(f"model: {cfg.snapshot} copied to {self.snapshot} (the trainer continues it there)")
+            else:
+                initial_snapshot(self.snapshot, data)
+                self.say(f"model: an untrained DeepFM of the serving plan's shape at {self.snapshot}")
+        else:
+            check_snapshot(self.snapshot, data)
+            if cfg.snapshot is not None:
+                self.say(f"model: {self.snapshot} exists and continues; --snapshot {cfg.snapshot} is not used")
+
+    def _start_redis(self) -> None:
+        cfg = self.config
+        if cfg.redis_url is not None:
+            self.redis_url = cfg.redis_url
+            if not _redis_answers(self.redis_url):
+                raise StreamrecError(f"--redis {self.redis_url}: no Redis answers PING there")
+            return
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise StreamrecError("redis-server not found on PATH (apt-get install redis-server), or pass --redis URL")
+        port = self.layout["redis_port"]
+        self.redis_url = f"redis://{cfg.host}:{port}/0"
+        folder = self.dir / "redis"
+        folder.mkdir(exist_ok=True)
+        args = [
+            binary, "--port", str(port), "--bind", cfg.host, "--dir", str(folder), "--save", "",
+            "--appendonly", "yes", "--appendfsync", "everysec", "--protected-mode", "yes", "--loglevel", "warning",
+        ]  # fmt: skip
+        url = self.redis_url
+        child = Child("redis", args, self.dir / "logs" / "redis.log", lambda: _redis_answers(url), f"{cfg.host}:{port}")
+        self._launch([child])
+
+    def _start_parts(self) -> None:
+        from streamrec.log import open_log
+        from streamrec.training.snapshot import read_meta
+
+        cfg = self.config
+        conf = str(self.config_file)
+        logs = self.dir / "logs"
+        run = self.dir / "run"
+        nodes = ",".join(self.node_addresses)
+        log = open_log(self.redis_url)
+        try:
+            updates_before = log.end_offset("model-updates")
+            version_before = int(read_meta(self.snapshot)["extra"].get("online", {}).get("version", 0))
+            children = []
+            for i, address in enumerate(self.node_addresses):
+                ready_file = run / f"node-{i}.json"
+                args = _python(
+                    "profiles", "serve", "--config", conf, "--path", str(self.dir / "nodes" / f"node-{i}"),
+                    "--host", cfg.host, "--port", address.rpartition(":")[2], "--metrics-port", "0",
+                    "--ready-file", str(ready_file),
+                )  # fmt: skip
+                children.append(Child(f"node-{i}", args, logs / f"node-{i}.log", ready_file.exists, address))
+            ingest_ready = run / "ingest.json"
+            args = _python(
+                "profiles", "ingest", "--log", self.redis_url, "--profiles", nodes, "--config", conf,
+                "--ready-file", str(ingest_ready),
+            )  # fmt: skip
+            children.append(Child("ingest", args, logs / "ingest.log", ingest_ready.exists))
+            args = _python("joiner", "--log", self.redis_url, "--config", conf, "--state-dir", str(self.dir / "joiner"))
+            joiner_ready = lambda: _has_group(log, "impressions", "joiner") and _has_group(log, "actions", "joiner")  # noqa: E731
+            children.append(Child("joiner", args, logs / "joiner.log", joiner_ready))
+            args = _python(
+                "train", "online", "--log", self.redis_url, "--snapshot", str(self.snapshot),
+                "--sparse-sync-interval", cfg.sparse_sync_interval, "--dense-sync-interval", cfg.dense_sync_interval,
+                "--snapshot-interval", cfg.snapshot_interval, "--threads", "1",
+            )  # fmt: skip
+            trainer_ready = lambda: log.end_offset("model-updates") > updates_before  # noqa: E731
+            children.append(Child("trainer", args, logs / "trainer.log", trainer_ready))
+            api_port = cfg.api_port
+            if api_port == 0:
+                from streamrec.redis_server import free_port
+
+                api_port = free_port()
+            self.api_url = f"http://{cfg.host}:{api_port}"
+            args = _python(
+                "serve", "--host", cfg.host, "--port", str(api_port), "--log", self.redis_url, "--profiles", nodes,
+                "--snapshot", str(self.snapshot), "--follow", "--config", conf,
+                "--sample-rate", repr(float(self.serving_config["serving"]["sample_rate"])), "--threads", "1",
+            )  # fmt: skip
+            api = self.api_url
+            children.append(Child("api", args, logs / "api.log", lambda: _api_version(api) > version_before, api))
+            self._launch(children)
+        finally:
+            log.close()
+
+    def _launch(self, children: list[Child]) -> None:
+        env = {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+        for child in children:
+            child.env = env
+            child.start()
+            self.children.append(child)
+            self.say(f"started {child.name} (pid {child.pid})")
+        deadline = time.monotonic() + self.config.startup_timeout_s
+        waiting = list(children)
+        while waiting:
+            for child in self.children:  # a process started earlier may die meanwhile too
+                if not child.alive():
+                    raise child.died()
+            waiting = [c for c in waiting if not c.probe()]
+            if not waiting:
+                break
+            if time.monotonic() > deadline:
+                names = ", ".join(c.name for c in waiting)
+                raise StreamrecError(
+                    f"cluster: not ready after {self.config.startup_timeout_s:g} s: {names}; "
+                    f"last lines of {waiting[0].name} ({waiting[0].log}):\n{waiting[0].tail()}"
+                )
+            time.sleep(0.1)
+        for child in children:
+            self.say(f"{child.name} ready after {child.ready_after_s:.1f} s")
+
+
+def _redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url.split("?", 1)[0], socket_connect_timeout=1.0, socket_timeout=1.0)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.RedisError, OSError):
+        return False
+
+
+def _has_group(log: Any, topic: str, group: str) -> bool:
+    """True once consumer group ``group`` exists on ``topic`` (the consumer has opened it)."""
+    try:
+        return any(info["name"].decode() == group for info in log.redis.xinfo_groups(log.key(topic)))
+    except Exception:  # no stream yet
+        return False
+
+
+def _api_version(url: str) -> int:
+    """The model version ``/healthz`` reports (-1 while not answering or without a model)."""
+    with urllib.request.urlopen(f"{url}/healthz", timeout=2.0) as reply:
+        version = json.loads(reply.read()).get("model_version")
+    return -1 if version is None else int(version)
