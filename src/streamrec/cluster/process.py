@@ -147,13 +147,13 @@ class Child:
 
 
 def stop_all(children: Sequence[Child], grace_s: float) -> None:
-    """SIGTERM every child, wait up to ``grace_s`` for all of them, then SIGKILL the rest."""
-    for child in children:
+    """SIGTERM every running child, wait up to ``grace_s`` for all of them, then SIGKILL the rest."""
+    running = [c for c in children if c.alive()]
+    for child in running:
         child.terminate()
     deadline = time.monotonic() + grace_s
-    for child in children:
-        if child.proc is None:
-            continue
+    for child in running:
+        assert child.proc is not None
         note = ""
         try:
             child.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
