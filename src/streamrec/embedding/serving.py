@@ -125,6 +125,10 @@ class ServingTable:
         self._alloc = np.array([0, 0, capacity, 0], dtype=np.int64)
         self.lock = RWLock()
         self.applied = 0  # deltas applied
+        # ids this replica gained (absent before a delta, present after) and lost, over its life;
+        # an id evicted and re-admitted within one delta is neither (it never leaves the replica)
+        self.admitted = 0
+        self.evicted = 0
 
     def __len__(self) -> int:
         return self.index.size
@@ -152,14 +156,18 @@ class ServingTable:
             # An id evicted and re-admitted since the last export is simply overwritten below, so
             # a reader sees its old row, then its new one, never the default vector in between.
             evicted = evicted[~np.isin(evicted, delta.ids)]
+        before = self.index.size
         for lo in range(0, len(evicted), APPLY_CHUNK):
             with self.lock.write():
                 self._delete(evicted[lo : lo + APPLY_CHUNK])
+        after_delete = self.index.size
         ids = np.ascontiguousarray(delta.ids)
         vectors = np.ascontiguousarray(delta.vectors)
         for lo in range(0, len(ids), APPLY_CHUNK):
             with self.lock.write():
                 self._upsert(ids, vectors, lo, min(lo + APPLY_CHUNK, len(ids)))
+        self.evicted += before - after_delete
+        self.admitted += self.index.size - after_delete
         self.applied += 1
 
     def _delete(self, ids: np.ndarray) -> None:
@@ -221,6 +229,10 @@ class ServingCollection:
 
     def lookup(self, slot: str, ids: object) -> np.ndarray:
         return self[slot].lookup(ids)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per slot: ids held, and ids admitted and evicted by the deltas applied so far."""
+        return {slot: {"ids": len(t), "admitted": t.admitted, "evicted": t.evicted} for slot, t in self.tables.items()}
 
     def apply(self, delta: CollectionDelta) -> None:
         """Apply every slot's delta (every part is checked before anything changes)."""

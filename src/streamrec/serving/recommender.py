@@ -14,7 +14,9 @@ One request (:meth:`Recommender.recommend`):
 
 Each stage is timed (``Recommendation.timings``, and the ``streamrec_recommend_stage_seconds``
 histogram). Without a model the ranker falls back to a named dense column (by default the
-item's smoothed 1-day CTR): a popularity arm needs no second code path.
+item's smoothed 1-day CTR): a popularity arm needs no second code path. Each request and each
+recorded batch also feeds :attr:`Recommender.live`, the time-bucketed stats of the dashboard
+(``live.py``): O(k) per request, one pass over the batch per record.
 
 :meth:`Recommender.record` is where actions enter: validated (bad ones reported by index, the
 valid ones kept), stamped with the catalogue fields (``slots.py``), written to the profile store
@@ -39,6 +41,7 @@ from streamrec.errors import InvalidInputError
 from streamrec.log import EventLog
 from streamrec.records import ActionEvent, Impression, parse_many
 from streamrec.serving.features import FeaturePlan, FeatureSet, default_plan
+from streamrec.serving.live import LiveStats
 from streamrec.serving.metrics import ServingMetrics
 from streamrec.serving.retrieval import Candidates, RetrievalConfig, Retriever
 from streamrec.serving.slots import check_slots, stamp
@@ -169,6 +172,9 @@ class Recommender:
         and an ``ann`` quota, an :class:`~streamrec.serving.ann.AnnSource` is added by default.
     clock
         Time source for requests without ``now``.
+    live
+        The live statistics the dashboard reads (:class:`~streamrec.serving.live.LiveStats`);
+        by default one of its own, sampling this recommender's model.
     """
 
     def __init__(
@@ -183,6 +189,7 @@ class Recommender:
         clock: Callable[[], float] = time.time,
         metrics: ServingMetrics | None = None,
         request_ids: Callable[[], str] | None = None,
+        live: LiveStats | None = None,
     ) -> None:
         self.config = config or RecommenderConfig()
         self.plan = self.config.features
@@ -198,6 +205,9 @@ class Recommender:
         self.clock = clock
         self.request_ids = request_ids or (lambda: uuid.uuid4().hex)  # a seeded source makes replays exact
         self.metrics = metrics or ServingMetrics()
+        self.live = live if live is not None else LiveStats()
+        if self.live.model is None:
+            self.live.model = lambda: self.model
         extra = dict(extra_sources or {})
         if "ann" not in extra and self.config.retrieval.quotas.get("ann", 0) > 0 and _is_two_tower(model):
             from streamrec.serving.ann import AnnSource
@@ -221,6 +231,7 @@ class Recommender:
         if not len(candidates):
             timings = {"retrieve": t1 - t0, "features": 0.0, "rank": 0.0, "log": 0.0}
             self._observe(timings, candidates, [])
+            self.live.observe_request(request_id, [], t1 - t0)
             return Recommendation(request_id, [], timings, 0)
         features = self.plan.fetch(self.profiles, user, candidates.items, now)
         t2 = time.perf_counter()
@@ -232,6 +243,7 @@ class Recommender:
         t4 = time.perf_counter()
         timings = {"retrieve": t1 - t0, "features": t2 - t1, "rank": t3 - t2, "log": t4 - t3}
         self._observe(timings, candidates, items)
+        self.live.observe_request(request_id, items, t4 - t0)
         return Recommendation(request_id, items, timings, len(candidates))
 
     def score(self, features: FeatureSet) -> np.ndarray:
@@ -288,4 +300,5 @@ class Recommender:
         rejected.sort(key=lambda r: r[0])
         self.metrics.events.labels("accepted").inc(len(stamped))
         self.metrics.events.labels("rejected").inc(len(rejected))
+        self.live.observe_actions(stamped)
         return RecordResult(len(stamped), rejected)
