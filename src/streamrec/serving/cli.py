@@ -15,6 +15,18 @@ import typer
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    @bench_app.command("serving")
+    def bench_serving(
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+        quick: bool = typer.Option(False, "--quick", help="A small world and few requests, for a smoke test."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the generated history and the request draw."),
+        threads: int | None = typer.Option(None, "--threads", help="Concurrent callers (default 4, quick 2)."),
+    ) -> None:
+        """Recommend latency p50/p99 and QPS at 500 candidates, by stage, in process and over HTTP."""
+        from streamrec.serving.bench import run_benchmark
+
+        run_benchmark(as_json=as_json, quick=quick, seed=seed, threads=threads)
+
     @app.command("serve")
     def serve(
         host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (0.0.0.0 exposes it)."),

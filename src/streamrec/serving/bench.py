@@ -1,0 +1,594 @@
+"""``streamrec bench serving``: the latency of one recommendation, stage by stage, in process and over HTTP.
+
+Setup (reproducible from ``seed``): generated history written into an embedded profile store with
+the serving slots — users act with Zipf-Mandelbrot weights, items are picked by Zipf popularity
+and carry one of ``categories`` categories; every exposure is a ``show``, some are clicked (with
+a dwell time) or liked; times are spread over the last ``days`` days before ``now``. The feature
+plan is :func:`~streamrec.serving.default_plan` over seven windows (5m 1h 6h 1d 3d 7d 30d): 102
+dense columns + 4 sparse slots = 106 model features, 100 profile features per query (the default
+4-window plan has 64 features, under the issue's 100). Retrieval quotas sum to 500 (co-engaged
+150, popular 250 over 7 days, fresh 100) and requests are drawn, by activity, from the users
+whose retrieval fills every quota, so each request ranks exactly 500 candidates. The ranker is
+a DeepFM over the plan (embeddings dim 16, hidden 64-32) trained for one pass over examples
+built with the same plan, then served from a trainer snapshot as a deployment does.
+
+What is measured, in this process:
+
+* **in process**: :meth:`Recommender.recommend` single-threaded (p50/p99, QPS), the stage split
+  from ``Recommendation.timings``, and QPS with ``threads`` concurrent callers;
+* **HTTP**: the real app (:func:`~streamrec.serving.api.create_app`) under uvicorn in a thread of
+  this process, ``GET /v1/recommendations`` with httpx, one client at a time and ``threads`` at a
+  time. The client shares the process (and the GIL) with the server, so this is a pessimistic
+  view of the HTTP overhead; ``in_process_vs_http`` is that overhead as a ratio.
+
+Baselines, side by side in the same process (alternating, same requests):
+
+* ``features_vs_per_entity``: the feature stage (:meth:`FeaturePlan.fetch`, one batched profile
+  query) against the naive way: one profile query per entity (the user with its features, then
+  each candidate with the item features) — the N+1 pattern. Both produce the same FeatureSet
+  (checked before timing).
+* ``one_query_vs_two_queries``: the plan's one query over user + candidates against two
+  entity-typed queries (user features of the user; item features of the items). Before the
+  store answered only the features of an entity's own type this ratio was about 2.7; it is the
+  regression guard for that fix (``docs/serving.md``).
+
+Absolute numbers on a shared 2-core machine are noise; ratios measured side by side are the result.
+Torch runs on one intra-op thread.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["QUICK", "Scale", "build_world", "run_benchmark"]
+
+WINDOWS = ("5m", "1h", "6h", "1d", "3d", "7d", "30d")
+QUOTAS = {"co_engaged": 100, "popular": 300, "fresh": 100}
+NOW = 1_700_000_000.0
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Sizes of one run."""
+
+    users: int = 2000
+    items: int = 3000
+    events: int = 30_000
+    days: float = 3.0
+    categories: int = 12
+    requests: int = 200
+    warmup: int = 20
+    threads: int = 4
+    http_requests: int = 200
+    baseline_requests: int = 20
+    train_users: int = 20
+
+
+QUICK = Scale(
+    users=600, items=1500, events=20_000, days=2.0, requests=15, warmup=3, threads=2, http_requests=12,
+    baseline_requests=3, train_users=3,
+)  # fmt: skip
+
+
+def _zipf(n: int, s: float, q: float) -> np.ndarray:
+    w = 1.0 / (np.arange(1, n + 1) + q) ** s
+    return w / w.sum()
+
+
+def generate_events(scale: Scale, now: float = NOW, seed: int = 0) -> list[Any]:
+    """``scale.events`` exposures (plus their clicks and likes) over ``scale.days`` days before ``now``.
+
+    Users have Zipf-Mandelbrot activity (s=0.9, q=20), items Zipf popularity (s=1.0, q=5); each user
+    clicks more on two favourite categories (CTR 0.35 there, 0.08 elsewhere); a click carries a
+    log-normal dwell time and is a like with probability 0.2. Time-ordered, stamped as
+    ``Recommender.record`` stamps them (catalogue fields).
+    """
+    from streamrec.records import ActionEvent
+    from streamrec.serving.slots import stamp
+
+    rng = np.random.default_rng(seed)
+    n = scale.events
+    users = rng.permutation(scale.users)[rng.choice(scale.users, size=n, p=_zipf(scale.users, 0.9, 20.0))]
+    items = rng.permutation(scale.items)[rng.choice(scale.items, size=n, p=_zipf(scale.items, 1.0, 5.0))]
+    category = rng.integers(0, scale.categories, size=scale.items)
+    favourite = rng.integers(0, scale.categories, size=(scale.users, 2))
+    times = np.sort(now - rng.uniform(1.0, scale.days * 86400.0, size=n))
+    liked = (category[items] == favourite[users, 0]) | (category[items] == favourite[users, 1])
+    click = rng.random(n) < np.where(liked, 0.35, 0.08)
+    like = click & (rng.random(n) < 0.2)
+    dwell = np.round(rng.lognormal(8.0, 1.0, size=n)) + 1.0
+    out = []
+    for j in range(n):
+        u, i, t = f"u{users[j]}", f"i{items[j]}", float(times[j])
+        attrs = {"category": f"c{category[items[j]]:02d}"}
+        out.append(stamp(ActionEvent(user=u, item=i, action="show", time=t, attributes=attrs)))
+        if click[j]:
+            counters = {"dwell_ms": float(dwell[j])}
+            out.append(
+                stamp(ActionEvent(user=u, item=i, action="click", time=t + 1, attributes=attrs, counters=counters))
+            )
+            if like[j]:
+                out.append(stamp(ActionEvent(user=u, item=i, action="like", time=t + 2, attributes=attrs)))
+    return out
+
+
+# --------------------------------------------------------------------------- setup
+
+
+@dataclass
+class Bench:
+    """What one run serves with: the stores, the plan, the model, the recommender, the request users."""
+
+    folder: Path
+    client: Any
+    log: Any
+    plan: Any
+    recommender: Any
+    users: list[str]
+    qualified: int
+    checked: int
+    events: int
+    setup_s: float
+
+    def close(self) -> None:
+        self.log.close()
+        self.client.close()
+
+
+def bench_plan() -> Any:
+    """The default plan over seven windows: 102 dense columns, 4 sparse slots."""
+    from streamrec.serving.features import default_plan
+
+    return default_plan(WINDOWS)
+
+
+def _train_model(client: Any, plan: Any, retriever: Any, users: Sequence[str], folder: Path, seed: int) -> Any:
+    """A DeepFM over the plan, one pass over examples built by the plan (labels: a coin), served from a snapshot."""
+    import torch
+
+    from streamrec.embedding import EmbeddingCollection, SlotConfig
+    from streamrec.models.ranking import ModelConfig, build_model
+    from streamrec.training.batch import ExampleBatch
+    from streamrec.training.serving_model import ServingModel
+    from streamrec.training.snapshot import save_trainer
+    from streamrec.training.trainer import TrainConfig, Trainer
+
+    rng = np.random.default_rng(seed)
+    examples = []
+    for user in users:
+        fs = plan.fetch(client, user, retriever.retrieve(user, NOW).items, NOW)
+        examples += fs.examples((rng.random(len(fs)) < 0.1).astype(float).tolist())
+    torch.manual_seed(seed)
+    tables = EmbeddingCollection({slot: SlotConfig(dim=16) for slot in plan.slots})
+    trainer = Trainer(
+        build_model(ModelConfig(kind="deepfm", hidden=[64, 32], n_dense=plan.n_dense), tables),
+        TrainConfig(batch_size=256, epochs=1, dense_lr=0.003),
+    )
+    trainer.train(ExampleBatch.from_examples(examples, plan.slots, plan.n_dense))
+    path = folder / "deepfm.snapshot"
+    save_trainer(path, trainer)
+    return ServingModel.from_snapshot(path)
+
+
+def build_world(scale: Scale, folder: Path, seed: int = 0, progress: Callable[[str], None] = lambda s: None) -> Bench:
+    """Stores filled with generated history, a DeepFM, and the users whose retrieval fills every quota."""
+    from streamrec.log import open_log
+    from streamrec.profiles import ProfileClient
+    from streamrec.serving.recommender import Recommender, RecommenderConfig
+    from streamrec.serving.retrieval import RetrievalConfig, Retriever
+    from streamrec.serving.slots import serving_profiles_config
+
+    started = time.perf_counter()
+    progress("generating history")
+    events = generate_events(scale, NOW, seed)
+    cfg = serving_profiles_config({"merge_interval": 0, "fsync": False})
+    client = ProfileClient.embedded(cfg, str(folder / "profiles"), clock=lambda: NOW, background=False)
+    progress(f"writing {len(events):,} events to the profile store")
+    for lo in range(0, len(events), 5000):
+        result = client.write(events[lo : lo + 5000])
+        if result.rejected:
+            raise RuntimeError(f"the profile store rejected generated events: {result.rejected[:3]}")
+    client.flush()
+    plan = bench_plan()
+    retrieval = RetrievalConfig(quotas=dict(QUOTAS), popular_window="7d")
+    retriever = Retriever(client, retrieval)
+    # Request users: the most active ones whose retrieval fills every quota (500 candidates).
+    progress("choosing request users")
+    counts: dict[str, int] = {}
+    for e in events:
+        counts[e.user] = counts.get(e.user, 0) + 1
+    ranked = sorted(counts, key=lambda u: (-counts[u], u))[: max(4 * scale.requests, 100)]
+    total = sum(QUOTAS.values())
+    users = [u for u in ranked if len(retriever.retrieve(u, NOW)) == total]
+    if not users:
+        raise RuntimeError(f"no user's retrieval yields {total} candidates; grow the world (--users/--items)")
+    progress("training the DeepFM")
+    model = _train_model(client, plan, retriever, users[: scale.train_users], folder, seed)
+    log = open_log(f"sqlite://{folder.resolve()}/log.db")
+    rcfg = RecommenderConfig(features=plan, retrieval=retrieval, sample_rate=0.1)
+    ids = iter(range(1 << 62))
+    recommender = Recommender(
+        client, log, model, rcfg, write_profiles=False, clock=lambda: NOW, request_ids=lambda: f"bench-{next(ids)}"
+    )
+    return Bench(
+        folder, client, log, plan, recommender, users, len(users), len(ranked), len(events),
+        time.perf_counter() - started,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def _split(plan: Any) -> tuple[list[int], list[int]]:
+    """Indices of the plan's query features read from the user (user, user_item, user_top) and from items."""
+    kinds = {d.name: d.kind for d in plan.dense}
+    feats = plan._query_features()
+    item = [j for j, f in enumerate(feats) if kinds.get(f.name) == "item" or f.name == "_category"]
+    user = [j for j in range(len(feats)) if j not in set(item)]
+    return user, item
+
+
+def fetch_split(plan: Any, client: Any, user: str, items: Sequence[str], now: float, per_entity: bool) -> Any:
+    """The plan's FeatureSet from entity-typed queries: the user's features of the user, then the item
+    features of the items in one query (``per_entity=False``) or one query per item (the N+1 way)."""
+    from streamrec.profiles.types import FeatureQuery, QueryResult
+
+    feats = plan._query_features()
+    user_j, item_j = _split(plan)
+    n = len(feats)
+    ufeats, ifeats = [feats[j] for j in user_j], [feats[j] for j in item_j]
+    urow: list[Any] = [None] * n
+    answer = client.query(FeatureQuery(features=ufeats, entities=[f"user:{user}"], now=now))
+    for j, res in zip(user_j, answer.results[0], strict=True):
+        urow[j] = res
+    if per_entity:
+        answers = [
+            client.query(FeatureQuery(features=ifeats, entities=[f"item:{i}"], now=now)).results[0] for i in items
+        ]
+    else:
+        answers = client.query(FeatureQuery(features=ifeats, entities=[f"item:{i}" for i in items], now=now)).results
+    rows = [urow]
+    for got in answers:
+        row: list[Any] = [None] * n
+        for j, res in zip(item_j, got, strict=True):
+            row[j] = res
+        rows.append(row)
+    result = QueryResult(names=[f.output_name() for f in feats], columns=[], keys=[], results=rows, now=now)
+    return plan._assemble(result, user, list(items), float(now))
+
+
+def _same(a: Any, b: Any) -> bool:
+    return bool(np.array_equal(a.dense, b.dense)) and a.sparse == b.sparse and a.categories == b.categories
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def _pct(xs: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs, dtype=np.float64), q)) * 1000.0
+
+
+def _summary(xs: Sequence[float]) -> dict[str, float]:
+    return {"p50_ms": _pct(xs, 50), "p99_ms": _pct(xs, 99), "mean_ms": 1000.0 * statistics.fmean(xs)}
+
+
+class _GcWatch:
+    """Counts the garbage collector's full (generation 2) collections and their pauses while active."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self.collections = 0
+        self._t0 = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.collections += 1
+            self.pauses.append(time.perf_counter() - self._t0)
+
+    def __enter__(self) -> _GcWatch:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+    def summary(self, requests: int, seconds: float) -> dict[str, float]:
+        total = sum(self.pauses)
+        return {
+            "full_collections": self.collections,
+            "per_100_requests": 100.0 * self.collections / max(requests, 1),
+            "pause_ms_total": 1000.0 * total,
+            "pause_ms_max": 1000.0 * max(self.pauses, default=0.0),
+            "share_of_time": total / seconds if seconds > 0 else 0.0,
+        }
+
+
+def _sequential(rec: Any, users: Sequence[str], k: int) -> tuple[list[float], dict[str, list[float]], list[int]]:
+    """Wall time, stage times and candidate count of each request, one at a time."""
+    totals: list[float] = []
+    stages: dict[str, list[float]] = {}
+    candidates: list[int] = []
+    for u in users:
+        t0 = time.perf_counter()
+        out = rec.recommend(u, k, NOW)
+        totals.append(time.perf_counter() - t0)
+        candidates.append(out.n_candidates)
+        for stage, sec in out.timings.items():
+            stages.setdefault(stage, []).append(sec)
+    return totals, stages, candidates
+
+
+def _concurrent(call: Callable[[int], Any], n: int, threads: int) -> float:
+    """Requests per second with ``threads`` callers sharing ``n`` requests."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(call, range(n)))
+    return n / (time.perf_counter() - started)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Server:
+    """The real app under uvicorn in a daemon thread of this process."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.port = _free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="bench-uvicorn", daemon=True)
+
+    def __enter__(self) -> _Server:
+        self.thread.start()
+        deadline = time.monotonic() + 30.0
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10.0)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def measure(scale: Scale, seed: int = 0, progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Build the world, then time in process, over HTTP, and the feature-stage baselines."""
+    import httpx
+    import torch
+
+    from streamrec.serving.api import create_app
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="streamrec-bench-serving-") as tmp:
+        bench = build_world(scale, Path(tmp), seed, progress)
+        try:
+            return _measure(bench, scale, seed, progress, httpx, create_app)
+        finally:
+            bench.close()
+
+
+def _measure(bench: Bench, scale: Scale, seed: int, progress: Callable[[str], None], httpx: Any, create_app: Any):
+    rec, plan = bench.recommender, bench.plan
+    rng = np.random.default_rng(seed + 1)
+    users = bench.users
+    draw = [users[i] for i in rng.integers(0, len(users), size=max(scale.requests, scale.http_requests))]
+    k = 10
+
+    progress("in process: warm-up")
+    for u in draw[: scale.warmup]:
+        rec.recommend(u, k, NOW)
+    progress(f"in process: {scale.requests} requests")
+    with _GcWatch() as watch:
+        totals, stages, candidates = _sequential(rec, draw[: scale.requests], k)
+    gc_stats = watch.summary(len(totals), sum(totals))
+    progress(f"in process: {scale.threads} threads")
+    qps_threads = _concurrent(lambda i: rec.recommend(draw[i], k, NOW), scale.requests, scale.threads)
+
+    progress("HTTP: starting uvicorn")
+    http_totals: list[float] = []
+    with _Server(create_app(rec)) as server, httpx.Client(base_url=server.url, timeout=60.0) as http:
+
+        def get(user: str, session: Any = http) -> dict[str, Any]:
+            r = session.get("/v1/recommendations", params={"user_id": user, "k": k, "now": NOW})
+            r.raise_for_status()
+            return r.json()
+
+        for u in draw[: scale.warmup]:
+            get(u)
+        progress(f"HTTP: {scale.http_requests} requests")
+        http_candidates = []
+        for u in draw[: scale.http_requests]:
+            t0 = time.perf_counter()
+            body = get(u)
+            http_totals.append(time.perf_counter() - t0)
+            http_candidates.append(body["candidates"])
+        progress(f"HTTP: {scale.threads} threads")
+        local = threading.local()
+
+        def call(i: int) -> Any:
+            if not hasattr(local, "client"):
+                local.client = httpx.Client(base_url=server.url, timeout=60.0)
+            return get(draw[i], local.client)
+
+        http_qps_threads = _concurrent(call, scale.http_requests, scale.threads)
+
+    # With every object alive now moved out of the collector's view (gc.freeze): the baselines,
+    # so they compare query work rather than which of them a full collection happened to hit, and
+    # the in-process requests again: what is left of the tail once full collections stop walking
+    # the whole process.
+    gc.collect()
+    gc.freeze()
+    try:
+        progress("baselines: the feature stage side by side")
+        base = _baselines(bench, draw[: scale.baseline_requests])
+        progress(f"in process, gc frozen: {scale.requests} requests")
+        with _GcWatch() as watch:
+            frozen, _, _ = _sequential(rec, draw[: scale.requests], k)
+        gc_frozen = watch.summary(len(frozen), sum(frozen))
+    finally:
+        gc.unfreeze()
+    in_process = {**_summary(totals), "qps": len(totals) / sum(totals), "qps_threads": qps_threads}
+    in_frozen = {**_summary(frozen), "qps": len(frozen) / sum(frozen)}
+    http_lat = {**_summary(http_totals), "qps": len(http_totals) / sum(http_totals), "qps_threads": http_qps_threads}
+    ratios = {
+        "features_vs_per_entity": base.pop("features_vs_per_entity"),
+        "one_query_vs_two_queries": base.pop("one_query_vs_two_queries"),
+        "http_vs_in_process_p50": http_lat["p50_ms"] / in_process["p50_ms"],
+        "in_process_qps_vs_http": in_process["qps"] / http_lat["qps"],
+        "p99_vs_gc_frozen": in_process["p99_ms"] / in_frozen["p99_ms"],
+    }
+    return {
+        "config": {
+            "candidates": int(np.median(candidates)),
+            "candidates_min": int(min(candidates)),
+            "http_candidates_min": int(min(http_candidates)),
+            "quotas": dict(QUOTAS),
+            "features": plan.n_dense + len(plan.sparse),
+            "dense": plan.n_dense,
+            "sparse": len(plan.sparse),
+            "profile_features": len(plan._query_features()),
+            "windows": list(WINDOWS),
+            "model": "deepfm dim 16, hidden 64-32",
+            "threads": scale.threads,
+            "requests": scale.requests,
+            "http_requests": scale.http_requests,
+            "users": scale.users,
+            "items": scale.items,
+            "events": bench.events,
+            "request_users": f"{bench.qualified} of the {bench.checked} most active fill every quota",
+            "seed": seed,
+            "setup_s": bench.setup_s,
+        },
+        "stages": {stage: _summary(xs) for stage, xs in stages.items()},
+        "latency": {"in_process": in_process, "http": http_lat, "in_process_gc_frozen": in_frozen},
+        "gc": {"in_process": gc_stats, "in_process_gc_frozen": gc_frozen},
+        "ratios": ratios,
+        "baselines": base,
+    }
+
+
+def _baselines(bench: Bench, users: Sequence[str]) -> dict[str, Any]:
+    """The feature stage against one query per entity and against two entity-typed queries.
+
+    Each repetition runs the three on the same (user, candidates), in rotating order; the ratios
+    are medians of per-repetition ratios. The three FeatureSets are checked equal first.
+    """
+    plan, client, retriever = bench.plan, bench.client, bench.recommender.retriever
+    ways: dict[str, Callable[[str, list[str]], Any]] = {
+        "features": lambda u, items: plan.fetch(client, u, items, NOW),
+        "two_queries": lambda u, items: fetch_split(plan, client, u, items, NOW, per_entity=False),
+        "per_entity": lambda u, items: fetch_split(plan, client, u, items, NOW, per_entity=True),
+    }
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for r, u in enumerate(users):
+        items = retriever.retrieve(u, NOW).items
+        answers = {}
+        names = list(ways)
+        names = names[r % 3 :] + names[: r % 3]
+        for name in names:
+            t0 = time.perf_counter()
+            answers[name] = ways[name](u, items)
+            times[name].append(time.perf_counter() - t0)
+        if not (
+            _same(answers["features"], answers["two_queries"]) and _same(answers["features"], answers["per_entity"])
+        ):
+            raise RuntimeError(f"the baselines' features differ from the plan's for user {u!r}")
+    ratio = lambda a, b: statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))  # noqa: E731
+    return {
+        "features_vs_per_entity": ratio("per_entity", "features"),
+        "one_query_vs_two_queries": ratio("features", "two_queries"),
+        "features_ms": 1000.0 * statistics.median(times["features"]),
+        "two_queries_ms": 1000.0 * statistics.median(times["two_queries"]),
+        "per_entity_ms": 1000.0 * statistics.median(times["per_entity"]),
+        "repetitions": len(users),
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
+def run_benchmark(as_json: bool = False, quick: bool = False, seed: int = 0, threads: int | None = None) -> dict:
+    """Measure, then print a table and a summary (or one JSON object with ``--json``)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    scale = QUICK if quick else Scale()
+    if threads is not None:
+        scale = Scale(**{**scale.__dict__, "threads": threads})
+    console = Console(stderr=True)
+    with console.status("benchmarking") as status:
+        out = measure(scale, seed, progress=lambda s: status.update(f"benchmarking: {s}"))
+    if as_json:
+        print(json.dumps(out))
+        return out
+    c = out["config"]
+    table = Table(title=f"streamrec bench serving: {c['candidates']} candidates, {c['features']} features")
+    for col in ("measure", "p50 ms", "p99 ms", "mean ms", "QPS (1)", f"QPS ({c['threads']} threads)"):
+        table.add_column(col, justify="left" if col == "measure" else "right")
+    for stage, s in out["stages"].items():
+        table.add_row(f"  stage: {stage}", f"{s['p50_ms']:.1f}", f"{s['p99_ms']:.1f}", f"{s['mean_ms']:.1f}", "", "")
+    for name, s in out["latency"].items():
+        table.add_row(
+            name.replace("_", " "), f"{s['p50_ms']:.1f}", f"{s['p99_ms']:.1f}", f"{s['mean_ms']:.1f}",
+            f"{s['qps']:.1f}", f"{s['qps_threads']:.1f}" if "qps_threads" in s else "",
+        )  # fmt: skip
+    Console().print(table)
+    b = out["baselines"]
+    ratios = Table(title="side by side (same process, same requests)")
+    ratios.add_column("ratio")
+    ratios.add_column("value", justify="right")
+    ratios.add_column("what", justify="left")
+    r = out["ratios"]
+    ratios.add_row(
+        "features_vs_per_entity", f"{r['features_vs_per_entity']:.1f}x",
+        f"one query per entity {b['per_entity_ms']:.0f} ms / plan.fetch {b['features_ms']:.0f} ms",
+    )  # fmt: skip
+    ratios.add_row(
+        "one_query_vs_two_queries", f"{r['one_query_vs_two_queries']:.2f}x",
+        f"plan.fetch {b['features_ms']:.0f} ms / user + items queries {b['two_queries_ms']:.0f} ms (was 2.7x)",
+    )  # fmt: skip
+    ratios.add_row("http_vs_in_process_p50", f"{r['http_vs_in_process_p50']:.2f}x", "HTTP p50 / in-process p50")
+    ratios.add_row("in_process_qps_vs_http", f"{r['in_process_qps_vs_http']:.2f}x", "one caller at a time")
+    ratios.add_row("p99_vs_gc_frozen", f"{r['p99_vs_gc_frozen']:.2f}x", "in-process p99 / the same after gc.freeze()")
+    Console().print(ratios)
+    stage_sum = sum(s["mean_ms"] for s in out["stages"].values())
+    Console().print(
+        f"{c['events']:,} events of {c['users']:,} users on {c['items']:,} items; {c['request_users']}; "
+        f"{c['dense']} dense + {c['sparse']} sparse features ({c['profile_features']} profile features per query); "
+        f"stages sum to {stage_sum:.1f} ms of the {out['latency']['in_process']['mean_ms']:.1f} ms mean; "
+        f"setup {c['setup_s']:.0f} s."
+    )
+    g = out["gc"]["in_process"]
+    Console().print(
+        f"garbage collector, in process: {g['full_collections']} full collections in {c['requests']} requests, "
+        f"{g['pause_ms_total']:.0f} ms ({100 * g['share_of_time']:.0f} % of the time), "
+        f"longest {g['pause_ms_max']:.0f} ms"
+    )
+    return out
