@@ -1,7 +1,9 @@
 """The HTTP API of ``streamrec serve``: a FastAPI app over one :class:`Recommender`.
 
 Routes (OpenAPI at ``/docs``): ``POST /v1/events``, ``GET /v1/recommendations``,
-``POST /v1/features/query``, ``GET /healthz``, ``GET /metrics``. See ``docs/serving.md``.
+``POST /v1/features/query``, ``GET /healthz``, ``GET /metrics``, and for the dashboard at ``/``
+(``dashboard.py``): ``GET /v1/stats``, ``GET /v1/dashboard/config``. See ``docs/serving.md`` and
+``docs/dashboard.md``.
 
 Why it is built this way:
 
@@ -11,7 +13,9 @@ Why it is built this way:
   (``parse_many``), so one bad event gives a 422 that lists it by index and field while the valid
   events beside it are stored (a pydantic body model would reject the whole batch);
 * the bearer token is checked in a middleware, so no route (``/docs`` and ``/metrics`` included)
-  can forget it; only ``/healthz`` is open, for load balancers. Tokens compare in constant time;
+  can forget it; only ``/healthz`` is open, for load balancers, and the dashboard's static page
+  and script (``/``, ``/dashboard.js``), which hold no data: the page sends the token with its
+  own requests. Tokens compare in constant time;
 * every response is counted and timed per route template (``/v1/recommendations``, not one series
   per user id) in the app's own Prometheus registry.
 """
@@ -23,18 +27,19 @@ import time
 from typing import Any
 
 from fastapi import Body, FastAPI, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from streamrec import __version__
 from streamrec.errors import InvalidInputError, StreamrecError
 from streamrec.profiles.types import FeatureQuery
 from streamrec.records import parse_record
+from streamrec.serving.dashboard import dashboard_config, static_text
 from streamrec.serving.metrics import CONTENT_TYPE_LATEST
 from streamrec.serving.recommender import Recommender
 
 __all__ = ["create_app"]
 
-_OPEN = frozenset({"/healthz"})
+_OPEN = frozenset({"/healthz", "/", "/dashboard.js"})  # the page and script hold no data
 
 
 def _error(field: str, reason: str, value: Any = None, index: int | None = None) -> dict[str, Any]:
@@ -193,5 +198,40 @@ def create_app(recommender: Recommender, *, token: str | None = None) -> FastAPI
     @app.get("/metrics", summary="Prometheus metrics")
     def get_metrics() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    live = recommender.live
+
+    @app.get("/v1/stats", summary="Live stats: per-second series of the dashboard's charts")
+    def get_stats(
+        seconds: float = Query(300.0, gt=0, le=live.n_buckets * live.bucket_s, description="How far back."),
+    ) -> dict[str, Any]:
+        """The closed buckets of the last ``seconds``, oldest first, as columns of ``series``.
+
+        ``series``: ``t`` (bucket start, epoch s), ``requests``, ``qps``, ``events``, ``impressions``,
+        ``clicks`` (impressions served in the bucket that got a positive action with their request
+        id within ``click_window_s``), ``ctr``, ``ctr_smooth`` (trailing 10 buckets), ``auc``
+        (rolling online AUC of the last ``auc_last_n`` finalized impressions), ``auc_n``,
+        ``p50_ms``, ``p99_ms`` (recommend latency in process), ``sync_lag_s`` (largest lag of the
+        model updates applied in the bucket), ``updates``, ``table_rows``, ``admitted``,
+        ``evicted``; ``null`` where a bucket has no value. Also ``totals``, ``auc`` and ``model``
+        (version, rows per slot, cumulative admitted/evicted). See ``docs/dashboard.md``.
+        """
+        return live.snapshot(seconds)
+
+    @app.get("/v1/dashboard/config", summary="What the dashboard page needs: windows, slots by entity, limits")
+    def get_dashboard_config() -> dict[str, Any]:
+        """The feature plan's windows, the profile slots by entity type (for the profile explorer),
+        ``max_k``, the stats bucket and click window, and whether a token is required."""
+        return dashboard_config(recommender, token_required=expected is not None)
+
+    @app.get("/", include_in_schema=False)
+    def get_dashboard() -> HTMLResponse:
+        return HTMLResponse(static_text("dashboard.html"), headers={"Cache-Control": "no-cache"})
+
+    @app.get("/dashboard.js", include_in_schema=False)
+    def get_dashboard_js() -> Response:
+        return Response(
+            static_text("dashboard.js"), media_type="text/javascript", headers={"Cache-Control": "no-cache"}
+        )
 
     return app
