@@ -137,6 +137,12 @@ def test_a_click_shows_in_the_models_scores_within_the_sync_interval_plus_2_s(cl
                     applied.append(envelope.record)
             return applied
 
+        # Steady state first: wait for one of the trainer's periodic sparse syncs and click right after
+        # it, so the click's training waits almost a whole interval for the next one: the latency is
+        # measured at (nearly) the worst phase of the sync cycle, not at a lucky one.
+        deadline = time.monotonic() + 20
+        while not any(u.kind == "sparse" for u in apply_new()):
+            assert time.monotonic() < deadline, "the trainer publishes no sparse syncs"
         while apply_new():
             pass
         assert np.isclose(replica.predict(fixed, sample_rate=rate)[0], s0, rtol=1e-6, atol=0)

@@ -63,12 +63,14 @@ def up(
         config=config, startup_timeout_s=startup_timeout, grace_s=grace,
     )  # fmt: skip
     stopping = {"flag": False}
+    cluster = Cluster(cfg, say=lambda msg: console.print(f"[dim]cluster:[/] {msg}"))
 
     def on_term(*_: object) -> None:
+        if not cluster.started:
+            raise KeyboardInterrupt  # abandon the start-up: Cluster.start stops what it started
         stopping["flag"] = True
 
     signal.signal(signal.SIGTERM, on_term)
-    cluster = Cluster(cfg, say=lambda msg: console.print(f"[dim]cluster:[/] {msg}"))
     try:
         with console.status("starting the cluster…", spinner="dots") if not as_json else _nothing():
             cluster.start()

@@ -266,7 +266,7 @@ class Cluster:
         folder.mkdir(exist_ok=True)
         args = [
             binary, "--port", str(port), "--bind", cfg.host, "--dir", str(folder), "--save", "",
-            "--appendonly", "yes", "--appendfsync", "everysec", "--protected-mode", "yes", "--loglevel", "warning",
+            "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "yes", "--loglevel", "warning",
         ]  # fmt: skip
         url = self.redis_url
         child = Child("redis", args, self.dir / "logs" / "redis.log", lambda: _redis_answers(url), f"{cfg.host}:{port}")
