@@ -200,7 +200,15 @@
           open = true;
         }
       });
-      if (s.kind !== "bar" && s.kind !== "dot") ctx.stroke();
+      if (s.kind !== "bar" && s.kind !== "dot") {
+        ctx.stroke();
+        const i = s.values.length - 1 - [...s.values].reverse().findIndex((v) => v !== null && v !== undefined);
+        if (lastValue !== null) {
+          ctx.beginPath(); // the current value, visible even when a line has one point so far
+          ctx.arc(x(i), y(lastValue, s.axis), 3, 0, 2 * Math.PI);
+          ctx.fill();
+        }
+      }
       last.push(lastValue);
     });
 
