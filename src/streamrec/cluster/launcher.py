@@ -159,12 +159,8 @@ class Cluster:
 
     def stop(self) -> None:
         """Stop in dependency order: API, then ingest/joiner/trainer, then nodes, then Redis."""
-        stages = [
-            ["api"],
-            ["ingest", "joiner", "trainer"],
-            [c.name for c in self.children if c.name.startswith("node")],
-        ]
-        stages.append(["redis"])
+        nodes = [c.name for c in self.children if c.name.startswith("node")]
+        stages = [["api"], ["ingest", "joiner", "trainer"], nodes, ["redis"]]
         for names in stages:
             group = [c for c in self.children if c.name in names]
             if group:
