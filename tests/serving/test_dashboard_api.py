@@ -79,6 +79,7 @@ def test_stats_count_requests_impressions_and_clicks_made_through_the_api(setup)
     model = stats["model"]
     assert model["rows"] == {slot: t["ids"] for slot, t in setup[2].model.tables.stats().items()}
     assert model["version"] == setup[2].model.version
+    assert stats["recent_users"][:4] == ["u4", "u3", "u2", "u1"]  # offered by the page, newest first
 
 
 def test_stats_reject_a_bad_seconds_parameter_naming_it(setup):

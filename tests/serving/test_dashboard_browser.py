@@ -183,6 +183,8 @@ def test_the_dashboard_in_headless_chromium_loads_updates_looks_up_and_tries_out
                 assert page.evaluate(COLOURED_PIXELS, f"chart-{chart}") > before + 20, chart
             assert page.inner_text("#tile-qps") != "–" and page.inner_text("#tile-auc") != "–"
             assert "model v" in page.inner_text("#model-info")
+            offered = page.eval_on_selector_all("#recent-users option", "o => o.map(x => x.value)")
+            assert offered and all(u.startswith("u") for u in offered)  # the users of recent requests
             stats = httpx.get(f"{base}/v1/stats", headers={"Authorization": f"Bearer {TOKEN}"}).json()
             assert stats["totals"]["clicks"] > 0 and stats["model"]["evicted"] > 0
 

@@ -292,3 +292,11 @@ def test_the_docstring_example_runs_and_prints_what_it_says():
 
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_recent_users_are_distinct_newest_first_and_at_most_ten():
+    live = LiveStats(clock=Clock())
+    for i in [1, 2, 3, 2, *range(10, 25), 3]:
+        live.observe_request(f"r{i}", [], 0.01, user=f"u{i}")
+    live.observe_request("anonymous", [], 0.01)
+    assert live.snapshot()["recent_users"] == ["u3", *[f"u{i}" for i in range(24, 15, -1)]]

@@ -174,13 +174,21 @@ class LiveStats:
         self._totals = {"requests": 0, "impressions": 0, "clicks": 0, "events": 0}
         self._model_seen: dict[str, Any] = {"collection": None, "admitted": 0, "evicted": 0, "last": None}
         self._model_summary: dict[str, Any] | None = None
+        self._recent_users: deque[str] = deque(maxlen=64)
 
     # -- feeding (hot path) -------------------------------------------------------------------
-    def observe_request(self, request_id: str, items: Sequence[tuple[str, float, str]], latency_s: float) -> None:
-        """One answered request: its latency and its ``k`` served ``(item, score, source)``; O(k)."""
+    def observe_request(
+        self, request_id: str, items: Sequence[tuple[str, float, str]], latency_s: float, user: str | None = None
+    ) -> None:
+        """One answered request: its latency and its ``k`` served ``(item, score, source)``; O(k).
+
+        ``user`` joins the few recent users the dashboard offers as examples.
+        """
         now = self.clock()
         with self._lock:
             self._advance(now)
+            if user is not None:
+                self._recent_users.append(user)
             slot = self._current % self.n_buckets
             self._counts["requests"][slot] += 1
             self._totals["requests"] += 1
@@ -269,6 +277,7 @@ class LiveStats:
                 "totals": {**self._totals, "ctr": _ratio(self._totals["clicks"], self._totals["impressions"])},
                 "auc": {"value": _num(self._auc), "n": min(self._fin_count, len(self._fin_scores))},
                 "pending_requests": len(self._pending),
+                "recent_users": list(dict.fromkeys(reversed(self._recent_users)))[:10],  # newest first
                 "model": self._model_summary,
             }
         imps, clicks = counts["impressions"], counts["clicks"]

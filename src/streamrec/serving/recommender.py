@@ -231,7 +231,7 @@ class Recommender:
         if not len(candidates):
             timings = {"retrieve": t1 - t0, "features": 0.0, "rank": 0.0, "log": 0.0}
             self._observe(timings, candidates, [])
-            self.live.observe_request(request_id, [], t1 - t0)
+            self.live.observe_request(request_id, [], t1 - t0, user)
             return Recommendation(request_id, [], timings, 0)
         features = self.plan.fetch(self.profiles, user, candidates.items, now)
         t2 = time.perf_counter()
@@ -243,7 +243,7 @@ class Recommender:
         t4 = time.perf_counter()
         timings = {"retrieve": t1 - t0, "features": t2 - t1, "rank": t3 - t2, "log": t4 - t3}
         self._observe(timings, candidates, items)
-        self.live.observe_request(request_id, items, t4 - t0)
+        self.live.observe_request(request_id, items, t4 - t0, user)
         return Recommendation(request_id, items, timings, len(candidates))
 
     def score(self, features: FeatureSet) -> np.ndarray:

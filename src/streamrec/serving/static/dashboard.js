@@ -19,6 +19,7 @@
   let token = sessionStorage.getItem(TOKEN_KEY) || "";
   let config = null;
   let timer = null;
+  let lastUsers = "";
 
   const fromHash = /(?:^#|&)token=([^&]*)/.exec(location.hash);
   if (fromHash) {
@@ -282,6 +283,12 @@
     $("status").textContent =
       `${stats.totals.requests} requests · ${stats.totals.impressions} impressions · ` +
       `${stats.totals.clicks} clicks · updated ${new Date(stats.now * 1000).toLocaleTimeString()}`;
+    const users = (stats.recent_users || []).join("\n");
+    if (users !== lastUsers) {  // the users of recent requests, offered in the two forms
+      lastUsers = users;
+      $("recent-users").replaceChildren(...stats.recent_users.map((u) => el("option", { value: u })));
+      $("recent-entities").replaceChildren(...stats.recent_users.map((u) => el("option", { value: "user:" + u })));
+    }
     document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes || 0) + 1);
   }
 
@@ -365,8 +372,8 @@
     try {
       const rec = await api("/v1/recommendations?" + params.toString());
       const timings = Object.entries(rec.timings_ms).map(([k, v]) => `${k} ${v.toFixed(1)} ms`).join(" · ");
+      out.append(el("p", { class: "muted" }, `request ${rec.request_id} · ${rec.candidates} candidates · ${timings}`));
       const table = el("table", { id: "tryout-table" },
-        el("caption", {}, el("small", {}, `request ${rec.request_id} · ${rec.candidates} candidates · ${timings}`)),
         el("tr", {}, el("th", {}, "#"), el("th", {}, "item"), el("th", {}, "score"), el("th", {}, "source")));
       rec.items.forEach((item, i) => {
         table.append(el("tr", { class: "rec" }, el("td", {}, i + 1), el("td", {}, item.item),
