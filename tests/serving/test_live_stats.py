@@ -4,6 +4,8 @@ impressions, numpy.percentile over the same latencies, and a set model of a serv
 from __future__ import annotations
 
 import random
+import threading
+import time
 from collections import deque
 from types import SimpleNamespace
 
@@ -300,3 +302,41 @@ def test_recent_users_are_distinct_newest_first_and_at_most_ten():
         live.observe_request(f"r{i}", [], 0.01, user=f"u{i}")
     live.observe_request("anonymous", [], 0.01)
     assert live.snapshot()["recent_users"] == ["u3", *[f"u{i}" for i in range(24, 15, -1)]]
+
+
+def test_concurrent_requests_actions_reads_and_model_updates_lose_nothing():
+    tables = ServingCollection({"item": 2})
+    model = SimpleNamespace(version=1, examples_seen=0, error=None, tables=tables, applied=deque(maxlen=50))
+    live = LiveStats(bucket_s=0.01, horizon_s=600.0, click_window_s=1.5, model=lambda: model)  # wall clock
+    n_threads, n_requests = 4, 300
+    errors: list[BaseException] = []
+
+    def serve(t: int) -> None:
+        try:
+            for i in range(n_requests):
+                rid = f"{t}-{i}"
+                live.observe_request(rid, [("a", 0.9, "s"), ("b", 0.1, "s")], 0.001, user=f"u{t}")
+                live.observe_actions([{"request_id": rid, "item": "a", "action": "click"}])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    def churn() -> None:
+        for v in range(200):
+            tables.apply(_delta("item", [v]))
+            model.applied.append(AppliedUpdate("sparse", v + 2, 0, 10, 0.01, 0.01))
+            live.snapshot(seconds=1)
+
+    threads = [threading.Thread(target=serve, args=(t,)) for t in range(n_threads)] + [threading.Thread(target=churn)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    time.sleep(1.6)  # every click window has passed
+    s = live.snapshot(seconds=600)
+    total = n_threads * n_requests
+    assert s["totals"]["requests"] == total and sum(s["series"]["requests"]) == total
+    assert s["totals"]["impressions"] == 2 * total == sum(s["series"]["impressions"])
+    assert s["totals"]["clicks"] == total == sum(s["series"]["clicks"])  # each "a" clicked at once
+    assert s["auc"]["value"] == 1.0 and s["model"]["rows"] == {"item": 200}
+    assert sum(s["series"]["admitted"]) <= 200 and s["pending_requests"] == 0
