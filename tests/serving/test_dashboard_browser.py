@@ -170,10 +170,10 @@ def test_the_dashboard_in_headless_chromium_loads_updates_looks_up_and_tries_out
                 page.wait_for_function(
                     """() => {
                       const d = (id) => document.getElementById(id).dataset;
-                      const last = (id) => JSON.parse(d(id).last || "[]");
-                      return last("chart-qps")[0] > 0 && last("chart-latency")[1] > 0 && last("chart-ctr")[0] > 0
+                      const most = (id) => JSON.parse(d(id).max || "[]");
+                      return most("chart-qps")[0] > 0 && most("chart-latency")[1] > 0 && most("chart-ctr")[0] > 0
                         && Number(d("chart-auc").points) > 0 && Number(d("chart-lag").points) > 0
-                        && last("chart-table")[1] > 0;
+                        && most("chart-table")[1] > 0 && most("chart-table")[2] > 0;
                     }""",
                     timeout=15_000,
                 )

@@ -4,7 +4,7 @@
 // Why it is written this way: no framework and no chart library, because `streamrec serve` must
 // work offline and ship as package data; one small line/bar/dot chart function covers the six
 // charts. After each successful refresh the page sets `data-refreshes` on <body> and, on each
-// canvas, `data-points` (values drawn) and `data-last` (the last value of each series), so a
+// canvas, `data-points` (values drawn), `data-last` and `data-max` (per series), so a
 // headless browser test can see the charts move without reading pixels.
 //
 // Token: the page itself is served without one. A data route answering 401 shows the token bar;
@@ -168,6 +168,7 @@
 
     let points = 0;
     const last = [];
+    const most = [];
     const bars = spec.series.filter((s) => s.kind === "bar");
     const slot = n > 1 ? (box.right - box.left) / (n - 1) : 8;
     spec.series.forEach((s, k) => {
@@ -211,6 +212,7 @@
         }
       }
       last.push(lastValue);
+      most.push(s.values.reduce((m, v) => (v !== null && v !== undefined && (m === null || v > m) ? v : m), null));
     });
 
     // legend with the last value of each series
@@ -227,6 +229,7 @@
     });
     canvas.dataset.points = String(points);
     canvas.dataset.last = JSON.stringify(last);
+    canvas.dataset.max = JSON.stringify(most);
   }
 
   function render(stats) {
