@@ -31,6 +31,7 @@ __all__ = [
     "answer",
     "plan_feature",
     "reduce_values",
+    "single_number",
     "window_aggregate",
     "window_seconds",
 ]
@@ -212,6 +213,11 @@ class FeaturePlan:
         """Whether the answer needs per-value reduces (top-k or a value filter)."""
         return self.top_k > 0 or self.values is not None
 
+    @property
+    def single(self) -> bool:
+        """Whether the answer is one number over the whole window (:func:`single_number`)."""
+        return not self.per_value and len(self.columns) == 1
+
     def window_start(self, now: float) -> int:
         start = self.since if self.since is not None else now - self.seconds
         return self.spec.plan.window_start(start, now)
@@ -304,6 +310,16 @@ def answer(plan: FeaturePlan, sw: SlotWindows, w: int, snap: int) -> FeatureResu
             return FeatureResult(None, [[_ratio(row[plan.num], row[plan.den], plan.alpha, plan.beta)]])
         return FeatureResult(None, [[row[c] for c in plan.col_list]])
     return _top(plan, sw, snap, sw.present[snap])
+
+
+def single_number(plan: FeaturePlan, sw: SlotWindows, w: int) -> float:
+    """The number of a :attr:`FeaturePlan.single` feature: what :func:`answer` holds in ``data[0][0]``."""
+    if plan.agg == "distinct":
+        return float(sw.distinct[w])
+    row = sw.rows[w]
+    if plan.agg == "ratio":
+        return _ratio(row[plan.num], row[plan.den], plan.alpha, plan.beta)
+    return row[plan.col_list[0]]
 
 
 def _filter_mask(values: list[str], sw: SlotWindows) -> np.ndarray:

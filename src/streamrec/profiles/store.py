@@ -25,6 +25,7 @@ Time: the store's clock is wall time, or with ``clock = "event"`` the latest eve
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -40,7 +41,7 @@ from streamrec.errors import InvalidInputError, StreamrecError
 from streamrec.profiles.config import ProfilesConfig, profiles_config
 from streamrec.profiles.events import EntityKeyer, SlotRows, build_specs, events_to_rows
 from streamrec.profiles.profile import Profile, ProfileBlob, SlotData, blob_arrays, slot_to_blob
-from streamrec.profiles.query import FeaturePlan, SlotWindows, WindowPlan, answer, plan_feature
+from streamrec.profiles.query import FeaturePlan, SlotWindows, WindowPlan, answer, plan_feature, single_number
 from streamrec.profiles.slices import merge_rows
 from streamrec.profiles.storage import ProfileStorage
 from streamrec.profiles.types import Feature, FeatureQuery, FeatureResult, QueryResult, SqlResult, WriteResult
@@ -544,8 +545,13 @@ class ProfileStore:
         # query and shared by every (entity, window) without rows: a slot of another entity type
         # (a user feature asked of an item, in the recommender's one query over user + candidates),
         # an entity never seen, a short window of a quiet item. Answering them one by one made such
-        # a query cost 2.7 of two entity-typed ones, and every answer is a few lists for the GC.
+        # a query cost 2.7 of two entity-typed ones.
+        # Likewise a one-number answer is shared by the entities with the same number (counts are
+        # mostly small integers): every answer is two lists that live until the query's result
+        # dies, so they are promoted through the GC's generations, and they are what triggered the
+        # full collections that made the recommender's p99 (``streamrec bench serving``).
         empty: dict[int, list[FeatureResult]] = {}
+        same: list[dict[float, FeatureResult] | None] = [{} if p.single else None for p in plans]
         for key in keys:
             profile = self._get(key, create=False)
             row: list[Any] = [None] * nplans
@@ -562,7 +568,19 @@ class ProfileStore:
                 sw = SlotWindows(slot, specs[si], wp, now)
                 rows_in = sw.distinct.tolist()  # 0 distinct values = no row in the window
                 for (j, w, snap), res in zip(items, answers, strict=True):
-                    row[j] = answer(plans[j], sw, w, snap) if rows_in[w] else res
+                    if rows_in[w]:
+                        shared = same[j]
+                        if shared is None:
+                            res = answer(plans[j], sw, w, snap)
+                        else:
+                            x = single_number(plans[j], sw, w)
+                            if x == 0.0 and math.copysign(1.0, x) < 0:  # -0.0 would find 0.0's answer
+                                res = FeatureResult(None, [[x]])
+                            else:
+                                res = shared.get(x)  # a NaN never finds one (another object each time)
+                                if res is None:
+                                    res = shared[x] = FeatureResult(None, [[x]])
+                    row[j] = res
             results.append(row)
         return QueryResult(
             names=[p.name for p in plans],
