@@ -9,7 +9,10 @@ retention and truncates (``slices.py``). Merged slots are new arrays swapped in 
 take no lock and never see half a merge.
 
 Read path: ``query`` resolves each feature once (cached), groups features by slot and window, and
-per (entity, slot) runs one kernel pass for all its windows (``query.py``).
+per (entity, slot) runs one kernel pass for all its windows (``query.py``). Answers that depend
+only on the feature (a window without rows: another entity type's slot, an unseen entity) or on
+one number are built once per query and shared, so a query over a user and 500 items costs what
+two entity-typed queries cost and leaves little for the garbage collector.
 
 Cache and storage: the read table is an LRU map entity key -> :class:`Profile`. Every
 ``flush_interval`` (and at ``flush``/``close``) the dirty profiles are serialized (msgspec +
