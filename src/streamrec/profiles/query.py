@@ -146,6 +146,7 @@ class FeaturePlan:
         "num",
         "seconds",
         "since",
+        "single",
         "spec",
         "top_k",
         "values",
@@ -201,6 +202,8 @@ class FeaturePlan:
         else:
             raise InvalidInputError("agg", self.agg, "expected 'counters', 'ratio' or 'distinct'")
         self.col_list: list[int] = self.cols.tolist()
+        # One number over the whole window (:func:`single_number`): entities may share the answer.
+        self.single = feature.top_k == 0 and feature.values is None and len(self.columns) == 1
         by = feature.by or default_by
         if by == "ratio" and self.agg == "ratio":
             self.by = -1
@@ -212,11 +215,6 @@ class FeaturePlan:
     def per_value(self) -> bool:
         """Whether the answer needs per-value reduces (top-k or a value filter)."""
         return self.top_k > 0 or self.values is not None
-
-    @property
-    def single(self) -> bool:
-        """Whether the answer is one number over the whole window (:func:`single_number`)."""
-        return not self.per_value and len(self.columns) == 1
 
     def window_start(self, now: float) -> int:
         start = self.since if self.since is not None else now - self.seconds

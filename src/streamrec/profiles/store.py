@@ -553,36 +553,50 @@ class ProfileStore:
         # mostly small integers): every answer is two lists that live until the query's result
         # dies, so they are promoted through the GC's generations, and they are what triggered the
         # full collections that made the recommender's p99 (``streamrec bench serving``).
+        # A one-entity query has nothing to share: it answers each feature directly (as fast as before).
         empty: dict[int, list[FeatureResult]] = {}
-        same: list[dict[float, FeatureResult] | None] = [{} if p.single else None for p in plans]
+        same: dict[int, dict[float, FeatureResult]] = {}  # feature -> its one-number answers so far
+        share = len(keys) > 1  # one entity has nobody to share with
+
+        def empty_answers(si: int, wp: WindowPlan, items: list[tuple[int, int, int]]) -> list[FeatureResult]:
+            answers = empty.get(si)
+            if answers is None:  # built at the first entity that needs them
+                sw = SlotWindows(None, specs[si], wp, now)
+                answers = empty[si] = [answer(plans[j], sw, w, snap) for j, w, snap in items]
+            return answers
+
         for key in keys:
             profile = self._get(key, create=False)
             row: list[Any] = [None] * nplans
             for si, wp, items in slot_plans:
-                answers = empty.get(si)
-                if answers is None:
-                    sw = SlotWindows(None, specs[si], wp, now)
-                    answers = empty[si] = [answer(plans[j], sw, w, snap) for j, w, snap in items]
                 slot = profile.slots[si] if profile is not None else None
                 if slot is None or slot.starts.shape[0] == 0:
-                    for (j, _, _), res in zip(items, answers, strict=True):
+                    for (j, _, _), res in zip(items, empty_answers(si, wp, items), strict=True):
                         row[j] = res
                     continue
                 sw = SlotWindows(slot, specs[si], wp, now)
                 rows_in = sw.distinct.tolist()  # 0 distinct values = no row in the window
-                for (j, w, snap), res in zip(items, answers, strict=True):
-                    if rows_in[w]:
-                        shared = same[j]
-                        if shared is None:
-                            res = answer(plans[j], sw, w, snap)
-                        else:
-                            x = single_number(plans[j], sw, w)
-                            if x == 0.0 and math.copysign(1.0, x) < 0:  # -0.0 would find 0.0's answer
-                                res = FeatureResult(None, [[x]])
-                            else:
-                                res = shared.get(x)  # a NaN never finds one (another object each time)
-                                if res is None:
-                                    res = shared[x] = FeatureResult(None, [[x]])
+                for n, (j, w, snap) in enumerate(items):
+                    plan = plans[j]
+                    if not share:
+                        row[j] = answer(plan, sw, w, snap)
+                        continue
+                    if not rows_in[w]:
+                        row[j] = empty_answers(si, wp, items)[n]
+                        continue
+                    if not plan.single:
+                        row[j] = answer(plan, sw, w, snap)
+                        continue
+                    x = single_number(plan, sw, w)
+                    if x == 0.0 and math.copysign(1.0, x) < 0:  # -0.0 would find 0.0's answer
+                        row[j] = FeatureResult(None, [[x]])
+                        continue
+                    shared = same.get(j)
+                    if shared is None:
+                        shared = same[j] = {}
+                    res = shared.get(x)  # a NaN never finds one (another object each time)
+                    if res is None:
+                        res = shared[x] = FeatureResult(None, [[x]])
                     row[j] = res
             results.append(row)
         return QueryResult(
