@@ -1,36 +1,39 @@
 """``streamrec bench serving``: the latency of one recommendation, stage by stage, in process and over HTTP.
 
 Setup (reproducible from ``seed``): generated history written into an embedded profile store with
-the serving slots — users act with Zipf-Mandelbrot weights, items are picked by Zipf popularity
-and carry one of ``categories`` categories; every exposure is a ``show``, some are clicked (with
-a dwell time) or liked; times are spread over the last ``days`` days before ``now``. The feature
-plan is :func:`~streamrec.serving.default_plan` over seven windows (5m 1h 6h 1d 3d 7d 30d): 102
-dense columns + 4 sparse slots = 106 model features, 100 profile features per query (the default
-4-window plan has 64 features, under the issue's 100). Retrieval quotas sum to 500 (co-engaged
-150, popular 250 over 7 days, fresh 100) and requests are drawn, by activity, from the users
-whose retrieval fills every quota, so each request ranks exactly 500 candidates. The ranker is
-a DeepFM over the plan (embeddings dim 16, hidden 64-32) trained for one pass over examples
-built with the same plan, then served from a trainer snapshot as a deployment does.
+the serving slots: users act with Zipf-Mandelbrot weights, items are picked by Zipf popularity and
+carry one of ``categories`` categories (each user clicks two of them more); every exposure is a
+``show``, some are clicked (with a dwell time) or liked; times spread over the last ``days`` days
+before ``NOW``. The feature plan is :func:`~streamrec.serving.default_plan` over seven windows
+(5m 1h 6h 1d 3d 7d 30d): 102 dense columns + 4 sparse slots = 106 model features, 100 profile
+features per query (the default 4-window plan has 64, under the issue's 100). Retrieval quotas sum
+to 500 (co-engaged 100, popular 300 over 7 days, fresh 100) and requests are drawn from the users
+whose retrieval fills every quota, so each request ranks exactly 500 candidates. The ranker is a
+DeepFM over the plan (embeddings dim 16, hidden 64-32) trained one pass over examples built with
+the same plan, then served from a trainer snapshot as a deployment does (its scores do not matter
+for latency).
 
 What is measured, in this process:
 
-* **in process**: :meth:`Recommender.recommend` single-threaded (p50/p99, QPS), the stage split
-  from ``Recommendation.timings``, and QPS with ``threads`` concurrent callers;
+* **in process**: :meth:`Recommender.recommend` one request at a time (p50/p99, mean, QPS), the
+  stage split from ``Recommendation.timings``, and QPS with ``threads`` concurrent callers;
 * **HTTP**: the real app (:func:`~streamrec.serving.api.create_app`) under uvicorn in a thread of
-  this process, ``GET /v1/recommendations`` with httpx, one client at a time and ``threads`` at a
-  time. The client shares the process (and the GIL) with the server, so this is a pessimistic
-  view of the HTTP overhead; ``in_process_vs_http`` is that overhead as a ratio.
+  this process, ``GET /v1/recommendations`` with httpx, one caller at a time and ``threads`` at a
+  time. The client shares the process (and the GIL) with the server, so the HTTP overhead shown is
+  pessimistic;
+* **the garbage collector**: full (generation 2) collections and their pauses during the
+  in-process requests, and the same requests again after ``gc.freeze()``: the tail that is left
+  once collections stop walking every object of the process.
 
-Baselines, side by side in the same process (alternating, same requests):
+Baselines, side by side in the same process (same requests, rotating order, GC frozen so that a
+collection does not land on one contender by luck):
 
 * ``features_vs_per_entity``: the feature stage (:meth:`FeaturePlan.fetch`, one batched profile
-  query) against the naive way: one profile query per entity (the user with its features, then
-  each candidate with the item features) — the N+1 pattern. Both produce the same FeatureSet
-  (checked before timing).
+  query) against one profile query per entity (the user with its features, then each candidate
+  with the item features): the N+1 way. All contenders' FeatureSets are checked equal first.
 * ``one_query_vs_two_queries``: the plan's one query over user + candidates against two
-  entity-typed queries (user features of the user; item features of the items). Before the
-  store answered only the features of an entity's own type this ratio was about 2.7; it is the
-  regression guard for that fix (``docs/serving.md``).
+  entity-typed queries (user features of the user; item features of the items). Before the store
+  shared the answers of empty windows it was 2-2.7; it guards that fix (``docs/serving.md``).
 
 Absolute numbers on a shared 2-core machine are noise; ratios measured side by side are the result.
 Torch runs on one intra-op thread.
@@ -53,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["QUICK", "Scale", "build_world", "run_benchmark"]
+__all__ = ["QUICK", "Scale", "build_world", "fetch_split", "generate_events", "run_benchmark"]
 
 WINDOWS = ("5m", "1h", "6h", "1d", "3d", "7d", "30d")
 QUOTAS = {"co_engaged": 100, "popular": 300, "fresh": 100}
@@ -214,7 +217,7 @@ def build_world(scale: Scale, folder: Path, seed: int = 0, progress: Callable[[s
     total = sum(QUOTAS.values())
     users = [u for u in ranked if len(retriever.retrieve(u, NOW)) == total]
     if not users:
-        raise RuntimeError(f"no user's retrieval yields {total} candidates; grow the world (--users/--items)")
+        raise RuntimeError(f"no user's retrieval yields {total} candidates; grow Scale.events or Scale.items")
     progress("training the DeepFM")
     model = _train_model(client, plan, retriever, users[: scale.train_users], folder, seed)
     log = open_log(f"sqlite://{folder.resolve()}/log.db")
