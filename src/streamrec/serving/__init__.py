@@ -6,6 +6,7 @@ and what is logged.
 """
 
 from streamrec.serving.features import DenseFeature, FeaturePlan, FeatureSet, SparseFeature, default_plan, stable_id
+from streamrec.serving.live import LiveStats
 from streamrec.serving.recommender import Recommendation, Recommender, RecommenderConfig, RecordResult, top_k
 from streamrec.serving.retrieval import Candidates, RetrievalConfig, Retriever, merge_candidates
 from streamrec.serving.slots import SERVING_SLOTS, serving_profiles_config, stamp
@@ -16,6 +17,7 @@ __all__ = [
     "DenseFeature",
     "FeaturePlan",
     "FeatureSet",
+    "LiveStats",
     "Recommendation",
     "Recommender",
     "RecommenderConfig",

@@ -9,6 +9,7 @@ events is a decision, not a default. Heavy imports stay inside the command.
 
 from __future__ import annotations
 
+import gc
 import os
 
 import typer
@@ -45,7 +46,10 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             None, "--config", help="TOML file with \\[profiles] and \\[serving] sections."
         ),
         token: str | None = typer.Option(
-            None, "--token", envvar="STREAMREC_TOKEN", help="Bearer token required on every route but /healthz."
+            None,
+            "--token",
+            envvar="STREAMREC_TOKEN",
+            help="Bearer token required on every route but /healthz and the dashboard's page and script.",
         ),
         sample_rate: float | None = typer.Option(
             None, "--sample-rate", help="Negative sampling rate the model was trained with (score correction)."
@@ -87,9 +91,18 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             if follow:
                 model.follow(event_log)
         recommender = Recommender(client, event_log, model, rcfg, write_profiles=embedded)
-        typer.echo(f"streamrec serve: http://{host}:{port} (docs at /docs){' [token required]' if token else ''}")
+        api = create_app(recommender, token=token)
+        # Everything alive now (torch, numba, the model, the profile cache so far) is long-lived: moved out
+        # of the collector's view, a full collection walks only what requests leave behind. Full
+        # collections over the whole heap were the recommender's p99 (docs/serving.md, latency).
+        gc.collect()
+        gc.freeze()
+        base = f"http://{host}:{port}"
+        typer.echo(f"streamrec serve: {base} (dashboard at {base}/, API docs at {base}/docs)")
+        if token:
+            typer.echo("  token required: the dashboard asks for it once, or open it as /#token=<token>")
         try:
-            uvicorn.run(create_app(recommender, token=token), host=host, port=port, log_level="warning")
+            uvicorn.run(api, host=host, port=port, log_level="warning")
         finally:
             if model is not None and follow:
                 model.stop()
