@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from streamrec.embedding import EmbeddingTable, SlotConfig, Zeros
-from streamrec.embedding.cuckoo import PARALLEL_MIN, CuckooIndex
+from streamrec.embedding.cuckoo import PARALLEL_MIN, CuckooIndex, aligned_full
+from streamrec.embedding.serving import ServingTable
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 EXTREMES = [INT64_MIN, INT64_MIN + 1, -1, 0, 1, INT64_MAX - 1, INT64_MAX]
@@ -183,3 +184,31 @@ def test_gather_returns_each_ids_row_or_the_default_for_every_batch_size(n):
     model = {int(k): r for r, k in enumerate(stored)}
     expected = np.stack([weights[model[i]] if i in model else default for i in ids.tolist()] or [default])[:n]
     assert np.array_equal(index.gather(ids, weights, default), expected)
+
+
+def _line_offset(array: np.ndarray) -> int:
+    return array.ctypes.data % 64
+
+
+@pytest.mark.parametrize("shape,fill,dtype", [(7, -1, np.int64), ((1000, 16), 0.5, np.float32), ((3, 5), 0, np.uint8)])
+def test_aligned_full_starts_a_cache_line_and_holds_the_fill(shape, fill, dtype):
+    array = aligned_full(shape, fill, dtype)
+    assert _line_offset(array) == 0
+    assert array.flags.c_contiguous and array.dtype == np.dtype(dtype)
+    assert np.array_equal(array, np.full(shape, fill, dtype=dtype))
+
+
+def test_rows_stay_on_cache_lines_through_growth_restore_and_replicas():
+    # A 64-byte row (dim 16) straddling two lines costs a second cache miss per lookup.
+    table = EmbeddingTable("item", SlotConfig(dim=16, capacity=8, initializer=Zeros()))  # Adagrad: a state array
+    ids = np.arange(-500, 500, dtype=np.int64) * (2**40)
+    table.admit(ids, now=1)  # grows the rows several times
+    arrays = [table._weights, *table._state.values(), table.index.keys]
+    assert all(_line_offset(a) == 0 for a in arrays)
+    restored = EmbeddingTable.from_state_arrays("item", table.config, 0, table.state_arrays())
+    assert all(_line_offset(a) == 0 for a in [restored._weights, *restored._state.values(), restored.index.keys])
+    assert np.array_equal(restored.lookup(ids), table.lookup(ids))
+    replica = ServingTable("item", dim=16, capacity=4)
+    replica.apply(table.export_delta())  # grows the replica's rows
+    assert _line_offset(replica._weights) == 0 and _line_offset(replica.index.keys) == 0
+    assert np.array_equal(replica.lookup(ids), table.lookup(ids))

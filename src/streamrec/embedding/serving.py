@@ -27,7 +27,7 @@ from contextlib import contextmanager
 import numpy as np
 from numba import njit
 
-from streamrec.embedding.cuckoo import CuckooIndex, find_position, insert_new, row_at
+from streamrec.embedding.cuckoo import CuckooIndex, aligned_full, find_position, insert_new, row_at
 from streamrec.embedding.delta import CollectionDelta, TableDelta
 from streamrec.embedding.table import as_ids, take_row
 from streamrec.errors import InvalidInputError, UnknownSlotError
@@ -120,7 +120,7 @@ class ServingTable:
         self.dim = dim
         self.default = np.zeros(dim, dtype=np.float32)
         self.index = CuckooIndex(capacity, seed=seed)
-        self._weights = np.zeros((capacity, dim), dtype=np.float32)
+        self._weights = aligned_full((capacity, dim), 0, np.float32)
         self._free = np.empty(0, dtype=np.int32)
         self._alloc = np.array([0, 0, capacity, 0], dtype=np.int64)
         self.lock = RWLock()
@@ -194,7 +194,7 @@ class ServingTable:
                 return
             if status == _NEED_ROWS:
                 capacity = max(int(self._alloc[2] * 1.5) + 16, int(self._alloc[2]) + stop - i)
-                weights = np.zeros((capacity, self.dim), dtype=np.float32)
+                weights = aligned_full((capacity, self.dim), 0, np.float32)
                 weights[: int(self._alloc[1])] = self._weights[: int(self._alloc[1])]
                 self._weights = weights
                 self._alloc[2] = capacity

@@ -37,6 +37,7 @@ from streamrec.embedding.cuckoo import (
     BUCKET,
     STRIDE,
     CuckooIndex,
+    aligned_full,
     find_position,
     insert_new,
     py_mix64,
@@ -220,9 +221,9 @@ class EmbeddingTable:
         self.stats = TableStats()
         self._init = initializer_params(config.initializer)
         capacity = config.capacity
-        self._weights = np.zeros((capacity, self.dim), dtype=np.float32)
+        self._weights = aligned_full((capacity, self.dim), 0, np.float32)
         self._state = {
-            name: np.full((capacity, self.dim), self.optimizer.initial_state(name), dtype=np.float32)
+            name: aligned_full((capacity, self.dim), self.optimizer.initial_state(name), np.float32)
             for name in self.optimizer.state_names
         }
         self._last_update = np.zeros(capacity, dtype=np.uint32)
@@ -408,7 +409,7 @@ class EmbeddingTable:
         used = int(self._alloc[1])
 
         def grown(array: np.ndarray, fill: float = 0) -> np.ndarray:
-            new = np.full((capacity, *array.shape[1:]), fill, dtype=array.dtype)
+            new = aligned_full((capacity, *array.shape[1:]), fill, array.dtype)
             new[:used] = array[:used]
             return new
 
@@ -461,7 +462,7 @@ class EmbeddingTable:
 
         def restored(name: str, dtype: type, fill: float = 0, dim: int | None = None) -> np.ndarray:
             shape = (capacity,) if dim is None else (capacity, dim)
-            out = np.full(shape, fill, dtype=dtype)
+            out = aligned_full(shape, fill, dtype)
             out[:used] = arrays[name]
             return out
 
