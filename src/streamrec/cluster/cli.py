@@ -1,4 +1,5 @@
-"""``streamrec cluster up``: the launcher of cluster mode, in the foreground.
+"""``streamrec cluster up``, the launcher of cluster mode in the foreground, and ``cluster status`` /
+``cluster down`` to look at it and stop it from another terminal (``control.py``).
 
 The command is a shell over :class:`streamrec.cluster.Cluster`: build the config from the options,
 start everything, print a table of processes (or one JSON object with ``--json``, for a machine),
@@ -93,6 +94,69 @@ def up(
     console.print("cluster: stopped")
 
 
+@cluster_app.command("status")
+def status_command(
+    directory: Path = typer.Option(Path("streamrec-cluster"), "--dir", help="The cluster's folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """What runs from --dir: each process, its health, and the consumer groups' lag.
+
+    Exit code 0 when every process runs and answers, 1 when one does not, 3 when nothing runs.
+    """
+    from streamrec.cluster.control import status
+
+    report = status(directory)
+    if as_json:
+        typer.echo(json.dumps(report))
+    elif not report["running"]:
+        typer.echo(f"cluster: nothing runs from {report['dir']}")
+    else:
+        _status_table(report)
+    if not report["running"]:
+        raise typer.Exit(3)
+    if not report["healthy"]:
+        raise typer.Exit(1)
+
+
+@cluster_app.command("down")
+def down_command(
+    directory: Path = typer.Option(Path("streamrec-cluster"), "--dir", help="The cluster's folder."),
+    timeout: float = typer.Option(120.0, "--timeout", help="Seconds to wait for every process to be gone."),
+) -> None:
+    """Stop the cluster running from --dir (as Ctrl-C in its terminal would) and wait until it is gone."""
+    from streamrec.cluster.control import down
+
+    result = down(directory, timeout)
+    if not result["was_running"]:
+        typer.echo(f"cluster: nothing runs from {directory.resolve()}")
+    else:
+        typer.echo(f"cluster: stopped after {result['stopped_after_s']:.1f} s")
+
+
+def _status_table(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"streamrec cluster in {report['dir']} (launcher pid {report['launcher_pid']})")
+    for column in ("process", "pid", "address", "state", "detail"):
+        table.add_column(column)
+    for p in report["processes"]:
+        state = "[green]ok[/]" if p["healthy"] else ("[yellow]unhealthy[/]" if p["alive"] else "[red]down[/]")
+        table.add_row(p["name"], str(p["pid"]), p["address"], state, p["detail"])
+    console.print(table)
+    lags = Table(title="consumer groups (lag = appended, not yet committed)")
+    for column in ("process", "topic", "group", "records", "lag"):
+        lags.add_column(column)
+    for row in report["lag"]:
+        if "error" in row:
+            lags.add_row("?", "", "", "", row["error"])
+        else:
+            lags.add_row(row["process"], row["topic"], row["group"], str(row["end"]), str(row["lag"]))
+    console.print(lags)
+    console.print(f"API {report['api']} · Redis {report['redis']} · up since {report['up_since']}")
+
+
 class _nothing:
     def __enter__(self) -> None:
         return None
@@ -112,8 +176,8 @@ def _table(console, cluster) -> None:  # type: ignore[no-untyped-def]
         table.add_row(child.name, str(child.pid), child.address, ready, str(child.log))
     console.print(table)
     console.print(
-        f"API {cluster.api_url} (docs at {cluster.api_url}/docs) · Redis {cluster.redis_url} · "
-        f"config {cluster.config_file}\nCtrl-C stops every process."
+        f"API {cluster.api_url} (dashboard at {cluster.api_url}/, docs at /docs) · Redis {cluster.redis_url} · "
+        f"config {cluster.config_file}\nCtrl-C (or `streamrec cluster down --dir {cluster.dir}`) stops every process."
     )
 
 

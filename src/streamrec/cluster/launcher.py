@@ -26,11 +26,15 @@ Why it is built this way:
   includes it, so a ready cluster has the whole path from events to scores live.
 * **Fail together**: if any process exits, the launcher reports which (with the tail of its log)
   and stops the rest; a half cluster that silently loses training or profiles is worse than none.
+* **Seen from outside**: once ready, the launcher writes ``run/up.json`` (its pid and every
+  process's), removed when it has stopped them; ``cluster status`` and ``cluster down`` read it
+  (``control.py``), and a second ``cluster up`` on a folder that runs is refused.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -40,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from streamrec.cluster.control import launcher_cmdline, read_running, running_file
 from streamrec.cluster.process import Child, stop_all
 from streamrec.errors import InvalidInputError, StreamrecError
 
@@ -152,6 +157,7 @@ class Cluster:
             self._start_redis()
             self._start_parts()
             self.started = True
+            self._write_running()
         except BaseException:
             self.stop()
             raise
@@ -165,6 +171,8 @@ class Cluster:
             group = [c for c in self.children if c.name in names]
             if group:
                 stop_all(group, self.config.grace_s)
+        if self.started:
+            running_file(self.dir).unlink(missing_ok=True)
 
     def check(self) -> None:
         """Raise :class:`ProcessDiedError` for the first child that has exited."""
@@ -200,6 +208,19 @@ class Cluster:
             ],
         }
 
+    def _write_running(self) -> None:
+        """``run/up.json``: this launcher and its processes, for ``cluster status`` and ``cluster down``."""
+        info = {
+            **self.endpoints(),
+            "launcher_pid": os.getpid(),
+            "launcher_cmdline": launcher_cmdline(),
+            "up_since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        path = running_file(self.dir)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info, indent=1) + "\n")
+        os.replace(tmp, path)
+
     # -- steps --------------------------------------------------------------------------------
     def _prepare(self) -> None:
         from streamrec.cluster.bootstrap import check_snapshot, cluster_config, initial_snapshot, to_toml
@@ -207,6 +228,13 @@ class Cluster:
         from streamrec.redis_server import free_port
 
         cfg = self.config
+        running = read_running(self.dir)
+        if running is not None:
+            raise InvalidInputError(
+                "dir", str(self.dir),
+                f"a cluster already runs from this folder (launcher pid {running['launcher_pid']}, "
+                f"API {running['api']}); stop it with `streamrec cluster down --dir {self.dir}`",
+            )  # fmt: skip
         for sub in ("logs", "run", "nodes"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         for stale in (self.dir / "run").iterdir():
