@@ -46,6 +46,19 @@ def running_file(directory: Path) -> Path:
     return Path(directory) / "run" / "up.json"
 
 
+def _cmdline(proc: Path) -> str:
+    """The command line of a ``/proc/<pid>`` folder, arguments joined by spaces."""
+    return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+
+
+def launcher_cmdline() -> str:
+    """This process's command line as :func:`_runs` reads it back (what ``up.json`` records)."""
+    try:
+        return _cmdline(Path("/proc/self"))
+    except OSError:  # no /proc
+        return ""
+
+
 def _runs(pid: int | None, marker: str) -> bool:
     """True if ``pid`` runs a command whose line contains ``marker`` (a reused pid does not count).
 
@@ -54,18 +67,18 @@ def _runs(pid: int | None, marker: str) -> bool:
     """
     if pid is None:
         return False
-    proc = Path(f"/proc/{pid}")
     if not Path("/proc/self").exists():
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:
-            return True
+            pass  # it exists, owned by someone else
         return True
+    proc = Path(f"/proc/{pid}")
     try:
         state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        line = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        line = _cmdline(proc)
     except (OSError, IndexError):
         return False
     return state != "Z" and marker in line
@@ -85,14 +98,6 @@ def read_running(directory: Path) -> dict[str, Any] | None:
     if not _runs(info.get("launcher_pid"), info.get("launcher_cmdline", "")):
         return None
     return info
-
-
-def launcher_cmdline() -> str:
-    """This process's command line as :func:`_runs` reads it back (what ``up.json`` records)."""
-    try:
-        return Path("/proc/self/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def _api_health(url: str) -> tuple[bool, str]:
