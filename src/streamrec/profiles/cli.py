@@ -69,6 +69,10 @@ def ingest_cmd(
     from streamrec.profiles.ingest import ingest
 
     sink = _open_sink(store, profiles, config, event_clock)
+    if profiles is None:  # a local store: its kernels compile (or load) now, not in the first batch
+        from streamrec.warmup import warm_profiles
+
+        warm_profiles(sink.cfg)
     if log.startswith("sqlite://"):  # the embedded log's folder, as `streamrec serve` does
         Path(log.removeprefix("sqlite://").split("?", 1)[0]).parent.mkdir(parents=True, exist_ok=True)
     console = Console(stderr=True)

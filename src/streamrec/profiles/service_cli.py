@@ -25,9 +25,11 @@ def serve_command(
     from streamrec.profiles.config import load_profiles_config, profiles_config
     from streamrec.profiles.service import ProfileNodeServer, serve
     from streamrec.profiles.store import ProfileStore
+    from streamrec.warmup import warm_profiles
 
     cfg = load_profiles_config(str(config)) if config is not None else profiles_config()
     store = ProfileStore(cfg, path)
+    typer.echo(f"profile node: kernels ready in {warm_profiles(cfg):.1f} s", err=True)
 
     def ready(node: ProfileNodeServer) -> None:
         info = {"address": node.address, "port": node.port, "metrics_port": node.metrics_port}

@@ -67,6 +67,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         from streamrec.serving.api import create_app
         from streamrec.serving.recommender import Recommender, RecommenderConfig
         from streamrec.serving.slots import serving_profiles_config
+        from streamrec.warmup import warm_embedding, warm_profiles
 
         torch.set_num_threads(threads)
         data = load_toml(config) if config else {}
@@ -91,6 +92,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             if follow:
                 model.follow(event_log)
         recommender = Recommender(client, event_log, model, rcfg, write_profiles=embedded)
+        # Compile (or load) the kernels now, not inside the first requests (streamrec.warmup).
+        warmed = (warm_embedding() if model is not None else 0.0) + (warm_profiles(cfg) if embedded else 0.0)
         api = create_app(recommender, token=token)
         # Everything alive now (torch, numba, the model, the profile cache so far) is long-lived: moved out
         # of the collector's view, a full collection walks only what requests leave behind. Full
@@ -98,7 +101,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         gc.collect()
         gc.freeze()
         base = f"http://{host}:{port}"
-        typer.echo(f"streamrec serve: {base} (dashboard at {base}/, API docs at {base}/docs)")
+        typer.echo(f"streamrec serve: {base} (dashboard at {base}/, API docs at {base}/docs; kernels {warmed:.1f} s)")
         if token:
             typer.echo("  token required: the dashboard asks for it once, or open it as /#token=<token>")
         try:

@@ -83,6 +83,7 @@ def run_online(
 
     from streamrec.errors import SnapshotError
     from streamrec.training.online import OnlineConfig, OnlineStats, OnlineTrainer, parse_duration
+    from streamrec.warmup import warm_embedding
 
     if not snapshot.is_file():
         raise SnapshotError(f"--snapshot: {str(snapshot)!r} does not exist (write one with `streamrec train batch`)")
@@ -99,6 +100,8 @@ def run_online(
     console = Console(stderr=True, quiet=quiet)
     online = OnlineTrainer.from_snapshot(snapshot, log, config)
     online.install_signal_handlers()
+    # Compiled (or loaded) before the first poll, so the first examples do not wait for LLVM.
+    console.print(f"train online: kernels ready in {warm_embedding():.1f} s")
 
     def line(s: OnlineStats) -> str:
         return (
