@@ -34,9 +34,7 @@ class RedisServer:
     def __init__(self, appendonly: bool = False, binary: str = "redis-server") -> None:
         self.binary = shutil.which(binary)
         if self.binary is None:
-            raise StreamrecError(
-                f"{binary} not found on PATH; install it (Debian: apt-get install redis-server)"
-            )
+            raise StreamrecError(f"{binary} not found on PATH; install it (Debian: apt-get install redis-server)")
         self.appendonly = appendonly
         self.port = 0
         self._dir: Path | None = None

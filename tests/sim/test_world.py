@@ -34,9 +34,7 @@ def test_arrivals_and_dynamics_do_not_depend_on_the_policy():
         world = World(seed=9, n_users=200)
         requests = []
         driver = InProcessDriver(world, make(world))
-        driver.run(
-            10, on_events=lambda evs, r=requests: r.extend((e.user, e.time) for e in evs if e.action == "show")
-        )
+        driver.run(10, on_events=lambda evs, r=requests: r.extend((e.user, e.time) for e in evs if e.action == "show"))
         seen.append((sorted(set(requests)), world.interests("u7"), world.n_items_total))
     assert seen[0][0] == seen[1][0]
     np.testing.assert_array_equal(seen[0][1], seen[1][1])
