@@ -37,7 +37,12 @@ def test_quick_serving_bench_reports_stages_latency_and_ratios_that_hang_togethe
     assert abs(in_process["qps"] - 1000.0 / in_process["mean_ms"]) <= 0.01 * in_process["qps"]
 
     ratios = out["ratios"]
-    assert set(ratios) >= {"features_vs_per_entity", "one_query_vs_two_queries", "http_vs_in_process_p50"}
+    assert set(ratios) >= {
+        "features_vs_per_entity",
+        "one_query_vs_two_queries",
+        "http_vs_in_process_p50",
+        "retrieve_excluding_vs_plain",
+    }
     assert all(r > 0 for r in ratios.values())
     assert out["baselines"]["repetitions"] >= 1
     assert out["gc"]["in_process"]["full_collections"] >= 0

@@ -34,3 +34,16 @@ def test_feature_plan_from_toml_dict_and_its_errors():
     with pytest.raises(ConfigError, match="context"):
         FeaturePlan.from_dict({"sparse": [], "dense": [{"name": "x", "kind": "context", "context": "moon"}]})
     assert default_plan().n_dense == 60 and len(default_plan(("1h",)).dense) == 18
+
+
+@pytest.mark.parametrize("window", ["soon", "0s", -5, True])
+def test_a_bad_exclusion_window_is_named(window):
+    with pytest.raises(ConfigError, match=r"serving\.retrieval.*exclude_clicked_window"):
+        RecommenderConfig.from_dict({"retrieval": {"exclude_clicked_window": window}})
+
+
+def test_exclusion_settings_round_trip():
+    cfg = RecommenderConfig.from_dict({"retrieval": {"exclude_clicked_window": "7d", "exclude_clicked_max": 50}})
+    assert cfg.retrieval.exclude_clicked_window == "7d" and cfg.retrieval.exclude_clicked_max == 50
+    with pytest.raises(ConfigError, match="exclude_clicked_max"):
+        RecommenderConfig.from_dict({"retrieval": {"exclude_clicked_max": 0}})

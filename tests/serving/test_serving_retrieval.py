@@ -98,3 +98,49 @@ def test_an_unknown_user_still_gets_popular_and_fresh_items(world):
     out = world.recommender().recommend("stranger", 5)
     assert len(out.items) == 5
     assert {s for _, _, s in out.items} <= {"popular", "fresh"}
+
+
+def _clicked_since(world, user: str, start: float) -> set[str]:
+    return {e.item for e in world.events if e.user == user and e.action == "click" and start <= e.time <= NOW}
+
+
+def test_exclusion_removes_the_users_clicked_items_from_every_source_and_keeps_the_quotas_full(world):
+    """Brute force: the items the user clicked in the window (ages under 2 h sit in minute slices, so
+    a 1 h window starts at ``NOW - 1h`` rounded down to the minute), removed from each source's
+    list without exclusion, which is asked for deep enough that the filtered list is not cut short."""
+    quotas = {"co_engaged": 20, "popular": 15, "fresh": 10}
+    plain = Retriever(world.client, RetrievalConfig(quotas=quotas, exclude_clicked_max=500))
+    deep = Retriever(world.client, RetrievalConfig(quotas={k: v + 100 for k, v in quotas.items()}))
+    excluding = Retriever(world.client, RetrievalConfig(quotas=quotas, exclude_clicked_window="1h"))
+    start = (NOW - 3600) // 60 * 60
+    checked = 0
+    for user in [f"u{i}" for i in range(12)]:
+        excluded = _clicked_since(world, user, start)
+        got = excluding.ranked(user, NOW)
+        everything = deep.ranked(user, NOW)
+        for name, quota in quotas.items():
+            expected = [i for i in everything[name] if i not in excluded][: 2 * quota]
+            assert got[name] == expected, (user, name)
+        assert not excluded & {i for items in got.values() for i in items}
+        if excluded and (excluded & {i for items in plain.ranked(user, NOW).values() for i in items}):
+            checked += 1  # without exclusion these users would have been shown items they clicked
+    assert checked >= 3
+
+
+def test_items_clicked_before_the_window_stay_candidates(world):
+    excluding = Retriever(world.client, RetrievalConfig(quotas={"popular": 40}, exclude_clicked_window="1h"))
+    start = (NOW - 3600) // 60 * 60
+    for user in ("u0", "u1", "u2", "u3"):
+        earlier = _clicked_since(world, user, 0.0) - _clicked_since(world, user, start)
+        popular = set(Retriever(world.client, RetrievalConfig(quotas={"popular": 40})).ranked(user, NOW)["popular"])
+        assert earlier & popular <= set(excluding.ranked(user, NOW)["popular"])
+
+
+def test_recommendations_never_include_an_excluded_item(world):
+    retrieval = RetrievalConfig(quotas={"co_engaged": 30, "popular": 30, "fresh": 20}, exclude_clicked_window="1d")
+    rec = world.recommender(retrieval=retrieval)
+    for user in ("u0", "u3", "u5", "u8"):
+        clicked = _clicked_since(world, user, 0.0)
+        out = rec.recommend(user, 20)
+        assert clicked and len(out.items) == 20
+        assert not clicked & {item for item, _, _ in out.items}

@@ -463,6 +463,7 @@ def _measure(bench: Bench, scale: Scale, seed: int, progress: Callable[[str], No
     ratios = {
         "features_vs_per_entity": base.pop("features_vs_per_entity"),
         "one_query_vs_two_queries": base.pop("one_query_vs_two_queries"),
+        "retrieve_excluding_vs_plain": base.pop("retrieve_excluding_vs_plain"),
         "http_vs_in_process_p50": http_lat["p50_ms"] / in_process["p50_ms"],
         "in_process_qps_vs_http": in_process["qps"] / http_lat["qps"],
         "p99_vs_gc_frozen": in_process["p99_ms"] / in_frozen["p99_ms"],
@@ -525,12 +526,52 @@ def _baselines(bench: Bench, users: Sequence[str]) -> dict[str, Any]:
             raise RuntimeError(f"the baselines' features differ from the plan's for user {u!r}")
     ratio = lambda a, b: statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))  # noqa: E731
     return {
+        **_exclusion(bench, users),
         "features_vs_per_entity": ratio("per_entity", "features"),
         "one_query_vs_two_queries": ratio("features", "two_queries"),
         "features_ms": 1000.0 * statistics.median(times["features"]),
         "two_queries_ms": 1000.0 * statistics.median(times["two_queries"]),
         "per_entity_ms": 1000.0 * statistics.median(times["per_entity"]),
         "repetitions": len(users),
+    }
+
+
+def _exclusion(bench: Bench, users: Sequence[str]) -> dict[str, Any]:
+    """Retrieval that drops the items the user clicked in 7 days against the same retrieval without.
+
+    Alternating per request; the cost is the extra top-k in the first query and the deeper lists
+    the sources return. Checked first: no excluded item is a candidate, and every quota still fills.
+    """
+    import msgspec
+
+    from streamrec.profiles.types import Feature, FeatureQuery
+    from streamrec.serving.retrieval import Retriever
+
+    plain = bench.recommender.retriever
+    config = msgspec.structs.replace(plain.config, exclude_clicked_window="7d")
+    excluding = Retriever(bench.client, config)
+    clicked = Feature(slot="clicked_item", window="7d", counters=("click",), top_k=config.exclude_clicked_max)
+    times: dict[str, list[float]] = {"plain": [], "excluding": []}
+    excluded_total = 0
+    for r, u in enumerate(users):
+        row = bench.client.query(FeatureQuery(features=[clicked], entities=[f"user:{u}"], now=NOW)).results[0]
+        excluded = {v for v, d in zip(row[0].values or [], row[0].data, strict=False) if d[0] > 0}
+        for name in ("plain", "excluding") if r % 2 == 0 else ("excluding", "plain"):
+            t0 = time.perf_counter()
+            got = (plain if name == "plain" else excluding).retrieve(u, NOW)
+            times[name].append(time.perf_counter() - t0)
+            if name == "excluding":
+                if excluded & set(got.items):
+                    raise RuntimeError(f"retrieval with exclusion returned an item user {u!r} clicked")
+                if len(got) != config.total:
+                    raise RuntimeError(f"retrieval with exclusion left a quota unfilled for user {u!r}")
+        excluded_total += len(excluded)
+    pairs = zip(times["excluding"], times["plain"], strict=True)
+    return {
+        "retrieve_excluding_vs_plain": statistics.median(x / y for x, y in pairs),
+        "retrieve_plain_ms": 1000.0 * statistics.median(times["plain"]),
+        "retrieve_excluding_ms": 1000.0 * statistics.median(times["excluding"]),
+        "excluded_per_user": excluded_total / max(len(users), 1),
     }
 
 
@@ -576,6 +617,11 @@ def run_benchmark(as_json: bool = False, quick: bool = False, seed: int = 0, thr
     ratios.add_row(
         "one_query_vs_two_queries", f"{r['one_query_vs_two_queries']:.2f}x",
         f"plan.fetch {b['features_ms']:.0f} ms / user + items queries {b['two_queries_ms']:.0f} ms (was 2.7x)",
+    )  # fmt: skip
+    ratios.add_row(
+        "retrieve_excluding_vs_plain", f"{r['retrieve_excluding_vs_plain']:.2f}x",
+        f"retrieval without the user's clicked items (7d, {b['excluded_per_user']:.0f} per user) "
+        f"{b['retrieve_excluding_ms']:.1f} ms / plain {b['retrieve_plain_ms']:.1f} ms",
     )  # fmt: skip
     ratios.add_row("http_vs_in_process_p50", f"{r['http_vs_in_process_p50']:.2f}x", "HTTP p50 / in-process p50")
     ratios.add_row("in_process_qps_vs_http", f"{r['in_process_qps_vs_http']:.2f}x", "one caller at a time")

@@ -54,6 +54,11 @@ class RetrievalConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     fresh_window: how far back ``first_seen`` is looked for.
     recent_window, recent_items: the user's recently clicked items that seed co-engagement.
     co_users: users per seed item; co_items: items per co-engaging user.
+    exclude_clicked_window: if set (e.g. ``"7d"``), items the user clicked within this window are
+        never candidates, from any source (the ``exclude_clicked_max`` most clicked of them; the
+        window is exact at the granularity of the profile slices, as every feature window is).
+        Off by default: where people come back to the same items (music, series, groceries) a
+        repeat is what they want.
     """
 
     quotas: dict[str, int] = msgspec.field(
@@ -67,11 +72,28 @@ class RetrievalConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     co_window: str = "7d"
     co_users: int = 30
     co_items: int = 30
+    exclude_clicked_window: str | None = None
+    exclude_clicked_max: int = 500
 
     def __post_init__(self) -> None:
+        from streamrec.config import parse_duration
+        from streamrec.errors import ConfigError
+
         for name, quota in self.quotas.items():
             if not isinstance(quota, int) or quota < 0:
                 raise ValueError(f"`quotas.{name}` must be an integer >= 0, got {quota!r}")
+        if self.exclude_clicked_window is not None:
+            try:
+                seconds = parse_duration(self.exclude_clicked_window, "exclude_clicked_window")
+            except ConfigError:
+                seconds = 0.0
+            if not seconds > 0:
+                raise ValueError(
+                    f"`exclude_clicked_window` must be a duration > 0 such as '7d' or '12h', "
+                    f"got {self.exclude_clicked_window!r}"
+                )
+        if not isinstance(self.exclude_clicked_max, int) or self.exclude_clicked_max < 1:
+            raise ValueError(f"`exclude_clicked_max` must be an integer >= 1, got {self.exclude_clicked_max!r}")
 
     @property
     def total(self) -> int:
@@ -139,6 +161,9 @@ class Retriever:
         self.extra = dict(extra or {})
         c = self.config
         q = c.quotas
+        # With exclusion on, the profile sources ask for as many more items as may be excluded, so
+        # their quotas still fill with items the user has not clicked.
+        self._pad = c.exclude_clicked_max if c.exclude_clicked_window is not None else 0
         self._first = [
             Feature(
                 slot="clicked_item", window=c.recent_window, counters=("click",), top_k=max(c.recent_items, 1),
@@ -146,13 +171,20 @@ class Retriever:
             ),
             Feature(
                 slot="catalog_items", window=c.popular_window, counters=(c.popular_by,),
-                top_k=max(2 * q.get("popular", 0), 1), name="popular",
+                top_k=max(2 * q.get("popular", 0), 1) + self._pad, name="popular",
             ),
             Feature(
                 slot="catalog_items", window=c.fresh_window, counters=("first_seen",),
-                top_k=max(2 * q.get("fresh", 0), 1), name="fresh",
+                top_k=max(2 * q.get("fresh", 0), 1) + self._pad, name="fresh",
             ),
         ]  # fmt: skip
+        if c.exclude_clicked_window is not None:
+            self._first.append(
+                Feature(
+                    slot="clicked_item", window=c.exclude_clicked_window, counters=("click",),
+                    top_k=c.exclude_clicked_max, name="exclude",
+                )
+            )  # fmt: skip
         self._users = [
             Feature(slot="item_users", window=c.co_window, counters=("click",), top_k=c.co_users, name="users")
         ]
@@ -171,16 +203,21 @@ class Retriever:
         quotas = self.config.quotas
         first = self.client.query(FeatureQuery(features=self._first, entities=[f"user:{user}", CATALOG], now=now))
         user_row, catalog_row = first.results
+        excluded = set(_values(user_row[3])) if self._pad else set()
         ranked: dict[str, list[str]] = {
             "popular": _values(catalog_row[1]),
             "fresh": _values(catalog_row[2], None),
         }
         if quotas.get("co_engaged", 0) > 0:
-            ranked["co_engaged"] = self.co_engaged(user, _values(user_row[0]), now, 2 * quotas["co_engaged"])
+            n = 2 * quotas["co_engaged"] + len(excluded)
+            ranked["co_engaged"] = self.co_engaged(user, _values(user_row[0]), now, n)
         for name, source in self.extra.items():
             if quotas.get(name, 0) > 0:
-                ranked[name] = source(user, now, 2 * quotas[name])
-        return ranked
+                ranked[name] = source(user, now, 2 * quotas[name] + len(excluded))
+        if not self._pad:
+            return ranked
+        wanted = {name: max(2 * quotas.get(name, 0), 1) for name in ranked}
+        return {name: [i for i in items if i not in excluded][: wanted[name]] for name, items in ranked.items()}
 
     def co_engaged(self, user: str, seeds: list[str], now: float, n: int) -> list[str]:
         """Items clicked by users who clicked the ``seeds``, by co-engagement weight (best first)."""
