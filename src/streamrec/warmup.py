@@ -3,12 +3,12 @@
 The embedding table and the profile store run on Numba kernels compiled on first call and cached
 next to the source (``cache=True``). On a fresh install nothing is cached yet: the first request
 to a profile node, or the first training step of an online trainer, would wait seconds for LLVM
-(measured on a 2-core machine: about 10 s for the first action to reach a node's features, 2 s
-more for the first click to reach the model's scores). A long-running service must not pay that
-inside a request, so each one calls a warm-up here before it reports ready: the work below runs
-every kernel of its path on a throwaway table or store, with the same argument types the real
-work passes, so the real work finds them compiled (or, on a warm install, loaded from the cache
-in a fraction of a second).
+(measured on a 2-core machine with the cache emptied: 10.7 s for the first action to reach a
+node's features, 3.4-4.1 s for the first click to reach the model's scores against 0.9-2 s
+warm). A long-running service must not pay that inside a request, so each one calls a warm-up
+here before it reports ready: the work below runs every kernel of its path on a throwaway table
+or store, with the same argument types the real work passes, so the real work finds them
+compiled (or, on a warm install, loaded from the cache in a fraction of a second).
 
 ``tests/test_warmup.py`` holds the property that makes this worth having: after a warm-up, a real
 training loop (train steps, growth, deltas, expiry, a serving replica) and a real profile
