@@ -45,4 +45,5 @@ def test_quick_serving_bench_reports_stages_latency_and_ratios_that_hang_togethe
     }
     assert all(r > 0 for r in ratios.values())
     assert out["baselines"]["repetitions"] >= 1
+    assert out["baselines"]["excluding_unfilled_requests"] == 0  # the bench users fill every quota either way
     assert out["gc"]["in_process"]["full_collections"] >= 0

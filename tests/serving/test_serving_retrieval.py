@@ -109,7 +109,7 @@ def test_exclusion_removes_the_users_clicked_items_from_every_source_and_keeps_t
     a 1 h window starts at ``NOW - 1h`` rounded down to the minute), removed from each source's
     list without exclusion, which is asked for deep enough that the filtered list is not cut short."""
     quotas = {"co_engaged": 20, "popular": 15, "fresh": 10}
-    plain = Retriever(world.client, RetrievalConfig(quotas=quotas, exclude_clicked_max=500))
+    plain = Retriever(world.client, RetrievalConfig(quotas=quotas))
     deep = Retriever(world.client, RetrievalConfig(quotas={k: v + 100 for k, v in quotas.items()}))
     excluding = Retriever(world.client, RetrievalConfig(quotas=quotas, exclude_clicked_window="1h"))
     start = (NOW - 3600) // 60 * 60
