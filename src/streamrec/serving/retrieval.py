@@ -164,6 +164,7 @@ class Retriever:
         # With exclusion on, the profile sources ask for as many more items as may be excluded, so
         # their quotas still fill with items the user has not clicked.
         self._pad = c.exclude_clicked_max if c.exclude_clicked_window is not None else 0
+        self._wanted = {name: max(2 * quota, 1) for name, quota in q.items()}  # each source's list length
         self._first = [
             Feature(
                 slot="clicked_item", window=c.recent_window, counters=("click",), top_k=max(c.recent_items, 1),
@@ -171,14 +172,14 @@ class Retriever:
             ),
             Feature(
                 slot="catalog_items", window=c.popular_window, counters=(c.popular_by,),
-                top_k=max(2 * q.get("popular", 0), 1) + self._pad, name="popular",
+                top_k=self._wanted.get("popular", 1) + self._pad, name="popular",
             ),
             Feature(
                 slot="catalog_items", window=c.fresh_window, counters=("first_seen",),
-                top_k=max(2 * q.get("fresh", 0), 1) + self._pad, name="fresh",
+                top_k=self._wanted.get("fresh", 1) + self._pad, name="fresh",
             ),
         ]  # fmt: skip
-        if c.exclude_clicked_window is not None:
+        if self._pad:
             self._first.append(
                 Feature(
                     slot="clicked_item", window=c.exclude_clicked_window, counters=("click",),
@@ -209,15 +210,16 @@ class Retriever:
             "fresh": _values(catalog_row[2], None),
         }
         if quotas.get("co_engaged", 0) > 0:
-            n = 2 * quotas["co_engaged"] + len(excluded)
+            n = self._wanted["co_engaged"] + len(excluded)
             ranked["co_engaged"] = self.co_engaged(user, _values(user_row[0]), now, n)
         for name, source in self.extra.items():
             if quotas.get(name, 0) > 0:
-                ranked[name] = source(user, now, 2 * quotas[name] + len(excluded))
+                ranked[name] = source(user, now, self._wanted[name] + len(excluded))
         if not self._pad:
             return ranked
-        wanted = {name: max(2 * quotas.get(name, 0), 1) for name in ranked}
-        return {name: [i for i in items if i not in excluded][: wanted[name]] for name, items in ranked.items()}
+        return {
+            name: [i for i in items if i not in excluded][: self._wanted.get(name, 1)] for name, items in ranked.items()
+        }
 
     def co_engaged(self, user: str, seeds: list[str], now: float, n: int) -> list[str]:
         """Items clicked by users who clicked the ``seeds``, by co-engagement weight (best first)."""
