@@ -14,6 +14,7 @@ __all__ = [
     "InvalidInputError",
     "LogError",
     "NonFiniteGradientError",
+    "PartitionLostError",
     "SnapshotError",
     "StreamrecError",
     "UnknownSlotError",
@@ -72,3 +73,20 @@ class SnapshotError(StreamrecError):
 
 class LogError(StreamrecError):
     """The event log backend failed or was given a bad URL or record."""
+
+
+class PartitionLostError(LogError):
+    """A consumer tried to commit partitions it no longer owns (its ownership lapsed or moved).
+
+    Nothing of that commit was written: the partitions' new owner re-reads from the last
+    committed offsets, so no offset ever moves backwards and no record is skipped.
+    """
+
+    def __init__(self, topic: str, group: str, partitions: list[int]) -> None:
+        self.topic = topic
+        self.group = group
+        self.partitions = list(partitions)
+        super().__init__(
+            f"topic {topic!r} group {group!r}: partition(s) {self.partitions} are no longer this consumer's "
+            "(ownership lapsed or moved); nothing committed"
+        )
