@@ -102,7 +102,20 @@ class NodeMetrics:
 class _StoreCollector:
     """Exposes ``ProfileStore.stats()`` at scrape time (counters end in ``_total``, sizes are gauges)."""
 
-    _COUNTERS = ("cache_hits", "cache_misses", "evictions", "merges", "flushes", "loads", "dropped_retention")
+    _COUNTERS = (
+        "cache_hits",
+        "cache_misses",
+        "evictions",
+        "merges",
+        "flushes",
+        "loads",
+        "dropped_retention",
+        "wal_corruptions",
+        "wal_corrupt_bytes",
+        "wal_salvaged_records",
+        "wal_torn_tails",
+        "wal_torn_bytes",
+    )
 
     def __init__(self, store: ProfileStore) -> None:
         self.store = store

@@ -129,6 +129,13 @@ class ProfileStore:
                 "merges",
                 "flushes",
                 "loads",
+                # What the WAL replay at open found (see wal.py): damaged stretches moved aside
+                # and reported, good records salvaged after them, torn tails cut off.
+                "wal_corruptions",
+                "wal_corrupt_bytes",
+                "wal_salvaged_records",
+                "wal_torn_tails",
+                "wal_torn_bytes",
             ),
             0,
         )
@@ -143,7 +150,12 @@ class ProfileStore:
             self._seq = self._storage.seq()
             self._watermark = self._storage.clock()
             self._wal = WriteAheadLog(self.path / "wal", fsync=cfg.fsync)
-            self._recover()
+            try:
+                self._recover()
+            except BaseException:
+                self._wal.close()
+                self._storage.close()
+                raise
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -669,6 +681,12 @@ class ProfileStore:
                     self._watermark = max(self._watermark, float(times.max()))
             self._pending.append((batch.seq, rows, list(batch.deletes)))
             self._seq = max(self._seq, batch.seq)
+        report = self._wal.report
+        self._stats["wal_corruptions"] = report.corruptions
+        self._stats["wal_corrupt_bytes"] = report.corrupt_bytes
+        self._stats["wal_salvaged_records"] = report.salvaged
+        self._stats["wal_torn_tails"] = report.torn_tails
+        self._stats["wal_torn_bytes"] = report.torn_bytes
         self.merge()
 
     def _run(self) -> None:
