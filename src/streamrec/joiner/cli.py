@@ -23,10 +23,14 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         positive_actions: str = typer.Option(
             "click,like,share,purchase", "--positive-actions", help="Comma-separated label actions."
         ),
-        state_dir: str = typer.Option("joiner-state", "--state-dir", help="Directory of the LMDB join state."),
+        state_dir: str = typer.Option(
+            "joiner-state", "--state-dir", help="LMDB join states (p<N>/ per partition), shared by a group's joiners."
+        ),
         memory_budget: int = typer.Option(100_000, "--memory-budget", help="Waiting impressions kept in memory."),
         batch_size: int = typer.Option(1000, "--batch-size", help="Records per topic per step."),
-        group: str = typer.Option("joiner", "--group", help="Consumer group on the input topics."),
+        group: str = typer.Option(
+            "joiner", "--group", help="Consumer group on the input topics; its joiner processes share the partitions."
+        ),
         config_file: str | None = typer.Option(None, "--config", help="TOML file; its [joiner] section wins."),
         once: bool = typer.Option(False, "--once", help="Stop when both topics are read to the end."),
         drain: bool = typer.Option(False, "--drain", help="With --once: then close every window (end of input)."),
@@ -63,7 +67,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         with Joiner(log, state_dir, config, group=group) as j:
             stats = j.run(once=once, drain=drain, max_seconds=max_seconds, progress=None if as_json else progress)
         if as_json:
-            print(json.dumps(stats.as_dict(), allow_nan=False))
+            print(json.dumps({**stats.as_dict(), "partitions": j.assignment()}, allow_nan=False))
         else:
             from rich.console import Console
             from rich.table import Table
