@@ -105,11 +105,12 @@ class Membership:
     def maintain(self, *, force: bool = False) -> None:
         """Heartbeat, renew, and rebalance if the live members changed (at most once per ``interval_s``)."""
         now = time.monotonic()
+        if not self._count:  # while the topic does not exist, look for it on every call: it is one cheap read
+            self._count = self.partition_count()
+            force = force or bool(self._count)
         if not force and now < self._next_tick:
             return
         self._next_tick = now + self.interval_s
-        if not self._count:
-            self._count = self.partition_count()
         live = self.store.heartbeat(self.member, self.session_s)
         owned = sorted(self.consumer._owned)
         if owned:

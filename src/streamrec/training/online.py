@@ -13,7 +13,7 @@ do whatever is due on three wall-clock schedules:
 
 Why this order (crash semantics): the committed offset may lag the snapshot (a crash between the
 two) but never lead it. A restarted trainer loads the snapshot, opens the same consumer group,
-skips every record below the snapshot's ``examples_offset`` (already inside the model), and trains
+skips every record below the snapshot's ``examples_offsets`` (per partition; already inside the model), and trains
 on the rest: every example is trained on exactly once relative to the snapshot it restarts from;
 what was trained after the snapshot is lost with the process and trained again on replay. On
 start the trainer publishes a ``"full"`` update, so replicas that applied updates of the lost
@@ -194,7 +194,12 @@ class OnlineTrainer:
         self.snapshot_path = None if snapshot_path is None else Path(snapshot_path)
         self.extra = dict(extra or {})
         online = dict(self.extra.get("online", {}))
-        self.examples_offset = int(online.get("examples_offset", 0))  # next offset not in the model
+        # Next offset not in the model, per partition of the examples topic (a snapshot from before
+        # partitions has one number: partition 0's).
+        saved = online.get("examples_offsets")
+        if saved is None:
+            saved = {"0": online.get("examples_offset", 0)}
+        self.examples_offsets: dict[int, int] = {int(p): int(o) for p, o in saved.items()}
         self.version = int(online.get("version", 0))
         self.trained_offsets = dict(online.get("trained_offsets", {"count": 0, "sum": 0}))
         self.stats = OnlineStats(max_event_time=float(online.get("max_event_time", 0.0)))
@@ -231,7 +236,8 @@ class OnlineTrainer:
         if not self._started:
             self._start()
         envelopes = self.consumer.poll(self.config.batch_size, self.config.poll_timeout_s)
-        fresh = [e for e in envelopes if e.offset >= self.examples_offset]
+        positions = self.examples_offsets
+        fresh = [e for e in envelopes if e.offset >= positions.get(e.partition, 0)]
         self.stats.replayed_skipped += len(envelopes) - len(fresh)
         records = [e.record for e in fresh if len(e.record.dense) == self.n_dense]
         self.stats.rejected += len(fresh) - len(records)
@@ -248,7 +254,8 @@ class OnlineTrainer:
             self.stats.max_event_time = max(self.stats.max_event_time, batch.max_time)
         if fresh:
             offsets = np.fromiter((e.offset for e in fresh), dtype=np.int64, count=len(fresh))
-            self.examples_offset = int(offsets.max()) + 1
+            for envelope in fresh:  # per record, but only a dict store: offsets rise within a partition
+                positions[envelope.partition] = envelope.offset + 1
             self.trained_offsets["count"] += len(fresh)
             self.trained_offsets["sum"] += int(offsets.sum())
         self.run_due()
@@ -370,6 +377,7 @@ class OnlineTrainer:
         online = {
             "examples_topic": self.config.examples_topic,
             "examples_offset": self.examples_offset,
+            "examples_offsets": {str(p): o for p, o in sorted(self.examples_offsets.items())},
             "version": self.version,
             "updates_offset": self.log.end_offset(self.config.updates_topic),
             "trained_offsets": dict(self.trained_offsets),
@@ -380,6 +388,11 @@ class OnlineTrainer:
         self.extra["online"] = online
         self.consumer.commit()  # after the snapshot: a crash in between replays, never loses
         self.stats.snapshots += 1
+
+    @property
+    def examples_offset(self) -> int:
+        """Examples in the model: the next offset of each partition, summed (one partition: its offset)."""
+        return sum(self.examples_offsets.values())
 
     # -- helpers ----------------------------------------------------------------------------
     def _start(self) -> None:
