@@ -109,9 +109,9 @@ def _log_join(imps: list[Impression], acts: list[ActionEvent], config: JoinConfi
 
     with tempfile.TemporaryDirectory() as tmp, open_log(f"sqlite://{tmp}/log.db") as log:
         for start in range(0, len(imps), 10_000):
-            log.append("impressions", imps[start : start + 10_000])
+            log.append("impressions", imps[start : start + 10_000], key="user")
         for start in range(0, len(acts), 10_000):
-            log.append("actions", acts[start : start + 10_000])
+            log.append("actions", acts[start : start + 10_000], key="user")
         t0 = time.perf_counter()
         with Joiner(log, f"{tmp}/state", config) as joiner:
             stats = joiner.run(once=True, drain=True)

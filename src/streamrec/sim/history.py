@@ -62,7 +62,7 @@ class History:
     def append_to(self, log: Any, actions_topic: str = "actions", batch: int = 10_000) -> int:
         """Append every event to ``log`` (a :class:`~streamrec.log.EventLog`) in batches; returns the count."""
         for i in range(0, len(self.events), batch):
-            log.append(actions_topic, self.events[i : i + batch])
+            log.append(actions_topic, self.events[i : i + batch], key="user")
         return len(self.events)
 
     def to_parquet(self, path: str | Path) -> Path:
