@@ -1,6 +1,9 @@
 """Cluster mode end to end: real redis-server, two profile nodes, ingest, joiner, trainer and API as
 separate processes (``streamrec.cluster.Cluster``, what ``streamrec cluster up`` runs), no mocks.
 
+Three layouts: one lane over Redis Streams (the default), and 4 partitions read by 2 joiners and 2
+profile ingest processes, over Redis Streams and over Kafka (a real Kafka-protocol broker, Tansu).
+
 The two bars of issue 5, measured from just before the action's ``POST /v1/events``:
 
 * an action shows in that user's features (``POST /v1/features/query``) within 2 s;
@@ -30,12 +33,23 @@ def _call(url: str, body: dict[str, Any] | None = None, timeout: float = 10.0) -
         return json.loads(reply.read())
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+LAYOUTS = {
+    "redis": {},
+    "redis-4-partitions": {"partitions": 4, "joiners": 2, "ingest": 2},
+    "kafka-4-partitions": {"partitions": 4, "joiners": 2, "ingest": 2},
+}
+
+
+@pytest.fixture(scope="module", params=list(LAYOUTS))
+def cluster(request, tmp_path_factory):
     from streamrec.cluster import Cluster, ClusterConfig
 
     folder = tmp_path_factory.mktemp("cluster")
-    config = ClusterConfig(dir=folder, api_port=0, sparse_sync_interval=f"{SYNC_S:g}s", startup_timeout_s=240)
+    layout = dict(LAYOUTS[request.param])
+    if request.param.startswith("kafka"):
+        broker = request.getfixturevalue("kafka_bootstrap")
+        layout["log_url"] = f"kafka://{broker}"  # its own broker per test session: plain topic names
+    config = ClusterConfig(dir=folder, api_port=0, sparse_sync_interval=f"{SYNC_S:g}s", startup_timeout_s=240, **layout)
     cluster = Cluster(config)
     try:
         cluster.start()  # stops whatever it started if a process fails to come up
@@ -118,7 +132,7 @@ def test_a_click_shows_in_the_models_scores_within_the_sync_interval_plus_2_s(cl
     while len((rec := _call(f"{api}/v1/recommendations?user_id=bob&k=5"))["items"]) < 3:
         assert time.monotonic() < deadline, "the seeded items never became candidates"
         time.sleep(0.1)
-    log = open_log(cluster.redis_url)
+    log = open_log(cluster.log_url)
     imps = log.consumer("impressions", "e2e-probe", Impression)
     updates = log.consumer("model-updates", "e2e-replica", ModelUpdate)
     try:
@@ -187,11 +201,11 @@ def test_a_click_shows_in_the_models_scores_within_the_sync_interval_plus_2_s(cl
 def test_a_process_that_dies_is_named_and_the_rest_are_stopped(cluster):
     from streamrec.cluster import ProcessDiedError
 
-    joiner = next(c for c in cluster.children if c.name == "joiner")
+    joiner = next(c for c in cluster.children if c.name.startswith("joiner"))
     joiner.kill()
     with pytest.raises(ProcessDiedError) as info:
         cluster.supervise(poll_s=0.05)
-    assert info.value.name == "joiner" and info.value.returncode == -9
-    assert info.value.log.name == "joiner.log" and "streamrec joiner" in info.value.tail  # its log's tail
+    assert info.value.name == joiner.name and info.value.returncode == -9
+    assert info.value.log.name == f"{joiner.name}.log" and "streamrec joiner" in info.value.tail  # its log's tail
     cluster.stop()
     assert not any(c.alive() for c in cluster.children)

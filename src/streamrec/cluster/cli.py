@@ -29,6 +29,14 @@ def up(
     redis: str | None = typer.Option(
         None, "--redis", help="Redis URL (redis://host:port/db); default: start a redis-server in --dir."
     ),
+    log: str | None = typer.Option(
+        None, "--log", help="Event log URL (redis://... or kafka://host:port); default: Redis Streams on --redis."
+    ),
+    partitions: int = typer.Option(
+        1, "--partitions", min=1, max=256, help="Partitions of actions, impressions and examples (created at start)."
+    ),
+    joiners: int = typer.Option(1, "--joiners", min=1, help="Joiner processes sharing the partitions (<= partitions)."),
+    ingest: int = typer.Option(1, "--ingest", min=1, help="Profile ingest processes (<= partitions)."),
     nodes: int = typer.Option(2, "--nodes", min=1, max=64, help="Profile nodes (fixed at the first start of --dir)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface every process binds."),
     api_port: int = typer.Option(8000, "--api-port", help="Port of the HTTP API (0: any free port)."),
@@ -49,6 +57,9 @@ def up(
 ) -> None:
     """Start Redis, the profile nodes, the profile ingest, the joiner, the online trainer and the API.
 
+    With --partitions N the stream topics have N partitions, and --joiners/--ingest M start M
+    processes of each stage sharing them; --log kafka://host:port runs the loop over Kafka.
+
     Stays in the foreground: Ctrl-C or SIGTERM stops every process (SIGTERM, then SIGKILL after
     --grace); if one dies, it says which with the tail of its log, stops the rest and exits 1.
     """
@@ -58,7 +69,8 @@ def up(
 
     console = Console(stderr=True)
     cfg = ClusterConfig(
-        dir=directory, redis_url=redis, nodes=nodes, host=host, api_port=api_port,
+        dir=directory, redis_url=redis, log_url=log, partitions=partitions, joiners=joiners, ingest=ingest,
+        nodes=nodes, host=host, api_port=api_port,
         sparse_sync_interval=sparse_sync_interval, dense_sync_interval=dense_sync_interval,
         snapshot_interval=snapshot_interval, negative_rate=negative_rate, window=window, snapshot=snapshot,
         config=config, startup_timeout_s=startup_timeout, grace_s=grace,
@@ -176,7 +188,8 @@ def _table(console, cluster) -> None:  # type: ignore[no-untyped-def]
         table.add_row(child.name, str(child.pid), child.address, ready, str(child.log))
     console.print(table)
     console.print(
-        f"API {cluster.api_url} (dashboard at {cluster.api_url}/, docs at /docs) · Redis {cluster.redis_url} · "
+        f"API {cluster.api_url} (dashboard at {cluster.api_url}/, docs at /docs) · log {cluster.log_url} "
+        f"({cluster.config.partitions} partitions) · "
         f"config {cluster.config_file}\nCtrl-C (or `streamrec cluster down --dir {cluster.dir}`) stops every process."
     )
 

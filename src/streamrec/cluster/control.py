@@ -129,16 +129,19 @@ def _node_health(address: str) -> tuple[bool, str]:
     return state == "SERVING", state
 
 
-def _lags(redis_url: str) -> list[dict[str, Any]]:
+def _lags(log_url: str) -> list[dict[str, Any]]:
+    """Each consumer group's lag, in total and per partition."""
     from streamrec.log import open_log
 
     rows = []
-    log = open_log(redis_url)
+    log = open_log(log_url)
     try:
         for process, topic, group in CONSUMER_GROUPS:
-            end = log.end_offset(topic)
-            committed = log.committed(topic, group)
-            rows.append({"process": process, "topic": topic, "group": group, "end": end, "lag": end - committed})
+            ends = log.end_offsets(topic)
+            done = log.committed_offsets(topic, group)
+            lags = [end - committed for end, committed in zip(ends, done, strict=True)]
+            row = {"process": process, "topic": topic, "group": group, "end": sum(ends), "lag": sum(lags)}
+            rows.append({**row, "partition_lags": lags})
     finally:
         log.close()
     return rows
@@ -165,7 +168,7 @@ def status(directory: Path) -> dict[str, Any]:
             healthy, detail = _node_health(proc["address"])
         processes.append({**proc, "alive": alive, "healthy": healthy, "detail": detail})
     try:
-        lag = _lags(info["redis"])
+        lag = _lags(info.get("log") or info["redis"])
     except Exception as exc:
         lag = [{"error": f"{type(exc).__name__}: {exc}"}]
     return {
@@ -176,6 +179,8 @@ def status(directory: Path) -> dict[str, Any]:
         "up_since": info.get("up_since"),
         "api": info["api"],
         "redis": info["redis"],
+        "log": info.get("log") or info["redis"],
+        "partitions": info.get("partitions", 1),
         "profile_nodes": info["profile_nodes"],
         "processes": processes,
         "lag": lag,

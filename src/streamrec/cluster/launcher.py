@@ -59,7 +59,14 @@ class ClusterConfig:
     ----------
     dir: the cluster's folder (created; reused by a later start).
     redis_url: an existing Redis (``redis://host:port/db``); ``None`` starts a local
-        ``redis-server`` with its append-only file in ``dir/redis``.
+        ``redis-server`` with its append-only file in ``dir/redis`` (unless ``log_url`` names
+        another log, which then needs no Redis).
+    log_url: the event log every process uses (``redis://...`` or ``kafka://host:port``);
+        ``None``: Redis Streams on ``redis_url``.
+    partitions: partitions of ``actions``, ``impressions`` and ``examples`` (created at start;
+        a log whose topics already have another count is refused). ``model-updates`` has one.
+    joiners, ingest: processes of the joiner and of the profile ingest (each a consumer group
+        sharing the partitions; at most ``partitions`` of each do work, the rest stand by).
     nodes: number of profile nodes (fixed at the first start of ``dir``).
     host: interface every process binds.
     api_port: the HTTP API's port (0: any free port).
@@ -77,6 +84,10 @@ class ClusterConfig:
 
     dir: Path = Path("streamrec-cluster")
     redis_url: str | None = None
+    log_url: str | None = None
+    partitions: int = 1
+    joiners: int = 1
+    ingest: int = 1
     nodes: int = 2
     host: str = "127.0.0.1"
     api_port: int = 8000
@@ -105,6 +116,24 @@ class ClusterConfig:
             parse_duration(name, getattr(self, name))
         if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://")):
             raise InvalidInputError("redis_url", self.redis_url, "expected redis://host:port/db")
+        if self.log_url is not None and not self.log_url.startswith(("redis://", "rediss://", "kafka://")):
+            raise InvalidInputError("log_url", self.log_url, "expected redis://host:port/db or kafka://host:port")
+        if not 1 <= self.partitions <= 256:
+            raise InvalidInputError("partitions", self.partitions, "must be in 1..256")
+        for name in ("joiners", "ingest"):
+            count = getattr(self, name)
+            if not 1 <= count <= self.partitions:
+                raise InvalidInputError(
+                    name, count, f"must be in 1..{self.partitions} (a process beyond the partition count has no work)"
+                )
+
+        if self.redis_url is None and self.log_url is not None and self.log_url.startswith(("redis://", "rediss://")):
+            self.redis_url = self.log_url  # the log's Redis is the cluster's Redis
+
+    @property
+    def needs_redis(self) -> bool:
+        """Whether the cluster uses Redis at all (as its log)."""
+        return self.log_url is None or self.log_url.startswith(("redis://", "rediss://"))
 
 
 def _python(*args: str) -> list[str]:
@@ -134,6 +163,7 @@ class Cluster:
         self.dir = config.dir.resolve()
         self.children: list[Child] = []
         self.redis_url = ""
+        self.log_url = ""
         self.api_url = ""
         self.node_addresses: list[str] = []
         self.snapshot = self.dir / "model.snapshot.npz"
@@ -168,7 +198,7 @@ class Cluster:
         nodes = [c.name for c in self.children if c.name.startswith("node")]
         stages = [["api"], ["ingest", "joiner", "trainer"], nodes, ["redis"]]
         for names in stages:
-            group = [c for c in self.children if c.name in names]
+            group = [c for c in self.children if c.name in names or c.name.rpartition("-")[0] in names]
             if group:
                 stop_all(group, self.config.grace_s)
         if self.started:
@@ -192,6 +222,8 @@ class Cluster:
         return {
             "api": self.api_url,
             "redis": self.redis_url,
+            "log": self.log_url,
+            "partitions": self.config.partitions,
             "profile_nodes": list(self.node_addresses),
             "dir": str(self.dir),
             "config": str(self.config_file),
@@ -248,7 +280,7 @@ class Cluster:
                 "those, so resize with ProfileClient.add_node/remove_node (docs/cluster.md), not by restarting",
             )  # fmt: skip
         layout.setdefault("node_ports", [free_port() for _ in range(cfg.nodes)])
-        if cfg.redis_url is None:
+        if cfg.redis_url is None and cfg.needs_redis:
             layout.setdefault("redis_port", free_port())
         layout_path.write_text(json.dumps(layout, indent=1) + "\n")
         self.layout = layout
@@ -276,10 +308,14 @@ class Cluster:
 
     def _start_redis(self) -> None:
         cfg = self.config
+        if not cfg.needs_redis:
+            self.log_url = str(cfg.log_url)
+            return
         if cfg.redis_url is not None:
             self.redis_url = cfg.redis_url
             if not _redis_answers(self.redis_url):
                 raise StreamrecError(f"--redis {self.redis_url}: no Redis answers PING there")
+            self.log_url = cfg.log_url or self.redis_url
             return
         binary = shutil.which("redis-server")
         if binary is None:
@@ -293,6 +329,7 @@ class Cluster:
             "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "yes", "--loglevel", "warning",
         ]  # fmt: skip
         url = self.redis_url
+        self.log_url = cfg.log_url or self.redis_url
         child = Child("redis", args, self.dir / "logs" / "redis.log", lambda: _redis_answers(url), f"{cfg.host}:{port}")
         self._launch([child])
 
@@ -305,8 +342,11 @@ class Cluster:
         logs = self.dir / "logs"
         run = self.dir / "run"
         nodes = ",".join(self.node_addresses)
-        log = open_log(self.redis_url)
+        log = open_log(self.log_url)
         try:
+            for topic in ("actions", "impressions", "examples"):
+                log.create_topic(topic, partitions=cfg.partitions)  # refuses a log made with another count
+            log.create_topic("model-updates", partitions=1)  # one order of updates for every replica
             updates_before = log.end_offset("model-updates")
             version_before = int(read_meta(self.snapshot)["extra"].get("online", {}).get("version", 0))
             children = []
@@ -318,17 +358,24 @@ class Cluster:
                     "--ready-file", str(ready_file),
                 )  # fmt: skip
                 children.append(Child(f"node-{i}", args, logs / f"node-{i}.log", ready_file.exists, address))
-            ingest_ready = run / "ingest.json"
+            for i in range(cfg.ingest):
+                name = "ingest" if cfg.ingest == 1 else f"ingest-{i}"
+                ready = run / f"{name}.json"
+                args = _python(
+                    "profiles", "ingest", "--log", self.log_url, "--profiles", nodes, "--config", conf,
+                    "--ready-file", str(ready),
+                )  # fmt: skip
+                children.append(Child(name, args, logs / f"{name}.log", ready.exists))
+            for i in range(cfg.joiners):
+                name = "joiner" if cfg.joiners == 1 else f"joiner-{i}"
+                ready = run / f"{name}.json"
+                args = _python(
+                    "joiner", "--log", self.log_url, "--config", conf, "--state-dir", str(self.dir / "joiner"),
+                    "--ready-file", str(ready),
+                )  # fmt: skip
+                children.append(Child(name, args, logs / f"{name}.log", ready.exists))
             args = _python(
-                "profiles", "ingest", "--log", self.redis_url, "--profiles", nodes, "--config", conf,
-                "--ready-file", str(ingest_ready),
-            )  # fmt: skip
-            children.append(Child("ingest", args, logs / "ingest.log", ingest_ready.exists))
-            args = _python("joiner", "--log", self.redis_url, "--config", conf, "--state-dir", str(self.dir / "joiner"))
-            joiner_ready = lambda: _has_group(log, "impressions", "joiner") and _has_group(log, "actions", "joiner")  # noqa: E731
-            children.append(Child("joiner", args, logs / "joiner.log", joiner_ready))
-            args = _python(
-                "train", "online", "--log", self.redis_url, "--snapshot", str(self.snapshot),
+                "train", "online", "--log", self.log_url, "--snapshot", str(self.snapshot),
                 "--sparse-sync-interval", cfg.sparse_sync_interval, "--dense-sync-interval", cfg.dense_sync_interval,
                 "--snapshot-interval", cfg.snapshot_interval, "--threads", "1",
             )  # fmt: skip
@@ -341,7 +388,7 @@ class Cluster:
                 api_port = free_port()
             self.api_url = f"http://{cfg.host}:{api_port}"
             args = _python(
-                "serve", "--host", cfg.host, "--port", str(api_port), "--log", self.redis_url, "--profiles", nodes,
+                "serve", "--host", cfg.host, "--port", str(api_port), "--log", self.log_url, "--profiles", nodes,
                 "--snapshot", str(self.snapshot), "--follow", "--config", conf,
                 "--sample-rate", repr(float(self.serving_config["serving"]["sample_rate"])), "--threads", "1",
             )  # fmt: skip
@@ -388,14 +435,6 @@ def _redis_answers(url: str) -> bool:
         finally:
             client.close()
     except (redis.RedisError, OSError):
-        return False
-
-
-def _has_group(log: Any, topic: str, group: str) -> bool:
-    """True once consumer group ``group`` exists on ``topic`` (the consumer has opened it)."""
-    try:
-        return any(info["name"].decode() == group for info in log.redis.xinfo_groups(log.key(topic)))
-    except Exception:  # no stream yet
         return False
 
 

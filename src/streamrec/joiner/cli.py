@@ -36,6 +36,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         drain: bool = typer.Option(False, "--drain", help="With --once: then close every window (end of input)."),
         max_seconds: float | None = typer.Option(None, "--max-seconds", help="Stop after this many seconds."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object of counters at the end."),
+        ready_file: str | None = typer.Option(
+            None, "--ready-file", help="Write this JSON file (pid, partitions) once the consumers are open."
+        ),
     ) -> None:
         """Join impressions with actions into labelled, negative-sampled training examples."""
         from streamrec.joiner import Joiner, joiner_config, load_joiner_config
@@ -65,6 +68,14 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             )
 
         with Joiner(log, state_dir, config, group=group) as j:
+            if ready_file is not None:
+                import os
+                from pathlib import Path
+
+                target = Path(ready_file)
+                temp = target.with_name(target.name + ".tmp")
+                temp.write_text(json.dumps({"pid": os.getpid(), "partitions": j.assignment()}))
+                os.replace(temp, target)
             stats = j.run(once=once, drain=drain, max_seconds=max_seconds, progress=None if as_json else progress)
         if as_json:
             print(json.dumps({**stats.as_dict(), "partitions": j.assignment()}, allow_nan=False))
