@@ -1,4 +1,4 @@
-"""``streamrec log tail|lag`` and ``streamrec bench log``, on a typer app holding only the log commands."""
+"""``streamrec log tail|lag``, on a typer app holding only the log commands (``bench log``: test_log_bench.py)."""
 
 from __future__ import annotations
 
@@ -31,14 +31,34 @@ def test_tail_prints_records_as_json_and_commits_nothing(tmp_path):
     result = CliRunner().invoke(app(), ["log", "lag", url, "actions", "streamrec-tail", "--json"])
     assert json.loads(result.output) == {
         "topic": "actions",
+        "partitions": 1,
         "end_offset": 5,
-        "groups": {"streamrec-tail": {"committed": 0, "lag": 5}},
+        "end_offsets": [5],
+        "groups": {"streamrec-tail": {"committed": 0, "lag": 5, "committed_offsets": [0], "lags": [5]}},
     }
 
 
-def test_bench_log_quick_reports_that_batching_wins():
-    result = CliRunner().invoke(app(), ["bench", "log", "--quick", "--json"])
+def test_lag_reports_each_partition_and_the_sums(tmp_path):
+    url = f"sqlite://{tmp_path}/x.db"
+    events = [ActionEvent(user=f"u{n % 5}", item=f"i{n}", action="click", time=float(n)) for n in range(40)]
+    with open_log(url) as log:
+        log.create_topic("actions", partitions=3)
+        log.append("actions", events, key="user")
+        ends = log.end_offsets("actions")
+        with log.consumer("actions", "profiles", ActionEvent, partitions=[1]) as consumer:
+            while consumer.poll(max_records=100, timeout_s=0):
+                consumer.commit()
+    result = CliRunner().invoke(app(), ["log", "lag", url, "actions", "profiles", "fresh", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["ratios"]["sqlite_append_vs_per_record"] > 1
-    assert set(report["backends"]["sqlite"]) >= {"append_per_s", "raw_append_per_s", "consume_per_s"}
+    assert (report["partitions"], report["end_offsets"], report["end_offset"]) == (3, ends, 40)
+    done = [0, ends[1], 0]
+    assert report["groups"]["profiles"] == {
+        "committed": ends[1],
+        "lag": 40 - ends[1],
+        "committed_offsets": done,
+        "lags": [ends[0], 0, ends[2]],
+    }
+    assert report["groups"]["fresh"]["lags"] == ends
+    text = CliRunner().invoke(app(), ["log", "lag", url, "actions", "profiles"]).output
+    assert f"partition 1: end {ends[1]}, committed {ends[1]}, lag 0" in text

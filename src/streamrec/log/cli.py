@@ -50,29 +50,54 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         url: str = typer.Argument(..., help="Event log URL"),
         topic: str = typer.Argument(..., help="Topic"),
         groups: list[str] = typer.Argument(..., help="Consumer groups"),
-        as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object (with the per-partition vectors)."),
     ) -> None:
-        """Committed offset and lag (records not yet committed) of consumer groups."""
+        """Committed offset and lag (records not yet committed) of consumer groups, per partition and in all."""
         import json
 
         from streamrec.log import open_log
 
         with open_log(url) as log:
-            end = log.end_offset(topic)
-            rows = {g: {"committed": (c := log.committed(topic, g)), "lag": end - c} for g in groups}
+            ends = log.end_offsets(topic)
+            rows = {}
+            for group in groups:
+                done = log.committed_offsets(topic, group)
+                lags = [end - c for end, c in zip(ends, done, strict=True)]
+                rows[group] = {"committed": sum(done), "lag": sum(lags), "committed_offsets": done, "lags": lags}
+        end = sum(ends)
         if as_json:
-            typer.echo(json.dumps({"topic": topic, "end_offset": end, "groups": rows}))
-        else:
-            typer.echo(f"{topic}: end offset {end}")
-            for name, row in rows.items():
-                typer.echo(f"  {name}: committed {row['committed']}, lag {row['lag']}")
+            typer.echo(
+                json.dumps(
+                    {"topic": topic, "partitions": len(ends), "end_offset": end, "end_offsets": ends, "groups": rows}
+                )
+            )
+            return
+        typer.echo(f"{topic}: {len(ends)} partition(s), end offset {end}")
+        for name, row in rows.items():
+            typer.echo(f"  {name}: committed {row['committed']}, lag {row['lag']}")
+            if len(ends) > 1:
+                for part, (end_p, done_p, lag_p) in enumerate(
+                    zip(ends, row["committed_offsets"], row["lags"], strict=True)
+                ):
+                    typer.echo(f"    partition {part}: end {end_p}, committed {done_p}, lag {lag_p}")
 
     @bench_app.command("log")
     def bench_log(
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
         quick: bool = typer.Option(False, "--quick", help="Smaller sizes, for a smoke test."),
+        backend: list[str] = typer.Option(
+            None, "--backend", help="Only these backends (repeatable): sqlite, redis, kafka. Default: all three."
+        ),
     ) -> None:
-        """Batched appends vs one append per record, and vs the raw store (SQLite, Redis)."""
-        from streamrec.log.bench import run_benchmark
+        """Appends (batched, per record, raw store) and consume throughput at 1/2/4 partitions with
+        1 and 2 consumer processes, on SQLite, Redis (own redis-server) and Kafka (own Tansu broker)."""
+        from streamrec.errors import InvalidInputError
+        from streamrec.log.bench import BACKENDS, run_benchmark
 
-        run_benchmark(as_json=as_json, quick=quick)
+        chosen = tuple(backend) if backend else BACKENDS
+        for name in chosen:
+            if name not in BACKENDS:
+                raise InvalidInputError("--backend", name, f"must be one of {', '.join(BACKENDS)}")
+        result = run_benchmark(as_json=as_json, quick=quick, backends=chosen)
+        if result["failed"]:
+            raise typer.Exit(1)

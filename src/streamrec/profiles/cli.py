@@ -62,13 +62,23 @@ def ingest_cmd(
     """Consume action events from the log into profiles (offsets committed after durable writes).
 
     Writes a local store (--store) or, in a cluster, the profile nodes (--profiles) through a
-    ProfileClient; give it the nodes' own --config (the same secret and slots).
+    ProfileClient; give it the nodes' own --config (the same secret and slots). Several ingest
+    processes of one --group share the topic's partitions (profile nodes only: a local store takes
+    one ingest process and refuses a second).
     """
     from rich.console import Console
 
-    from streamrec.profiles.ingest import ingest
+    from streamrec.profiles.ingest import ingest, lock_store
 
-    sink = _open_sink(store, profiles, config, event_clock)
+    store_lock = None
+    if profiles is None:  # one ingest per local store: refuse a second before opening it
+        store_lock = lock_store(store if store is not None else Path("data/profiles"))
+    try:
+        sink = _open_sink(store, profiles, config, event_clock)
+    except BaseException:
+        if store_lock is not None:
+            store_lock.close()
+        raise
     if profiles is None:  # a local store: its kernels compile (or load) now, not in the first batch
         from streamrec.warmup import warm_profiles
 
@@ -108,6 +118,8 @@ def ingest_cmd(
         stats = None
     finally:
         sink.close()
+        if store_lock is not None:
+            store_lock.close()
     if stats is None:
         return
     out = {**_struct(stats), "events_per_s": round(stats.events_per_s, 1)}
@@ -116,7 +128,8 @@ def ingest_cmd(
     else:
         console.print(
             f"done: {stats.polled:,} events, {stats.accepted:,} accepted, {stats.rejected:,} rejected, "
-            f"{stats.too_old:,} too old, {stats.events_per_s:,.0f}/s"
+            f"{stats.too_old:,} too old, {stats.events_per_s:,.0f}/s; partitions owned "
+            f"{stats.partitions_owned} (at the end {stats.partitions}, revoked {stats.revoked}, lost {stats.lost})"
         )
 
 
