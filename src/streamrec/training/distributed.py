@@ -328,7 +328,18 @@ class DistributedTrainer(Trainer):
         self.group = group
         for param in model.dense_parameters():  # identical heads everywhere, whatever each rank built
             dist.broadcast(param.data, src=0, group=group)
-        self.global_examples = 0
+
+    @classmethod
+    def from_trainer(cls, trainer: Trainer, group: dist.ProcessGroup | None = None) -> DistributedTrainer:
+        """This rank's distributed trainer over ``trainer``'s model and tables (its shard), keeping the
+        dense optimizer's state and the counters (what :func:`~streamrec.training.shards.load_shard` returns)."""
+        model = trainer.model
+        if not isinstance(model.embeddings, ShardedEmbeddingModule):
+            model.embeddings = ShardedEmbeddingModule(model.embeddings.tables, group)
+        out = cls(model, trainer.config, group)
+        out.dense_optimizer.load_state_dict(trainer.dense_optimizer.state_dict())
+        out.examples_seen, out.steps = trainer.examples_seen, trainer.steps
+        return out
 
     def _agree(self, batch: ExampleBatch) -> tuple[float, int]:
         mine = torch.tensor([batch.max_time if len(batch) else -np.inf, float(len(batch))], dtype=torch.float64)
@@ -358,8 +369,7 @@ class DistributedTrainer(Trainer):
             at += grad.numel()
         self.dense_optimizer.step()
         self.model.apply_sparse_gradients()
-        self.examples_seen += len(batch)
-        self.global_examples += total
+        self.examples_seen += total  # the global count, the same on every rank (as one process counts)
         self.steps += 1
         return logits.detach()
 
