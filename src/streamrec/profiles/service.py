@@ -34,12 +34,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from streamrec.errors import InvalidInputError, StreamrecError
 from streamrec.profiles.proto import health_pb2, health_pb2_grpc, profiles_pb2, profiles_pb2_grpc
-from streamrec.profiles.store import ProfileStore
+from streamrec.profiles.store import DEFAULT_MAX_PROFILE_BYTES, ProfileStore
 from streamrec.profiles.types import Feature, FeatureQuery, WriteResult
 
 __all__ = ["NodeMetrics", "ProfileNodeServer", "serve", "write_owned"]
 
 _FEATURES = msgspec.msgpack.Decoder(list[Feature])
+# Decompressed bytes the blobs of one ImportProfiles request may inflate to, together (a move
+# sends 512 profiles a request, a few MB; a 256 MB request of small zstd bombs must not become GBs).
+DEFAULT_MAX_IMPORT_BYTES = DEFAULT_MAX_PROFILE_BYTES
 _MAX_MESSAGE = 256 * 1024 * 1024
 GRPC_OPTIONS = [
     ("grpc.max_send_message_length", _MAX_MESSAGE),
@@ -142,8 +145,9 @@ def _invalid(context: grpc.ServicerContext, message: str) -> None:
 
 
 class _Servicer(profiles_pb2_grpc.ProfileNodeServicer):
-    def __init__(self, store: ProfileStore, metrics: NodeMetrics) -> None:
+    def __init__(self, store: ProfileStore, metrics: NodeMetrics, max_import_bytes: int) -> None:
         self.store = store
+        self.max_import_bytes = max_import_bytes
         self.m = metrics
         self._features: dict[bytes, list[Feature]] = {}
         self._enc = msgspec.msgpack.Encoder()
@@ -171,12 +175,15 @@ class _Servicer(profiles_pb2_grpc.ProfileNodeServicer):
         except InvalidInputError as exc:
             self.m.requests.labels(name, "INVALID_ARGUMENT").inc()
             _invalid(context, str(exc))
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             self.m.requests.labels(name, "INVALID_ARGUMENT").inc()
             _invalid(context, f"{name.lower()}: undecodable msgpack ({exc})")
         except StreamrecError as exc:
             self.m.requests.labels(name, "FAILED_PRECONDITION").inc()
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except Exception as exc:  # a bug, not bad input: say so (and count it) instead of UNKNOWN
+            self.m.requests.labels(name, "INTERNAL").inc()
+            context.abort(grpc.StatusCode.INTERNAL, f"{name}: internal error {type(exc).__name__}: {exc}")
         self._lat[name].observe(time.perf_counter() - t0)
         self._ok[name].inc()
         return out
@@ -190,7 +197,7 @@ class _Servicer(profiles_pb2_grpc.ProfileNodeServicer):
                 feats = _FEATURES.decode(blob)
             except msgspec.ValidationError as exc:
                 raise InvalidInputError("features", blob[:40], f"not a list of Feature ({exc})") from None
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 raise InvalidInputError("features", blob[:40], f"undecodable msgpack ({exc})") from None
             if not feats:
                 raise InvalidInputError("features", feats, "ask for at least one feature")
@@ -217,7 +224,7 @@ class _Servicer(profiles_pb2_grpc.ProfileNodeServicer):
         def run() -> profiles_pb2.WriteReply:
             try:
                 events = msgspec.msgpack.decode(request.events)
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 raise InvalidInputError("events", request.events[:40], f"undecodable msgpack ({exc})") from None
             if not isinstance(events, list):
                 raise InvalidInputError("events", type(events).__name__, "expected a msgpack list of events")
@@ -265,7 +272,9 @@ class _Servicer(profiles_pb2_grpc.ProfileNodeServicer):
                     "blobs", len(request.blobs), f"need one blob per key ({len(request.keys)} keys)"
                 )
             try:
-                self.store.import_profiles(dict(zip(request.keys, request.blobs, strict=True)))
+                self.store.import_profiles(
+                    dict(zip(request.keys, request.blobs, strict=True)), max_total_bytes=self.max_import_bytes
+                )
             except (msgspec.DecodeError, ValueError) as exc:
                 if isinstance(exc, InvalidInputError):
                     raise
@@ -323,6 +332,8 @@ class ProfileNodeServer:
     metrics_port: where ``/metrics`` listens (``None``: no HTTP endpoint; ``0``: a free port).
     workers: gRPC handler threads.
     own_store: close the store on :meth:`stop`.
+    max_import_bytes: the most bytes the blobs of one ``ImportProfiles`` request may decompress to,
+        together (default 64 MiB; each blob is also held to the store's ``max_profile_bytes``).
 
     Examples
     --------
@@ -342,7 +353,10 @@ class ProfileNodeServer:
         metrics_port: int | None = None,
         workers: int = 8,
         own_store: bool = False,
+        max_import_bytes: int = DEFAULT_MAX_IMPORT_BYTES,
     ) -> None:
+        if isinstance(max_import_bytes, bool) or not isinstance(max_import_bytes, int) or max_import_bytes <= 0:
+            raise InvalidInputError("max_import_bytes", max_import_bytes, "must be a positive number of bytes")
         self.store = store
         self.host = host
         self.port = port
@@ -351,7 +365,8 @@ class ProfileNodeServer:
         self.metrics = NodeMetrics(store)
         self._health = _Health()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=GRPC_OPTIONS)
-        profiles_pb2_grpc.add_ProfileNodeServicer_to_server(_Servicer(store, self.metrics), self._server)
+        servicer = _Servicer(store, self.metrics, max_import_bytes)
+        profiles_pb2_grpc.add_ProfileNodeServicer_to_server(servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         self._http: Any = None
         self._stop_requested = threading.Event()

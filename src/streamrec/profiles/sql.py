@@ -43,6 +43,10 @@ if TYPE_CHECKING:
 __all__ = ["SqlError", "run_sql"]
 
 _ALL = 1 << 30
+# Limits on what is parsed at all: the dialect needs neither long texts nor deep nesting, and
+# sqlglot's parser recurses per nesting level (3,000 parentheses exhaust the Python stack).
+MAX_SQL_CHARS = 64 * 1024
+MAX_SQL_DEPTH = 64
 
 
 class SqlError(InvalidInputError):
@@ -198,6 +202,36 @@ def run_sql(store: ProfileStore, text: str, now: float | None = None) -> SqlResu
     """Parse, plan and answer ``text`` against ``store`` (see the module docstring)."""
     if not isinstance(text, str) or not text.strip():
         raise SqlError(text, "expected a SELECT statement")
+    if len(text) > MAX_SQL_CHARS:
+        raise SqlError(text[:40] + "...", f"longer than {MAX_SQL_CHARS} characters ({len(text)})")
+    depth = _nesting(text)
+    if depth > MAX_SQL_DEPTH:
+        raise SqlError(text[:40] + "...", f"parentheses nested {depth} deep; at most {MAX_SQL_DEPTH}")
+    try:
+        return _run(store, text, now)
+    except RecursionError:  # a long operator chain (a AND b AND ...) nests without parentheses
+        raise SqlError(text[:40] + "...", "expression nested too deeply to parse") from None
+
+
+def _nesting(text: str) -> int:
+    """Deepest parenthesis nesting outside quoted strings and identifiers."""
+    depth = deepest = 0
+    quote = ""
+    for ch in text:
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"`":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch == ")":
+            depth -= 1
+    return deepest
+
+
+def _run(store: ProfileStore, text: str, now: float | None) -> SqlResult:
     try:
         tree = sqlglot.parse_one(text)
     except sqlglot.errors.ParseError as exc:
@@ -275,7 +309,7 @@ def run_sql(store: ProfileStore, text: str, now: float | None = None) -> SqlResu
     limit = tree.args.get("limit")
     if limit is not None:
         n = _literal(limit.expression, "LIMIT")
-        if isinstance(n, str) or n < 0 or n != int(n):
+        if isinstance(n, str) or not math.isfinite(n) or n < 0 or n != int(n):
             raise SqlError(limit.sql(), "LIMIT takes a non-negative integer")
         rows = rows[: int(n)]
     return SqlResult(columns=columns, rows=rows)

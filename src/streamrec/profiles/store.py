@@ -55,6 +55,18 @@ __all__ = ["ProfileStore"]
 _FORMAT = 1
 _COMPACT_INTERVAL = 60.0
 
+# The latest time a query clock, a window start or an imported slice may name: the end of the year
+# 9999 in epoch seconds. Slice starts are int64 and window arithmetic rounds in integers, so a
+# clock of 1e300 or a window of 2^70 s would overflow there; no calendar use needs more.
+MAX_TIME = 253_402_300_799
+# More values than any slot can hold (SQL asks 2^30 for "all of them").
+MAX_TOP_K = 1 << 31
+# Decompressed bytes one imported profile may inflate to. A profile is bounded by its slots' tiers
+# and truncation (with the defaults ~50 x 225 rows a slot: well under a megabyte); a zstd blob that
+# inflates past this is a bomb or garbage, refused while streaming, before it is allocated.
+DEFAULT_MAX_PROFILE_BYTES = 64 << 20
+_INFLATE_CHUNK = 1 << 20
+
 
 class ProfileStore:
     """Profiles of many entities: batched durable writes, windowed feature queries.
@@ -69,6 +81,9 @@ class ProfileStore:
         watermark with ``clock = "event"``).
     background: run the merge/flush thread. Without it, call :meth:`merge`/:meth:`flush`
         yourself (``merge_interval = 0`` merges inside every ``write``).
+    max_profile_bytes: the most bytes one blob given to :meth:`import_profiles` may decompress
+        to (default 64 MiB; also settable as the attribute). A blob that would inflate past it
+        is refused while streaming, before the bytes are allocated.
 
     Examples
     --------
@@ -93,8 +108,10 @@ class ProfileStore:
         *,
         clock: Callable[[], float] | None = None,
         background: bool = True,
+        max_profile_bytes: int = DEFAULT_MAX_PROFILE_BYTES,
     ) -> None:
         self.cfg = cfg = profiles_config(cfg)
+        self.max_profile_bytes = _positive("max_profile_bytes", max_profile_bytes)
         self.specs = build_specs(cfg)
         self._spec_by_name = {s.name: s for s in self.specs}
         self._entity_types = frozenset(s.entity for s in self.specs)
@@ -205,9 +222,14 @@ class ProfileStore:
         events = list(events)
         with self._write_lock:
             now = self._clock() if self._clock is not None else None
+            late: list[tuple[int, str]] = []
+            if now is None:  # the event clock: max_future bounds nothing, the calendar must
+                events, kept, late = _beyond_calendar(events)
             rows, accepted, rejected, too_old, now = events_to_rows(
                 events, self.specs, self._keyer, now, float(self.cfg.max_future), floor=self._watermark
             )
+            if late:
+                rejected = sorted(late + [(kept[j], reason) for j, reason in rejected])
             if owns is not None:
                 rows = _owned(rows, owns)
             if rows:
@@ -428,11 +450,57 @@ class ProfileStore:
         return codecs
 
     def _decode(self, raw: bytes) -> Profile:
-        codecs = self._thread_codecs()
+        """A profile from its stored form (LMDB: written by this store, so not re-validated)."""
         try:
-            blob = codecs.dec.decode(codecs.dctx.decompress(raw))
-        except (zstandard.ZstdError, msgspec.DecodeError) as exc:
+            plain = self._thread_codecs().dctx.decompress(raw)
+        except zstandard.ZstdError as exc:
             raise InvalidInputError("profile", raw[:16], f"not a stored profile: {exc}") from None
+        return self._profile(plain, "profile", "")
+
+    def _inflate(self, raw: Any, index: int, left: int | None, total: int | None) -> bytes:
+        """Decompress one imported blob, refusing (before allocating) past the per-blob cap or past
+        ``left`` (what the call's ``max_total_bytes = total`` leaves)."""
+        if not isinstance(raw, bytes | bytearray | memoryview):
+            raise InvalidInputError("blobs", type(raw).__name__, f"blob {index}: expected bytes")
+        cap = self.max_profile_bytes if left is None else min(self.max_profile_bytes, left)
+
+        def too_big(size: Any) -> InvalidInputError:
+            if left is not None and left <= self.max_profile_bytes and total is not None:
+                what = f"the blobs of this import decompress past max_import_bytes = {_mib(total)}"
+            else:
+                what = f"decompresses past max_profile_bytes = {_mib(self.max_profile_bytes)}"
+            return InvalidInputError("blobs", size, f"blob {index}: {what}")
+
+        try:
+            size = zstandard.frame_content_size(raw)
+        except zstandard.ZstdError as exc:
+            raise InvalidInputError("blobs", bytes(raw[:16]), f"blob {index}: not a zstd frame ({exc})") from None
+        if size > cap:
+            raise too_big(size)
+        dctx = self._thread_codecs().dctx
+        try:
+            if size >= 0:  # the frame states its size (as every blob this store exports does)
+                return dctx.decompress(raw)
+            out = bytearray()  # size not stated: stream, and stop as soon as it is past the cap
+            with dctx.stream_reader(raw) as reader:
+                while chunk := reader.read(_INFLATE_CHUNK):
+                    out += chunk
+                    if len(out) > cap:
+                        raise too_big(f">{len(out) - len(chunk)} bytes")
+            return bytes(out)
+        except zstandard.ZstdError as exc:
+            raise InvalidInputError("blobs", bytes(raw[:16]), f"blob {index}: corrupt zstd data ({exc})") from None
+
+    def _profile(self, plain: bytes, field: str, where: str, check: bool = False) -> Profile:
+        """A profile from its msgpack form; ``check`` validates every value (imports)."""
+        try:
+            blob = self._thread_codecs().dec.decode(plain)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise InvalidInputError(field, bytes(plain[:16]), f"{where}not a stored profile: {exc}") from None
+        if blob.format != _FORMAT:
+            raise InvalidInputError(
+                field, blob.format, f"{where}unknown profile format tag (this build reads format {_FORMAT})"
+            )
         p = Profile(len(self.specs))
         for name, sb in blob.slots.items():
             spec = self._spec_by_name.get(name)
@@ -441,8 +509,10 @@ class ProfileStore:
             try:
                 starts, vals, data = blob_arrays(sb)
             except ValueError as exc:
-                raise InvalidInputError("profile", name, f"corrupt slot: {exc}") from None
+                raise InvalidInputError(field, name, f"{where}slot {name!r}: corrupt slot: {exc}") from None
             data = self._remap(spec, sb.columns, data)
+            if check:
+                _check_slot_values(spec, starts, data, field, f"{where}slot {name!r}")
             slot = SlotData(starts, vals, data, list(sb.vocab))
             p.slots[spec.index] = slot
             p.nbytes += slot.nbytes()
@@ -482,13 +552,29 @@ class ProfileStore:
                 out[key] = self._encode(list(p.slots))
         return out
 
-    def import_profiles(self, blobs: dict[bytes, bytes]) -> None:
-        """Merge exported profiles in (by the reduce functions); durable when this returns."""
+    def import_profiles(self, blobs: dict[bytes, bytes], *, max_total_bytes: int | None = None) -> None:
+        """Merge exported profiles in (by the reduce functions); durable when this returns.
+
+        All or nothing: every blob is decompressed (each within :attr:`max_profile_bytes`, all
+        together within ``max_total_bytes`` if given: a node passes its ``max_import_bytes``) and
+        validated before anything is written. A blob is refused (``InvalidInputError``
+        on the field ``blobs``, naming the blob, slot and column) if it is not zstd, not a profile
+        of a known format, or holds values no write could have made: a slice start outside
+        ``[0, MAX_TIME]``, a counter that is infinite, or NaN where the reduce's identity is not NaN.
+        """
         self._check_open()
+        if not isinstance(blobs, dict):
+            raise InvalidInputError("blobs", type(blobs).__name__, "expected a dict entity key -> exported blob")
+        if max_total_bytes is not None:
+            _positive("max_total_bytes", max_total_bytes)
         per_slot: dict[int, tuple[list, list, list, list]] = {}
-        for key, raw in blobs.items():
+        left = max_total_bytes
+        for i, (key, raw) in enumerate(blobs.items()):
             key = _as_key(key)
-            p = self._decode(raw)
+            plain = self._inflate(raw, i, left, max_total_bytes)
+            if left is not None:
+                left -= len(plain)
+            p = self._profile(plain, "blobs", f"blob {i}: ", check=True)
             for spec, slot in zip(self.specs, p.slots, strict=True):
                 if slot is None:
                     continue
@@ -520,9 +606,9 @@ class ProfileStore:
         try:
             plan = self._plans.get(feature)
         except TypeError:  # lists inside: not hashable, resolve without caching
-            return plan_feature(feature, self._spec_by_name)
+            return _checked_plan(plan_feature(feature, self._spec_by_name))
         if plan is None:
-            plan = plan_feature(feature, self._spec_by_name)
+            plan = _checked_plan(plan_feature(feature, self._spec_by_name))
             if len(self._plans) > 100_000:
                 self._plans.clear()
             self._plans[feature] = plan
@@ -533,8 +619,8 @@ class ProfileStore:
         if not isinstance(query, FeatureQuery):
             raise InvalidInputError("query", query, "expected a FeatureQuery")
         now = self.now() if query.now is None else query.now
-        if not isinstance(now, int | float) or now != now or now in (float("inf"), float("-inf")):
-            raise InvalidInputError("now", now, "must be a finite epoch time")
+        if not isinstance(now, int | float) or not math.isfinite(now) or abs(now) > MAX_TIME:
+            raise InvalidInputError("now", now, f"must be a finite epoch time within ±{MAX_TIME} s (the year 9999)")
         plans = [self._plan(f) for f in query.features]
         keys = [self.label_key(e) for e in query.entities]
         keys.extend(_as_key(k) for k in query.keys)
@@ -771,6 +857,69 @@ def _owned(rows: list[SlotRows], owns: Callable[[bytes], bool]) -> list[SlotRows
                 SlotRows(r.slot, [r.keys[i] for i in keep], r.times[idx], [r.values[i] for i in keep], r.data[idx])
             )
     return out
+
+
+def _event_time(event: Any) -> Any:
+    return event.get("time") if isinstance(event, dict) else getattr(event, "time", None)
+
+
+def _beyond_calendar(events: list[Any]) -> tuple[list[Any], list[int], list[tuple[int, str]]]:
+    """Split off events timed after ``MAX_TIME``: ``(kept events, their indices, rejected)``.
+
+    Under the event clock ``max_future`` bounds nothing (the clock is the latest event), so one such
+    event would move the clock itself past what slice arithmetic holds, and every merge after it
+    (and the WAL replay at the next open) would fail.
+    """
+    late = []
+    for i, e in enumerate(events):
+        t = e.get("time") if isinstance(e, dict) else getattr(e, "time", None)
+        if isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t) and t > MAX_TIME:
+            late.append((i, f"time: must be at most {MAX_TIME} epoch seconds (the year 9999) (got {t!r})"))
+    if not late:
+        return events, list(range(len(events))), []
+    gone = {i for i, _ in late}
+    kept = [i for i in range(len(events)) if i not in gone]
+    return [events[i] for i in kept], kept, late
+
+
+def _checked_plan(plan: FeaturePlan) -> FeaturePlan:
+    """Refuse windows and top-k sizes that no calendar or slot holds (they would overflow int64)."""
+    if plan.since is not None and abs(plan.since) > MAX_TIME:
+        raise InvalidInputError("since", plan.since, f"must be an epoch time within ±{MAX_TIME} s (the year 9999)")
+    if plan.since is None and plan.seconds > MAX_TIME:
+        raise InvalidInputError("window", plan.feature.window, f"must be at most {MAX_TIME} s (about 8,000 years)")
+    if plan.top_k > MAX_TOP_K:
+        raise InvalidInputError("top_k", plan.top_k, f"must be at most {MAX_TOP_K}")
+    return plan
+
+
+def _check_slot_values(spec, starts: np.ndarray, data: np.ndarray, field: str, where: str) -> None:
+    """Values an imported slot may hold: those a write could have made (see ``import_profiles``)."""
+    if starts.size and (int(starts.min()) < 0 or int(starts.max()) > MAX_TIME):
+        bad = int(starts.min()) if int(starts.min()) < 0 else int(starts.max())
+        raise InvalidInputError(field, bad, f"{where}: slice start outside [0, {MAX_TIME}]")
+    if not data.size:
+        return
+    ident = spec.identity
+    ok = np.isfinite(data) | (data == ident) | (np.isnan(data) & np.isnan(ident))
+    if not ok.all():
+        row, col = (int(i[0]) for i in np.nonzero(~ok))
+        raise InvalidInputError(
+            field,
+            float(data[row, col]),
+            f"{where} column {spec.columns[col]!r}: counters are finite, or the reduce's identity "
+            f"({float(ident[col])!r}: NaN for max/min/last/first, -inf for a hidden time column)",
+        )
+
+
+def _positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidInputError(name, value, "must be a positive number of bytes")
+    return value
+
+
+def _mib(n: int) -> str:
+    return f"{n} ({n / (1 << 20):g} MiB)"
 
 
 def _as_key(key: Any) -> bytes:

@@ -268,7 +268,7 @@ class _Scan:
             return None
         try:
             return self.dec.decode(payload)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             return None
 
     def _records_v2(self) -> Iterator[WalBatch]:
@@ -374,7 +374,7 @@ class _Scan:
             if zlib.crc32(payload) == crc:
                 try:
                     batch = self.dec.decode(payload)
-                except msgspec.DecodeError:
+                except (msgspec.DecodeError, UnicodeDecodeError):
                     batch = None
             if batch is None:
                 self._damage(pos, n, "corrupt")
