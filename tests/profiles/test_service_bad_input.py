@@ -219,6 +219,12 @@ def _import(*blobs: bytes) -> profiles_pb2.Profiles:
     return profiles_pb2.Profiles(keys=keys, blobs=list(blobs))
 
 
+def _raw_blob(slots: dict) -> bytes:
+    return zstandard.ZstdCompressor().compress(msgspec.msgpack.encode([1, slots]))
+
+
+_EMPTY_SLOT = [["click"], b"", b"", b"", []]
+
 BAD_BLOBS = {
     "nan-sum-counter": _blob(data=(1.0, float("nan"), 1.0, 1.0)),
     "inf-counter": _blob(data=(1.0, float("inf"), 1.0, 1.0)),
@@ -232,6 +238,13 @@ BAD_BLOBS = {
     "not-zstd": b"\x00garbage",
     "zstd-of-garbage": zstandard.ZstdCompressor().compress(b"\xc1" * 40),
     "truncated-zstd": _blob()[:-3],
+    # Containers bounded before their elements become Python objects (a short string costs ~20x
+    # its msgpack size decoded): a vocabulary out of proportion to the rows, thousands of slots or columns.
+    "vocabulary-without-rows": _raw_blob(
+        {"clicked_category": [["click"], b"", b"", b"", [str(i) for i in range(1000)]]}
+    ),
+    "too-many-slots": _raw_blob({f"s{i}": _EMPTY_SLOT for i in range(2000)}),
+    "too-many-columns": _raw_blob({"clicked_category": [[f"c{i}" for i in range(2000)], b"", b"", b"", []]}),
 }
 
 

@@ -13,10 +13,18 @@ matched by name, new ones start at their reduce's identity.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 import numpy as np
 
-__all__ = ["Profile", "ProfileBlob", "SlotBlob", "SlotData"]
+__all__ = ["Profile", "ProfileBlob", "SlotBlob", "SlotData", "decode_untrusted"]
+
+# Bounds on a blob from outside (an import): a profile has a few slots of a few columns. The vocabulary
+# of an installed slot never exceeds 2 x rows + 64 (``ProfileStore._install`` rebuilds it past that);
+# an import allows twice that, so a newer writer has room.
+MAX_SLOTS = 1024
+MAX_COLUMNS = 1024
 
 
 class SlotData:
@@ -101,6 +109,56 @@ class ProfileBlob(msgspec.Struct, array_like=True):
 
     format: int
     slots: dict[str, SlotBlob]
+
+
+class _UntrustedSlot(msgspec.Struct, array_like=True):
+    columns: Annotated[list[str], msgspec.Meta(max_length=MAX_COLUMNS)]
+    starts: bytes
+    vals: bytes
+    data: bytes
+    vocab: msgspec.Raw  # counted before a Python string is made of it
+
+
+class _UntrustedBlob(msgspec.Struct, array_like=True):
+    format: int
+    slots: Annotated[dict[str, _UntrustedSlot], msgspec.Meta(max_length=MAX_SLOTS)]
+
+
+_UNTRUSTED = msgspec.msgpack.Decoder(_UntrustedBlob)
+_VOCAB = msgspec.msgpack.Decoder(list[str])
+
+
+def decode_untrusted(plain: bytes) -> ProfileBlob:
+    """:class:`ProfileBlob` from msgpack that did not come from this store, decoded within bounds.
+
+    Decoded, msgpack of short strings takes ~20x its size in Python objects; so every container is
+    bounded before its elements are made: slots and columns by constants (msgspec checks a length
+    constraint from the header), the vocabulary by the slot's rows (``4 x rows + 128``: what any
+    export holds, with room). Raises ``msgspec.DecodeError`` / ``ValueError`` naming the part.
+    """
+    blob = _UNTRUSTED.decode(plain)
+    slots = {}
+    for name, sb in blob.slots.items():
+        rows = len(sb.starts) // 8
+        n = _array_length(bytes(sb.vocab))
+        if n > 4 * rows + 128:
+            raise ValueError(f"slot {name!r}: vocabulary of {n} values for {rows} rows (at most 4 x rows + 128)")
+        slots[name] = SlotBlob(sb.columns, sb.starts, sb.vals, sb.data, _VOCAB.decode(sb.vocab))
+    return ProfileBlob(format=blob.format, slots=slots)
+
+
+def _array_length(raw: bytes) -> int:
+    """Element count of the msgpack array ``raw`` starts with (from its header alone)."""
+    if not raw:
+        raise ValueError("vocabulary: empty")
+    head = raw[0]
+    if 0x90 <= head <= 0x9F:
+        return head & 0x0F
+    if head == 0xDC and len(raw) >= 3:
+        return int.from_bytes(raw[1:3], "big")
+    if head == 0xDD and len(raw) >= 5:
+        return int.from_bytes(raw[1:5], "big")
+    raise ValueError(f"vocabulary: expected a msgpack array (got header byte {head:#04x})")
 
 
 def slot_to_blob(slot: SlotData, columns: list[str]) -> SlotBlob:

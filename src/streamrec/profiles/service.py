@@ -148,6 +148,9 @@ class _Servicer(profiles_pb2_grpc.ProfileNodeServicer):
     def __init__(self, store: ProfileStore, metrics: NodeMetrics, max_import_bytes: int) -> None:
         self.store = store
         self.max_import_bytes = max_import_bytes
+        # One import decodes at a time: decoded, a blob takes several times its inflated size in
+        # arrays and strings, so concurrent imports would multiply the node's worst case.
+        self._import_lock = threading.Lock()
         self.m = metrics
         self._features: dict[bytes, list[Feature]] = {}
         self._enc = msgspec.msgpack.Encoder()
@@ -272,9 +275,10 @@ class _Servicer(profiles_pb2_grpc.ProfileNodeServicer):
                     "blobs", len(request.blobs), f"need one blob per key ({len(request.keys)} keys)"
                 )
             try:
-                self.store.import_profiles(
-                    dict(zip(request.keys, request.blobs, strict=True)), max_total_bytes=self.max_import_bytes
-                )
+                with self._import_lock:
+                    self.store.import_profiles(
+                        dict(zip(request.keys, request.blobs, strict=True)), max_total_bytes=self.max_import_bytes
+                    )
             except (msgspec.DecodeError, ValueError) as exc:
                 if isinstance(exc, InvalidInputError):
                     raise

@@ -43,7 +43,7 @@ import zstandard
 from streamrec.errors import InvalidInputError, StreamrecError
 from streamrec.profiles.config import ProfilesConfig, profiles_config
 from streamrec.profiles.events import EntityKeyer, SlotRows, build_specs, events_to_rows
-from streamrec.profiles.profile import Profile, ProfileBlob, SlotData, blob_arrays, slot_to_blob
+from streamrec.profiles.profile import Profile, ProfileBlob, SlotData, blob_arrays, decode_untrusted, slot_to_blob
 from streamrec.profiles.query import FeaturePlan, SlotWindows, WindowPlan, answer, plan_feature, single_number
 from streamrec.profiles.slices import merge_rows
 from streamrec.profiles.storage import ProfileStorage
@@ -492,10 +492,10 @@ class ProfileStore:
             raise InvalidInputError("blobs", bytes(raw[:16]), f"blob {index}: corrupt zstd data ({exc})") from None
 
     def _profile(self, plain: bytes, field: str, where: str, check: bool = False) -> Profile:
-        """A profile from its msgpack form; ``check`` validates every value (imports)."""
+        """A profile from its msgpack form; ``check``: from outside, decoded within bounds and validated."""
         try:
-            blob = self._thread_codecs().dec.decode(plain)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            blob = decode_untrusted(plain) if check else self._thread_codecs().dec.decode(plain)
+        except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
             raise InvalidInputError(field, bytes(plain[:16]), f"{where}not a stored profile: {exc}") from None
         if blob.format != _FORMAT:
             raise InvalidInputError(
