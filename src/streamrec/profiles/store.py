@@ -19,7 +19,11 @@ Cache and storage: the read table is an LRU map entity key -> :class:`Profile`. 
 zstd) and written to LMDB with the WAL sequence number they include, in one transaction; then the
 WAL segments they cover are deleted. Over ``memory_budget_mb``, clean profiles are evicted, and
 a later read loads them back (a miss). On open, LMDB is read and the WAL records after its
-sequence number are replayed.
+sequence number are replayed; a damaged record is skipped, reported and moved aside, and the
+records after it still apply (``wal.py``; counted in ``stats()["wal_corruptions"]``).
+
+Input from outside (queries, imported blobs) is held to ``MAX_TIME`` and the import size caps
+before any arithmetic or allocation depends on it (``docs/profiles.md``, "Limits").
 
 Time: the store's clock is wall time, or with ``clock = "event"`` the latest event time written
 (for loading history). Tests pass a ``clock`` callable.
