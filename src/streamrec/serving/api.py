@@ -17,47 +17,146 @@ Why it is built this way:
   and script (``/``, ``/dashboard.js``), which hold no data: the page sends the token with its
   own requests. Tokens compare in constant time;
 * every response is counted and timed per route template (``/v1/recommendations``, not one series
-  per user id) in the app's own Prometheus registry.
+  per user id) in the app's own Prometheus registry;
+* what a request may cost is bounded by ``[serving.limits]`` (``limits.py``): the body size is
+  checked against ``Content-Length`` before a byte is read and counted while it streams in (413,
+  in :class:`_BodyLimit`, an ASGI wrapper: it sees the body before FastAPI buffers it), the
+  counts before any work (422), the feature answer's size once encoded (422);
+* untrusted values that Python's JSON reader lets through (``NaN``, ``1e300`` as a time, lone
+  surrogates such as ``"\ud800"``) are refused where they enter, naming the field; error bodies
+  echo values through :func:`~streamrec.serving.limits.json_safe`, so no 422 becomes a 500 while
+  it is being written;
+* a backend that fails answers 503 with what was stored: nothing (resend), or, for a batch in the
+  log whose profile write failed, ``"resend": false`` (``docs/serving.md``).
 """
 
 from __future__ import annotations
 
 import hmac
+import math
 import time
 from typing import Any
 
+import msgspec
 from fastapi import Body, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from streamrec import __version__
-from streamrec.errors import InvalidInputError, StreamrecError
+from streamrec.config import parse_duration
+from streamrec.errors import ConfigError, InvalidInputError, LogError, StreamrecError
 from streamrec.profiles.types import FeatureQuery
 from streamrec.records import parse_record
 from streamrec.serving.dashboard import dashboard_config, static_text
+from streamrec.serving.limits import ServingLimits, check_epoch, check_seconds, find_unencodable, json_safe
 from streamrec.serving.metrics import CONTENT_TYPE_LATEST
-from streamrec.serving.recommender import Recommender
+from streamrec.serving.recommender import ProfilesBehindError, ProfilesUnavailableError, Recommender
 
 __all__ = ["create_app"]
 
 _OPEN = frozenset({"/healthz", "/", "/dashboard.js"})  # the page and script hold no data
 
 
+def _value(value: Any) -> Any:
+    """An offending value as an error body shows it: itself when JSON can carry it, else its text."""
+    return json_safe(value if isinstance(value, str | int | float | bool) else repr(value)[:200])
+
+
 def _error(field: str, reason: str, value: Any = None, index: int | None = None) -> dict[str, Any]:
+    field, reason = json_safe(field), json_safe(reason)
     loc: list[Any] = ["body"] if index is None else ["body", "events", index]
     loc.extend(p for p in field.replace("]", "").replace("[", ".").split(".") if p)
     out: dict[str, Any] = {"loc": loc, "field": field, "msg": reason, "type": "value_error"}
     if index is not None:
         out["index"] = index
     if value is not None:
-        out["value"] = value if isinstance(value, str | int | float | bool) else repr(value)[:200]
+        out["value"] = _value(value)
     return out
 
 
 def _invalid(exc: InvalidInputError, where: list[Any]) -> JSONResponse:
-    detail: dict[str, Any] = {"loc": [*where, exc.field], "field": exc.field, "msg": exc.reason, "type": "value_error"}
+    field = json_safe(exc.field)
+    detail: dict[str, Any] = {
+        "loc": [*where, field],
+        "field": field,
+        "msg": json_safe(exc.reason),
+        "type": "value_error",
+    }
     if exc.value is not None:
-        detail["value"] = exc.value if isinstance(exc.value, str | int | float | bool) else repr(exc.value)[:200]
+        detail["value"] = _value(exc.value)
     return JSONResponse({"detail": [detail]}, status_code=422)
+
+
+class _BodyTooLarge(HTTPException):
+    """Raised from the body stream once it passes the limit; FastAPI renders it as the 413."""
+
+
+class _BodyLimit:
+    """ASGI wrapper that refuses bodies over ``limit`` bytes with 413 without reading them whole.
+
+    A ``Content-Length`` over the limit is answered before a byte of the body is read; a body
+    without one (chunked) is counted as it streams in and cut at the first chunk past the limit.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    def _message(self, size: str) -> str:
+        return f"request body {size} is over the limit serving.limits.max_body_bytes = {self.limit}"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            response = JSONResponse({"detail": self._message(f"of {int(length)} bytes")}, status_code=413)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _BodyTooLarge(413, self._message(f"of more than {self.limit} bytes (still arriving)"))
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _check_query(query: FeatureQuery, limits: ServingLimits) -> None:
+    """Counts within ``limits``, times and windows that are times and windows, or a 422 naming them."""
+    n_entities, n_features = len(query.entities), len(query.features)
+    if n_entities > limits.max_entities:
+        raise limits.refuse("entities", "max_entities", n_entities)
+    if n_features > limits.max_features:
+        raise limits.refuse("features", "max_features", n_features)
+    if n_entities * n_features > limits.max_query_cells:
+        raise limits.refuse("entities x features", "max_query_cells", n_entities * n_features)
+    if query.now is not None:
+        check_epoch("now", query.now)
+    for i, feature in enumerate(query.features):
+        if feature.since is not None:
+            check_epoch(f"features[{i}].since", feature.since)
+        else:
+            field = f"features[{i}].window"
+            try:
+                seconds = parse_duration(feature.window, field)
+            except ConfigError:
+                raise InvalidInputError(
+                    field, feature.window, "expected a duration such as '5m', '1h', '7d' or seconds"
+                ) from None
+            check_seconds(field, seconds, feature.window)
+        for name in ("alpha", "beta"):
+            x = getattr(feature, name)
+            if not math.isfinite(x):
+                raise InvalidInputError(f"features[{i}].{name}", x, "must be a finite number")
 
 
 def create_app(recommender: Recommender, *, token: str | None = None) -> FastAPI:
@@ -77,7 +176,9 @@ def create_app(recommender: Recommender, *, token: str | None = None) -> FastAPI
         description="Real-time recommendations: events in, ranked items out. See docs/serving.md.",
     )
     metrics = recommender.metrics
+    limits = recommender.config.limits
     expected = f"Bearer {token}".encode() if token else None
+    app.add_middleware(_BodyLimit, limit=limits.max_body_bytes)  # inside the guard below: counted in metrics
 
     @app.middleware("http")
     async def _guard_and_measure(request: Request, call_next: Any) -> Response:
@@ -104,9 +205,32 @@ def create_app(recommender: Recommender, *, token: str | None = None) -> FastAPI
     async def _on_invalid(request: Request, exc: InvalidInputError) -> JSONResponse:
         return _invalid(exc, ["query"] if request.method == "GET" else ["body"])
 
+    @app.exception_handler(RequestValidationError)
+    async def _on_request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes each input raw; a NaN or a lone surrogate made it a 500.
+        return JSONResponse({"detail": json_safe(list(exc.errors()))}, status_code=422)
+
+    @app.exception_handler(LogError)
+    async def _on_log_error(request: Request, exc: LogError) -> JSONResponse:
+        detail = f"the event log failed, nothing of the request was stored; resend it later ({exc})"
+        return JSONResponse({"detail": json_safe(detail), "resend": True}, status_code=503)
+
+    @app.exception_handler(ProfilesBehindError)
+    async def _on_profiles_behind(request: Request, exc: ProfilesBehindError) -> JSONResponse:
+        content: dict[str, Any] = {"detail": json_safe(str(exc)), "logged": exc.logged, "resend": False}
+        if exc.result is not None:
+            content["accepted"] = exc.result.accepted
+            content["rejected"] = [_error(e.field, e.reason, e.value, index=i) for i, e in exc.result.rejected]
+        return JSONResponse(content, status_code=503)
+
+    @app.exception_handler(ProfilesUnavailableError)
+    async def _on_profiles_unavailable(request: Request, exc: ProfilesUnavailableError) -> JSONResponse:
+        content = {"detail": json_safe(str(exc)), "logged": 0, "resend": True}
+        return JSONResponse(content, status_code=503, headers={"Retry-After": "5"})
+
     @app.exception_handler(StreamrecError)
     async def _on_error(request: Request, exc: StreamrecError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+        return JSONResponse({"detail": json_safe(str(exc))}, status_code=400)
 
     @app.post("/v1/events", summary="Record a batch of user actions")
     def post_events(
@@ -135,7 +259,12 @@ def create_app(recommender: Recommender, *, token: str | None = None) -> FastAPI
         if not isinstance(body, dict) or not isinstance(body.get("events"), list):
             err = _error("events", "expected a JSON object {'events': [...]} with a list of events", None)
             return JSONResponse({"detail": [err], "accepted": 0, "rejected": [err]}, status_code=422)
-        result = recommender.record(body["events"])
+        events = body["events"]
+        if len(events) > limits.max_events:
+            exc = limits.refuse("events", "max_events", len(events))
+            err = _error(exc.field, exc.reason, exc.value)
+            return JSONResponse({"detail": [err], "accepted": 0, "rejected": [err]}, status_code=422)
+        result = recommender.record(events)
         rejected = [_error(e.field, e.reason, e.value, index=i) for i, e in result.rejected]
         content: dict[str, Any] = {"accepted": result.accepted, "rejected": rejected}
         if rejected:
@@ -169,30 +298,45 @@ def create_app(recommender: Recommender, *, token: str | None = None) -> FastAPI
                 }
             ],
         ),
-    ) -> dict[str, Any]:
-        """A :class:`FeatureQuery` as JSON; answers per entity ``{feature name: number or table}``."""
-        query = parse_record(body, FeatureQuery) if isinstance(body, dict) else None
-        if query is None:
+    ) -> Response:
+        """A :class:`FeatureQuery` as JSON; answers per entity ``{feature name: number or table}``.
+
+        Within ``[serving.limits]``: ``max_entities``, ``max_features``, ``max_query_cells``
+        (entities x features) and ``max_response_bytes`` (the encoded answer); 422 naming the limit.
+        A number without a value (an empty window of a ``max``/``min`` counter) is ``null``.
+        """
+        if not isinstance(body, dict):
             raise InvalidInputError("body", body, "expected a JSON object with `features` and `entities`")
+        bad = find_unencodable(body)
+        if bad is not None:
+            raise InvalidInputError(bad[0] or "body", bad[1], "is not valid UTF-8 text (it holds a lone surrogate)")
+        query = parse_record(body, FeatureQuery)
         if query.keys:
             raise InvalidInputError("keys", "...", "the HTTP API takes `entities` labels, not hashed keys")
+        _check_query(query, limits)
         result = recommender.profiles.query(query)
-        return {
+        answer = {
             "names": result.names,
             "columns": result.columns,
             "entities": query.entities,
             "results": result.to_dicts(),
             "now": result.now,
         }
+        encoded = msgspec.json.encode(answer)  # NaN and infinities as null, where JSONResponse raised
+        if len(encoded) > limits.max_response_bytes:
+            raise limits.refuse("answer bytes", "max_response_bytes", len(encoded))
+        return Response(encoded, media_type="application/json")
 
     @app.get("/healthz", summary="Liveness and model version (no token needed)")
     def healthz() -> dict[str, Any]:
         model = recommender.model
         error = getattr(model, "error", None)
+        pending = recommender.profiles_pending  # logged events the profile store has not taken yet
         return {
-            "status": "ok" if error is None else "degraded",
+            "status": "ok" if error is None and not pending else "degraded",
             "model_version": getattr(model, "version", None),
             "model_error": None if error is None else str(error),
+            "profiles_pending": pending,
         }
 
     @app.get("/metrics", summary="Prometheus metrics")

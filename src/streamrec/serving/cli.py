@@ -2,7 +2,8 @@
 
 ``serve`` builds the embedded stack by default (SQLite log, in-process profile store on local
 disk) or joins a cluster (``--log redis://...`` and ``--profiles host:port,...``), loads the
-ranking model from a trainer snapshot and/or follows ``model-updates``, and runs the API under
+ranking model from a trainer snapshot and/or follows ``model-updates`` (a snapshot whose model
+does not fit the feature plan is refused at start, naming what differs), and runs the API under
 uvicorn. It binds 127.0.0.1 unless ``--host`` says otherwise: exposing a recommender that accepts
 events is a decision, not a default. Heavy imports stay inside the command.
 """
@@ -65,7 +66,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         from streamrec.log import open_log
         from streamrec.profiles import ProfileClient
         from streamrec.serving.api import create_app
-        from streamrec.serving.recommender import Recommender, RecommenderConfig
+        from streamrec.serving.recommender import Recommender, RecommenderConfig, check_model
         from streamrec.serving.slots import serving_profiles_config
         from streamrec.warmup import warm_embedding, warm_profiles
 
@@ -89,6 +90,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             from streamrec.training.serving_model import ServingModel
 
             model = ServingModel.from_snapshot(snapshot)
+            # Refuse now, naming what differs, rather than answer every request with a 500 later.
+            check_model(model, rcfg.features, source=snapshot)
             if follow:
                 model.follow(event_log)
         recommender = Recommender(client, event_log, model, rcfg, write_profiles=embedded)

@@ -19,8 +19,14 @@ recorded batch also feeds :attr:`Recommender.live`, the time-bucketed stats of t
 (``live.py``): O(k) per request, one pass over the batch per record.
 
 :meth:`Recommender.record` is where actions enter: validated (bad ones reported by index, the
-valid ones kept), stamped with the catalogue fields (``slots.py``), written to the profile store
-when the recommender owns it (embedded mode), then appended to ``actions``.
+valid ones kept), stamped with the catalogue fields (``slots.py``), appended to ``actions``, and
+then, when the recommender owns the profile store (embedded mode), written to it. The order is
+the design (``docs/serving.md``, "A batch reaches the log and the profiles, or neither"): every
+check runs before anything is stored, the profile store's own rules included (a dry run of them);
+the log is the record of what happened, so it is written first, and profiles follow it as the
+ingest follows it in cluster mode. A profile write that fails after the append is not the
+client's to resend (the log has the batch): the recommender keeps the batch and applies it before
+any later one, refusing new batches until it has.
 """
 
 from __future__ import annotations
@@ -37,16 +43,27 @@ import msgspec
 import numpy as np
 
 from streamrec.config import convert
-from streamrec.errors import InvalidInputError
+from streamrec.errors import InvalidInputError, StreamrecError
 from streamrec.log import EventLog
-from streamrec.records import ActionEvent, Impression, parse_many
+from streamrec.profiles.events import build_specs, events_to_rows
+from streamrec.records import ActionEvent, Example, Impression, parse_many
 from streamrec.serving.features import FeaturePlan, FeatureSet, default_plan
+from streamrec.serving.limits import MAX_EPOCH_S, ServingLimits, check_epoch, is_utf8
 from streamrec.serving.live import LiveStats
 from streamrec.serving.metrics import ServingMetrics
 from streamrec.serving.retrieval import Candidates, RetrievalConfig, Retriever
 from streamrec.serving.slots import check_slots, stamp
+from streamrec.training.batch import ExampleBatch
 
-__all__ = ["Recommendation", "Recommender", "RecommenderConfig", "RecordResult"]
+__all__ = [
+    "ProfilesBehindError",
+    "ProfilesUnavailableError",
+    "Recommendation",
+    "Recommender",
+    "RecommenderConfig",
+    "RecordResult",
+    "check_model",
+]
 
 
 class RecommenderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -62,6 +79,7 @@ class RecommenderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     fallback_column: the dense column that ranks when no model is given.
     max_k: the largest ``k`` a request may ask for.
     actions_topic, impressions_topic: the log topics written.
+    limits: what one HTTP request may ask (``[serving.limits]``, :class:`ServingLimits`).
     """
 
     features: FeaturePlan = msgspec.field(default_factory=default_plan)
@@ -72,6 +90,7 @@ class RecommenderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     max_k: int = 200
     actions_topic: str = "actions"
     impressions_topic: str = "impressions"
+    limits: ServingLimits = msgspec.field(default_factory=ServingLimits)
 
     def __post_init__(self) -> None:
         if self.category_cap is not None and self.category_cap < 1:
@@ -135,6 +154,106 @@ def top_k(scores: np.ndarray, k: int, categories: Sequence[str] | None = None, c
 _REASON = re.compile(r"^(?P<field>[^:\s]+): (?P<why>.*?)(?: \(got (?P<value>.*)\))?$", re.S)
 
 
+class ProfilesBehindError(StreamrecError):
+    """The batch is in the log (topic ``actions``), but the profile store failed to take it.
+
+    Do not resend it: the log would hold it twice. The recommender keeps the batch (``pending``)
+    and writes it to the profiles before any later batch; until then it refuses new batches with
+    :class:`ProfilesUnavailableError`.
+    """
+
+    def __init__(self, logged: int, topic: str, cause: BaseException) -> None:
+        self.logged = logged
+        self.cause = cause
+        self.result: RecordResult | None = None  # what the batch's validation said, set by ``record``
+        super().__init__(
+            f"the {logged} event(s) are in the log (topic {topic!r}) but the profile store failed to take "
+            f"them ({type(cause).__name__}: {cause}); they will be written to the profiles before any later "
+            "batch: do not resend them"
+        )
+
+
+class ProfilesUnavailableError(StreamrecError):
+    """Nothing of the batch was stored: events logged earlier still wait for the profile store.
+
+    Resend the batch later; ``GET /healthz`` shows ``profiles_pending`` until the store takes them.
+    """
+
+    def __init__(self, pending: int, cause: BaseException) -> None:
+        self.pending = pending
+        self.cause = cause
+        super().__init__(
+            f"nothing of this batch was stored: {pending} event(s) logged earlier still wait for the profile "
+            f"store ({type(cause).__name__}: {cause}); resend the batch later"
+        )
+
+
+class _NoKeys:
+    """The profile store's keyer for a dry run of its rules: validating needs no keyed hashes."""
+
+    def __call__(self, entity_type: str, entity_id: str) -> bytes:
+        return b""
+
+    def value_hash(self, slot: str, value: str) -> str:
+        return ""
+
+
+def _check_event(event: ActionEvent) -> InvalidInputError | None:
+    """What the record parser lets through but no store can take: text UTF-8 cannot encode (a lone
+    surrogate) and times past :data:`MAX_EPOCH_S`."""
+    for name, text in (("user", event.user), ("item", event.item), ("action", event.action)):
+        if not is_utf8(text):
+            return InvalidInputError(name, text, "is not valid UTF-8 text (it holds a lone surrogate)")
+    if event.request_id is not None and not is_utf8(event.request_id):
+        return InvalidInputError("request_id", event.request_id, "is not valid UTF-8 text (it holds a lone surrogate)")
+    for name in event.counters:
+        if not is_utf8(name):
+            return InvalidInputError("counters", name, "a key is not valid UTF-8 text (it holds a lone surrogate)")
+    for name, text in event.attributes.items():
+        if not is_utf8(name):
+            return InvalidInputError("attributes", name, "a key is not valid UTF-8 text (it holds a lone surrogate)")
+        if not is_utf8(text):
+            return InvalidInputError(
+                f"attributes[{name!r}]", text, "is not valid UTF-8 text (it holds a lone surrogate)"
+            )
+    if event.time > MAX_EPOCH_S:
+        return InvalidInputError("time", event.time, f"must be epoch seconds in [0, {MAX_EPOCH_S:.0f}]")
+    return None
+
+
+def check_model(model: Any, plan: FeaturePlan, source: str = "model") -> None:
+    """Raise :class:`InvalidInputError` (field ``model``) if ``model`` cannot score ``plan``'s features.
+
+    Compares the model's ``n_dense`` with the plan's dense columns and the model's sparse slots
+    (its embedding tables) with the plan's sparse features, naming every difference; when they
+    agree, scores one candidate of the plan's shape, so anything else that does not fit fails here,
+    at start, and not in every request. ``source`` names where the model came from (a snapshot).
+    """
+    if model is None:
+        return
+    problems = []
+    n_dense = getattr(getattr(model, "config", None), "n_dense", None)
+    if n_dense is not None and n_dense != plan.n_dense:
+        problems.append(f"n_dense is {n_dense} in the model but the plan has {plan.n_dense} dense columns")
+    tables = getattr(getattr(model, "tables", None), "tables", None)
+    slots = list(tables) if isinstance(tables, dict) else []
+    missing = [s for s in slots if s not in plan.slots]
+    if missing:
+        problems.append(f"the model's sparse slots {missing} are not sparse features of the plan {plan.slots}")
+    if not problems:
+        probe = Example(sparse={}, dense=[0.0] * plan.n_dense, label=0.0, time=0.0)
+        try:
+            model.predict(ExampleBatch.from_examples([probe], plan.slots, plan.n_dense))
+        except Exception as exc:  # anything a request would hit: report it now, once
+            problems.append(f"scoring one candidate of the plan's shape fails: {type(exc).__name__}: {exc}")
+    if problems:
+        raise InvalidInputError(
+            "model",
+            {"source": source, "n_dense": n_dense, "slots": slots},
+            "does not fit the feature plan [serving.features]: " + "; ".join(problems),
+        )
+
+
 def _store_error(reason: str) -> InvalidInputError:
     """The profile store's rejection reason (``"field: why (got value)"``) as a typed error."""
     match = _REASON.match(reason)
@@ -193,6 +312,7 @@ class Recommender:
     ) -> None:
         self.config = config or RecommenderConfig()
         self.plan = self.config.features
+        check_model(model, self.plan)
         check_slots(profiles.cfg, sorted(self.plan.profile_slots() | {"catalog_items", "item_users", "clicked_item"}))
         if model is None and self.config.fallback_column not in self.plan.dense_names:
             raise InvalidInputError(
@@ -215,15 +335,24 @@ class Recommender:
             extra["ann"] = AnnSource(profiles, model, self.plan)
         self.retriever = Retriever(profiles, self.config.retrieval, extra)
         self._record_lock = threading.Lock()
+        self._specs = build_specs(profiles.cfg) if write_profiles else []  # the store's rules, for the dry run
+        self._pending: list[ActionEvent] = []  # logged, not yet in the profiles (a profile write failed)
+
+    @property
+    def profiles_pending(self) -> int:
+        """Events in the log that the profile store has not taken yet (0 unless a profile write failed)."""
+        return len(self._pending)
 
     # -- requests -----------------------------------------------------------------------------
     def recommend(self, user: str, k: int = 10, now: float | None = None) -> Recommendation:
         """The top ``k`` items for ``user`` at ``now`` (default: the clock), each with score and source."""
         if not isinstance(user, str) or not user:
             raise InvalidInputError("user_id", user, "must be a non-empty string")
+        if not is_utf8(user):
+            raise InvalidInputError("user_id", user, "is not valid UTF-8 text (it holds a lone surrogate)")
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.config.max_k:
             raise InvalidInputError("k", k, f"must be an integer in 1..{self.config.max_k}")
-        now = self.clock() if now is None else float(now)
+        now = self.clock() if now is None else check_epoch("now", now)
         request_id = self.request_ids()
         t0 = time.perf_counter()
         candidates = self.retriever.retrieve(user, now)
@@ -277,28 +406,93 @@ class Recommender:
     def record(self, events: Sequence[Any]) -> RecordResult:
         """Validate, stamp and store a batch of actions; bad events are reported, valid ones kept.
 
-        ``events`` are dicts (untrusted JSON) or :class:`ActionEvent`. In embedded mode an event
-        the profile store refuses (a counter no slot declares, an event too far in the future) is
-        rejected with the store's reason and not appended to the log; events older than every
+        ``events`` are dicts (untrusted JSON) or :class:`ActionEvent`. Every check runs before
+        anything is stored: the record's fields, text that UTF-8 cannot encode, and in embedded
+        mode the profile store's own rules (a counter no slot declares, an event too far in the
+        future), whose rejections name the field like the others. The valid events are appended
+        to the log, then written to the profile store (embedded mode). Events older than every
         slot's retention are accepted (logged) and only dropped by the store.
+
+        Raises
+        ------
+        LogError
+            The log append failed: nothing of the batch was stored anywhere; resend it.
+        ProfilesBehindError
+            The batch is in the log but the profile store failed to take it: do not resend it, the
+            recommender writes it to the profiles before any later batch.
+        ProfilesUnavailableError
+            Events logged earlier still wait for the profile store: nothing was stored; resend later.
         """
         if isinstance(events, str | bytes) or not isinstance(events, Sequence):
             raise InvalidInputError("events", events, "expected a list of action events")
         valid, rejected = parse_many(events, ActionEvent)
         bad_input = {j for j, _ in rejected}
         index = [i for i in range(len(events)) if i not in bad_input]  # batch position of each valid event
-        stamped = [stamp(e) for e in valid]
+        checked: list[tuple[int, ActionEvent]] = []
+        for i, event in zip(index, valid, strict=True):
+            error = _check_event(event)
+            if error is None:
+                checked.append((i, stamp(event)))
+            else:
+                rejected.append((i, error))
         with self._record_lock:
-            if self.write_profiles and stamped:
-                result = self.profiles.write(stamped)
-                bad = {i for i, _ in result.rejected}
-                for i, reason in result.rejected:
-                    rejected.append((index[i], _store_error(reason)))
-                stamped = [e for i, e in enumerate(stamped) if i not in bad]
+            if self.write_profiles:
+                self._catch_up()
+                refused = self._store_rejects([e for _, e in checked])
+                rejected.extend((checked[j][0], _store_error(reason)) for j, reason in refused)
+                gone = {j for j, _ in refused}
+                checked = [c for j, c in enumerate(checked) if j not in gone]
+            stamped = [e for _, e in checked]
+            behind = None
             if stamped:
                 self.log.append(self.config.actions_topic, stamped)
+                if self.write_profiles:
+                    behind = self._write_profiles(stamped)
         rejected.sort(key=lambda r: r[0])
+        self._observe_record(stamped, len(rejected))
+        result = RecordResult(len(stamped), rejected)
+        if behind is not None:
+            behind.result = result
+            raise behind
+        return result
+
+    def _observe_record(self, stamped: list[ActionEvent], n_rejected: int) -> None:
         self.metrics.events.labels("accepted").inc(len(stamped))
-        self.metrics.events.labels("rejected").inc(len(rejected))
+        self.metrics.events.labels("rejected").inc(n_rejected)
         self.live.observe_actions(stamped)
-        return RecordResult(len(stamped), rejected)
+
+    def _store_rejects(self, events: list[ActionEvent]) -> list[tuple[int, str]]:
+        """``(index, reason)`` of the events the profile store would refuse, without writing anything.
+
+        The store's own validation (``profiles.events.events_to_rows``) on its compiled slots, at
+        this recommender's clock for a wall-clock store (the event clock otherwise, as the store).
+        """
+        if not events:
+            return []
+        cfg = self.profiles.cfg
+        now = self.clock() if cfg.clock == "wall" else None
+        _, _, refused, _, _ = events_to_rows(events, self._specs, _NoKeys(), now, float(cfg.max_future))  # type: ignore[arg-type]
+        return refused
+
+    def _write_profiles(self, stamped: list[ActionEvent]) -> ProfilesBehindError | None:
+        """Write a logged batch to the profile store; on failure keep it for :meth:`_catch_up`."""
+        try:
+            result = self.profiles.write(stamped)
+        except Exception as exc:  # the batch is in the log: it must reach the profiles later, once
+            self._pending = list(stamped)
+            error = ProfilesBehindError(len(stamped), self.config.actions_topic, exc)
+            error.__cause__ = exc
+            return error
+        if result.rejected:  # the dry run passed them a moment ago: the store's clock moved past them
+            self.metrics.events.labels("dropped_by_profiles").inc(len(result.rejected))
+        return None
+
+    def _catch_up(self) -> None:
+        """Write the events a failed profile write left behind, before any new batch is stored."""
+        if not self._pending:
+            return
+        try:
+            self.profiles.write(self._pending)
+        except Exception as exc:
+            raise ProfilesUnavailableError(len(self._pending), exc) from exc
+        self._pending = []
