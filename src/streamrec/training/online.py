@@ -21,6 +21,20 @@ work converge to the restored model.
 
 The loop is single-threaded on purpose: training, export and the snapshot see one consistent
 model without locks; the only concurrency is in the serving replicas (``serving_model.py``).
+
+**W ranks** (``streamrec train online --ranks W``, or under ``torchrun``): the trainer is a
+:class:`~streamrec.training.distributed.DistributedTrainer` and each rank runs this loop in lock
+step. A rank's consumer is a member of the group, so the ranks share the partitions of
+``examples``; every step is collective (a rank that polled nothing trains on an empty share). After
+each step the ranks agree, in one all-reduce, on what rank 0's clock says is due, whether anyone
+was asked to stop, whether anything was polled anywhere (``until_drained``) and the newest event
+time (for expiry). Each rank publishes the delta of its own shard (``shard``/``shards`` in the
+update; a replica counts a version as applied once every part arrived); rank 0 publishes dense
+updates and the first part of the ``full`` update that opens a run (the other parts follow it, so
+the reset never wipes another shard's rows). Snapshots are sharded (``training/shards.py``) and
+record the positions of every partition, merged over ranks; each rank commits after the snapshot.
+A rank that dies breaks the collectives: the others fail, the launcher stops the job, and a restart
+resumes from the last snapshot and the committed offsets.
 """
 
 from __future__ import annotations
@@ -34,12 +48,16 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import torch
+import torch.distributed as dist
 
 from streamrec.embedding import EmbeddingCollection
 from streamrec.errors import ConfigError
 from streamrec.log import EventLog, open_log
 from streamrec.records import Example
 from streamrec.training.batch import ExampleBatch
+from streamrec.training.distributed import DistributedTrainer
+from streamrec.training.shards import is_sharded, load_shard, reshard, save_sharded
 from streamrec.training.snapshot import load_trainer, save_trainer
 from streamrec.training.trainer import Trainer
 from streamrec.training.updates import UPDATES_TOPIC, FullPayload, ModelUpdate, encode_dense
@@ -188,6 +206,8 @@ class OnlineTrainer:
         extra: dict[str, Any] | None = None,
     ) -> None:
         self.trainer = trainer
+        self.distributed = isinstance(trainer, DistributedTrainer)
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if self.distributed else (0, 1)
         self.config = config or OnlineConfig()
         self._own_log = isinstance(log, str)
         self.log = open_log(log) if isinstance(log, str) else log
@@ -202,6 +222,8 @@ class OnlineTrainer:
         self.examples_offsets: dict[int, int] = {int(p): int(o) for p, o in saved.items()}
         self.version = int(online.get("version", 0))
         self.trained_offsets = dict(online.get("trained_offsets", {"count": 0, "sum": 0}))
+        if self.rank != 0:  # a snapshot's count covers every rank; snapshots sum the ranks' counts
+            self.trained_offsets = {"count": 0, "sum": 0}
         self.stats = OnlineStats(max_event_time=float(online.get("max_event_time", 0.0)))
         tables = trainer.model.embeddings.tables if hasattr(trainer.model.embeddings, "tables") else None
         self.tables: EmbeddingCollection | None = tables if isinstance(tables, EmbeddingCollection) else None
@@ -227,21 +249,39 @@ class OnlineTrainer:
         cls, snapshot_path: str | Path, log: EventLog | str, config: OnlineConfig | None = None
     ) -> OnlineTrainer:
         """Restore the trainer saved at ``snapshot_path`` and continue it online, snapshotting there."""
-        trainer, extra = load_trainer(snapshot_path)
-        return cls(trainer, log, snapshot_path, config, extra)
+        path = Path(snapshot_path)
+        # W ranks write sharded snapshots (a directory). Given the batch stage's one-file snapshot,
+        # they go beside it, to <file>.shards/, which later runs prefer once it holds a manifest.
+        shards_home = path.with_name(path.name + ".shards") if path.is_file() else path
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            rank, world = dist.get_rank(), dist.get_world_size()
+            if is_sharded(shards_home):
+                trainer, extra = load_shard(shards_home, rank, world)
+            else:  # a one-file snapshot: each rank keeps the ids it owns
+                trainer, extra = load_trainer(path)
+                trainer.model.embeddings.tables = reshard([trainer.model.embeddings.tables], rank, world)
+            return cls(DistributedTrainer.from_trainer(trainer), log, shards_home, config, extra)
+        if is_sharded(shards_home):
+            trainer, extra = load_shard(shards_home, 0, 1)
+            return cls(trainer, log, shards_home, config, extra)
+        trainer, extra = load_trainer(path)
+        return cls(trainer, log, path, config, extra)
 
     # -- the loop ---------------------------------------------------------------------------
     def step(self) -> int:
         """Poll one mini-batch, train on it, run what is due; returns how many records were polled."""
         if not self._started:
             self._start()
-        envelopes = self.consumer.poll(self.config.batch_size, self.config.poll_timeout_s)
+        size = self.config.batch_size if not self.distributed else max(1, self.config.batch_size // self.world)
+        envelopes = self.consumer.poll(size, self.config.poll_timeout_s)
         positions = self.examples_offsets
         fresh = [e for e in envelopes if e.offset >= positions.get(e.partition, 0)]
         self.stats.replayed_skipped += len(envelopes) - len(fresh)
         records = [e.record for e in fresh if len(e.record.dense) == self.n_dense]
         self.stats.rejected += len(fresh) - len(records)
-        if records:
+        if self.distributed:
+            self._distributed_step(records)
+        elif records:
             batch = ExampleBatch.from_examples(records, self.slots, self.n_dense)
             wall = time.time()  # rows change from here on: the oldest change the next syncs carry
             self.trainer.train_step(batch)
@@ -258,8 +298,59 @@ class OnlineTrainer:
                 positions[envelope.partition] = envelope.offset + 1
             self.trained_offsets["count"] += len(fresh)
             self.trained_offsets["sum"] += int(offsets.sum())
+        if self.distributed:
+            return self._agree_and_run_due(len(envelopes))
         self.run_due()
         return len(envelopes)
+
+    # -- W ranks in lock step -----------------------------------------------------------------------
+    def _distributed_step(self, records: list[Example]) -> None:
+        batch = ExampleBatch.from_examples(records, self.slots, self.n_dense)
+        wall = time.time()
+        before = self.trainer.examples_seen
+        self.trainer.train_step(batch)  # collective; a no-op everywhere when no rank has examples
+        if self.trainer.examples_seen > before:
+            if self._changes_since is None:
+                self._changes_since = wall
+            if self._dense_changes_since is None:
+                self._dense_changes_since = wall
+            self.stats.steps += 1
+        self.stats.examples += len(records)
+        if records:
+            self.stats.max_event_time = max(self.stats.max_event_time, batch.max_time)
+
+    def _agree_and_run_due(self, polled: int) -> int:
+        """One all-reduce: rank 0's schedules, anyone's stop, the global poll count and newest event
+        time; then every rank runs the same schedules. Returns the records polled by all ranks."""
+        now = time.monotonic()
+        due = [now >= self._due[k] for k in ("expiry", "snapshot", "sparse", "dense")] if self.rank == 0 else [0] * 4
+        counts = torch.tensor([float(self._stop.is_set()), float(polled)], dtype=torch.float64)
+        # Every partition's trained position travels too (offsets are exact in float64 below 2^53):
+        # when a partition moves to another rank, the new owner re-reads from the committed offset
+        # (commits follow snapshots) and must skip what its previous owner already trained.
+        parts = self.log.partitions(self.config.examples_topic)
+        positions = [float(self.examples_offsets.get(p, 0)) for p in range(parts)]
+        latest = torch.tensor([*map(float, due), self.stats.max_event_time, *positions], dtype=torch.float64)
+        dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+        dist.all_reduce(latest, op=dist.ReduceOp.MAX)
+        stop, total = counts.tolist()
+        expiry, snap, sparse, dense, newest, *agreed = latest.tolist()
+        for part, position in enumerate(agreed):
+            if position > 0:
+                self.examples_offsets[part] = int(position)
+        self.stats.max_event_time = newest
+        if stop:
+            self._stop.set()
+        if expiry:
+            self.expire()
+        if snap and self.snapshot_path is not None:
+            self.snapshot()
+        else:
+            if sparse:
+                self.sync_sparse()
+            if dense:
+                self.sync_dense()
+        return int(total)
 
     def run_due(self) -> None:
         """Run every schedule whose time has come (snapshot implies both syncs)."""
@@ -294,7 +385,9 @@ class OnlineTrainer:
             if until_drained and polled == 0:
                 break
             if max_seconds is not None and now - started >= max_seconds:
-                break
+                if not self.distributed:
+                    break
+                self._stop.set()  # agreed at the next step, so every rank stops after the same one
         self.finish()
         return self._refresh(started)
 
@@ -335,8 +428,8 @@ class OnlineTrainer:
         if self.tables is None or not self.config.publish:
             return None
         created = time.time()
-        delta = self.tables.export_delta()
-        update = self._publish("sparse", delta.to_bytes(), created, self._changes_since)
+        delta = self.tables.export_delta()  # with W ranks: this rank's shard, one part of the version
+        update = self._publish("sparse", delta.to_bytes(), created, self._changes_since, part=True)
         self._changes_since = None
         self.stats.sparse_syncs += 1
         return update
@@ -347,6 +440,10 @@ class OnlineTrainer:
         if not self.config.publish:
             return None
         created = time.time()
+        if self.rank != 0:  # the head is the same on every rank: rank 0 speaks for it
+            self.version += 1
+            self._dense_changes_since = None
+            return None
         payload = encode_dense(self.trainer.model.head.state_dict())
         update = self._publish("dense", payload, created, self._dense_changes_since)
         self._dense_changes_since = None
@@ -361,8 +458,16 @@ class OnlineTrainer:
         self.tables.export_delta()  # everything is in the full copy; start the next delta from here
         pooling = {slot: table.config.pooling for slot, table in self.tables.tables.items()}
         head = encode_dense(self.trainer.model.head.state_dict())
-        payload = FullPayload(self.tables.export_full().to_bytes(), head, pooling)
-        update = self._publish("full", msgspec.msgpack.encode(payload), created, None)
+        payload = msgspec.msgpack.encode(FullPayload(self.tables.export_full().to_bytes(), head, pooling))
+        if not self.distributed:
+            update = self._publish("full", payload, created, None)
+        else:  # part 0 resets a replica, so it must come first; the other shards' parts follow it
+            update = self._publish("full", payload, created, None, part=True, publish=self.rank == 0)
+            dist.barrier()
+            if self.rank != 0:
+                self.log.append(self.config.updates_topic, [update])
+                self.stats.bytes_published += len(payload)
+            dist.barrier()
         self._changes_since = self._dense_changes_since = None
         self.stats.full_syncs += 1
         return update
@@ -384,7 +489,24 @@ class OnlineTrainer:
             "max_event_time": self.stats.max_event_time,
             "saved_at": time.time(),
         }
-        save_trainer(self.snapshot_path, self.trainer, {**self.extra, "online": online})
+        if self.distributed or is_sharded(self.snapshot_path):
+            merged: list[Any] = [None] * self.world
+            mine = (dict(self.examples_offsets), dict(self.trained_offsets))
+            if self.distributed:
+                dist.all_gather_object(merged, mine)
+            else:
+                merged = [mine]
+            positions: dict[int, int] = {}
+            for mine, _ in merged:  # partitions may have moved between ranks: the furthest position wins
+                for part, offset in mine.items():
+                    positions[part] = max(positions.get(part, 0), offset)
+            online["examples_offsets"] = {str(p): o for p, o in sorted(positions.items())}
+            online["examples_offset"] = sum(positions.values())
+            online["trained_offsets"] = {k: sum(t[k] for _, t in merged) for k in ("count", "sum")}
+            online["world"] = self.world
+            save_sharded(self.snapshot_path, self.trainer, {**self.extra, "online": online})
+        else:
+            save_trainer(self.snapshot_path, self.trainer, {**self.extra, "online": online})
         self.extra["online"] = online
         self.consumer.commit()  # after the snapshot: a crash in between replays, never loses
         self.stats.snapshots += 1
@@ -400,8 +522,18 @@ class OnlineTrainer:
         if self.config.publish and self.config.publish_full_on_start:
             self.publish_full()
 
-    def _publish(self, kind: str, payload: bytes, created: float, since: float | None) -> ModelUpdate:
-        self.version += 1
+    def _publish(
+        self,
+        kind: str,
+        payload: bytes,
+        created: float,
+        since: float | None,
+        *,
+        part: bool = False,
+        publish: bool = True,
+    ) -> ModelUpdate:
+        self.version += 1  # every rank counts every version, so versions agree across ranks
+        shard, shards = (self.rank, self.world) if part else (0, 1)
         update = ModelUpdate(
             kind=kind,  # type: ignore[arg-type]
             version=self.version,
@@ -409,9 +541,12 @@ class OnlineTrainer:
             changes_since=created if since is None else since,
             examples_seen=self.trainer.examples_seen,
             payload=payload,
+            shard=shard,
+            shards=shards,
         )
-        self.log.append(self.config.updates_topic, [update])
-        self.stats.bytes_published += len(payload)
+        if publish:
+            self.log.append(self.config.updates_topic, [update])
+            self.stats.bytes_published += len(payload)
         return update
 
     def _refresh(self, started: float) -> OnlineStats:

@@ -32,11 +32,31 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         until_drained: bool = typer.Option(False, "--until-drained", help="Stop when no example is waiting."),
         threads: int = typer.Option(0, min=0, help="Torch intra-op threads (0: torch default; 1 suits small steps)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the summary at the end."),
+        ranks: int = typer.Option(
+            1, "--ranks", min=1, help="Train as W local ranks (sharded tables; like torchrun, which also works)."
+        ),
     ) -> None:
-        """Continue a snapshot online: train from 'examples', publish updates to 'model-updates'."""
+        """Continue a snapshot online: train from 'examples', publish updates to 'model-updates'.
+
+        With --ranks W (or under torchrun, which sets RANK/WORLD_SIZE), W processes share the
+        partitions of 'examples', each holding one shard of the tables; snapshots become sharded
+        directories (beside a one-file snapshot: <snapshot>.shards/). If a rank dies, the job stops
+        with its exit code; run it again to resume from the last snapshot and committed offsets.
+        """
+        import sys
+
+        from streamrec.training.launch import launch_local, rank_from_env
+
+        if ranks > 1 and rank_from_env() is None:
+            raise typer.Exit(launch_local(sys.argv[1:], ranks, threads=threads or 1))
+        if rank_from_env() is not None:
+            from streamrec.training.distributed import init_from_env
+
+            rank, _ = init_from_env()
+            as_json = as_json and rank == 0  # one summary for the job: rank 0's
         summary = run_online(
             log, snapshot, sparse_sync_interval, dense_sync_interval, snapshot_interval, expiry_interval,
-            batch_size, group, max_seconds, until_drained, threads=threads, quiet=as_json,
+            batch_size, group, max_seconds, until_drained, threads=threads, quiet=as_json or _not_rank_0(),
         )  # fmt: skip
         if as_json:
             print(json.dumps(summary))
@@ -51,6 +71,13 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         from streamrec.training.bench import run_benchmark
 
         run_benchmark(as_json=as_json, quick=quick, threads=threads)
+
+
+def _not_rank_0() -> bool:
+    from streamrec.training.launch import rank_from_env
+
+    found = rank_from_env()
+    return found is not None and found[0] != 0
 
 
 def _duration(seconds: float) -> str:
@@ -85,7 +112,7 @@ def run_online(
     from streamrec.training.online import OnlineConfig, OnlineStats, OnlineTrainer, parse_duration
     from streamrec.warmup import warm_embedding
 
-    if not snapshot.is_file():
+    if not snapshot.is_file() and not (snapshot / "manifest.json").is_file():
         raise SnapshotError(f"--snapshot: {str(snapshot)!r} does not exist (write one with `streamrec train batch`)")
     config = OnlineConfig(
         sparse_sync_interval=parse_duration("--sparse-sync-interval", sparse_sync_interval),
@@ -123,7 +150,7 @@ def run_online(
         online.close()
     summary = {
         **msgspec.to_builtins(stats),
-        "snapshot": str(snapshot),
+        "snapshot": str(online.snapshot_path),
         "examples_offset": online.examples_offset,
         "schedule_s": {
             "sparse_sync_interval": config.sparse_sync_interval,

@@ -112,6 +112,8 @@ class ServingModel:
         self.applied: deque[AppliedUpdate] = deque(maxlen=100_000)  # the most recent updates
         self.error: BaseException | None = None
         self._applied_cond = threading.Condition()
+        self._parts: dict[int, set[int]] = {}  # versions of W ranks still missing parts: the parts applied
+        self._top = version  # the highest version wholly applied
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._log: EventLog | None = None
@@ -120,10 +122,12 @@ class ServingModel:
     # -- construction -----------------------------------------------------------------------
     @classmethod
     def from_snapshot(cls, path: str | Path) -> ServingModel:
-        """The model saved in a trainer snapshot, ready to follow the updates made after it."""
+        """The model saved in a trainer snapshot (a file, or a sharded snapshot's directory: every shard is
+        read), ready to follow the updates made after it."""
+        from streamrec.training.shards import is_sharded, load_shard
         from streamrec.training.snapshot import load_trainer
 
-        trainer, extra = load_trainer(path)
+        trainer, extra = load_shard(path, 0, 1) if is_sharded(path) else load_trainer(path)
         tables = trainer.model.embeddings.tables.serving_replica()
         online = extra.get("online", {})
         return cls(
@@ -157,7 +161,7 @@ class ServingModel:
                         raise LogError(f"topic {topic!r}: no 'full' update within {timeout_s} s to start a model from")
                     for envelope in consumer.poll(1000, 0.2):
                         position = envelope.offset + 1
-                        if envelope.record.kind == "full":
+                        if envelope.record.kind == "full" and envelope.record.shard == 0:
                             pending, full_seen = [], True
                         if full_seen:
                             pending.append(envelope.record)
@@ -230,6 +234,13 @@ class ServingModel:
         """Apply one update (checked first: a bad payload raises and changes nothing)."""
         if update.kind == "sparse":
             self._model.embeddings.tables.apply(CollectionDelta.from_bytes(update.payload))
+        elif update.kind == "full" and update.shard > 0:  # another rank's rows of a full update: merge
+            try:
+                full = msgspec.msgpack.decode(update.payload, type=FullPayload)
+            except msgspec.DecodeError as exc:
+                reason = f"not a full update: {exc}"
+                raise InvalidInputError("payload", f"{len(update.payload)} bytes", reason) from None
+            self._model.embeddings.tables.apply(CollectionDelta.from_bytes(full.sparse))
         elif update.kind == "dense":
             head_state = decode_dense(update.payload)
             self._model = self._assemble(self._model.embeddings, head_state)
@@ -251,10 +262,32 @@ class ServingModel:
             applied - update.created_at, applied - since,
         )  # fmt: skip
         with self._applied_cond:
-            self.version = update.version
-            self.examples_seen = update.examples_seen
+            self._count_version(update)
             self.applied.append(record)
             self._applied_cond.notify_all()
+
+    def _count_version(self, update: ModelUpdate) -> None:
+        """``version`` = the highest V such that every update up to V that arrived is wholly applied.
+
+        One trainer publishes versions in order. W ranks publish each sparse (and full) version in W
+        parts that interleave with other versions in the log, so a version counts only once all its
+        parts are applied, and never while a lower version still misses a part. A full update's
+        part 0 resets the count (a restarted trainer reuses versions after its snapshot's)."""
+        if update.kind == "full" and update.shard == 0:
+            self._parts.clear()
+            self._top = update.version if update.shards == 1 else update.version - 1
+        if update.shards > 1:
+            parts = self._parts.setdefault(update.version, set())
+            parts.add(update.shard)
+            if len(parts) == update.shards:
+                del self._parts[update.version]
+                self._top = max(self._top, update.version)
+        elif update.kind != "full":
+            self._top = max(self._top, update.version)
+        version = self._top if not self._parts else min(self._top, min(self._parts) - 1)
+        if version != self.version:
+            self.version = version
+            self.examples_seen = update.examples_seen
 
     def follow(
         self,

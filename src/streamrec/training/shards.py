@@ -48,7 +48,7 @@ from streamrec.training.snapshot import FORMAT as SHARD_FORMAT
 from streamrec.training.snapshot import load_trainer, save_trainer
 from streamrec.training.trainer import Trainer
 
-__all__ = ["MANIFEST_FORMAT", "is_sharded", "load_shard", "read_manifest", "save_sharded"]
+__all__ = ["MANIFEST_FORMAT", "is_sharded", "load_shard", "read_manifest", "reshard", "save_sharded"]
 
 MANIFEST_FORMAT = "streamrec-sharded-trainer-v1"
 
@@ -75,21 +75,26 @@ def _fsync_dir(path: Path) -> None:
 
 
 def save_sharded(path: str | Path, trainer: Trainer, extra: dict[str, Any] | None = None) -> Path:
-    """Write this rank's shard and, on rank 0, commit the manifest. Collective; returns the manifest path.
+    """Write this rank's shard and, on rank 0, commit the manifest. Collective (without a process
+    group: one shard); returns the manifest path.
 
     ``extra`` is recorded from rank 0 (the online stage stores its log positions there).
     """
     root = Path(path)
-    rank, world = dist.get_rank(), dist.get_world_size()
+    together = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if together else (0, 1)
     version = [f"v{trainer.steps:012d}-{uuid.uuid4().hex[:6]}"] if rank == 0 else [None]
-    dist.broadcast_object_list(version, src=0)
+    if together:
+        dist.broadcast_object_list(version, src=0)
     folder = root / str(version[0])
     folder.mkdir(parents=True, exist_ok=True)
     name = f"shard-{rank}-of-{world}.npz"
     save_trainer(folder / name, trainer, extra)  # written to a temp file, fsynced, renamed
     entry = {"name": name, "bytes": (folder / name).stat().st_size, "sha256": _sha256(folder / name)}
-    entries: list[Any] = [None] * world
-    dist.all_gather_object(entries, entry)
+    entries: list[Any] = [entry]
+    if together:
+        entries = [None] * world
+        dist.all_gather_object(entries, entry)
     manifest = root / "manifest.json"
     if rank == 0:
         _fsync_dir(folder)
@@ -114,7 +119,8 @@ def save_sharded(path: str | Path, trainer: Trainer, extra: dict[str, Any] | Non
         for old in root.iterdir():
             if old.is_dir() and old.name.startswith("v") and old.name != version[0]:
                 shutil.rmtree(old, ignore_errors=True)
-    dist.barrier()
+    if together:
+        dist.barrier()
     return manifest
 
 
@@ -160,12 +166,12 @@ def load_shard(path: str | Path, rank: int, world: int) -> tuple[Trainer, dict[s
     else:
         trainer, extra = load_trainer(files[0])  # dense head, optimizer, configs: the same on every shard
         old = [collection_from_arrays(read_arrays(f, SHARD_FORMAT), prefix="emb/") for f in files]
-        trainer.model.embeddings.tables = _reshard(old, rank, world)
+        trainer.model.embeddings.tables = reshard(old, rank, world)
     trainer.examples_seen = int(manifest["examples_seen"])
     return trainer, manifest.get("extra", extra)
 
 
-def _reshard(old: list[EmbeddingCollection], rank: int, world: int) -> EmbeddingCollection:
+def reshard(old: list[EmbeddingCollection], rank: int, world: int) -> EmbeddingCollection:
     """The ids of ``old`` shards that rank ``rank`` of ``world`` owns, as one collection."""
     config = old[0].config
     out = EmbeddingCollection.__new__(EmbeddingCollection)
@@ -208,7 +214,7 @@ def _table_subset(
             "last_update": np.concatenate(last),
             "dirty": np.concatenate(dirty),
             "free": np.empty(0, dtype=np.int32),
-            "alloc": np.array([0, n, max(n, 1)], dtype=np.int64),
+            "alloc": np.array([0, n, max(n, 1), index.size], dtype=np.int64),  # free, used, capacity, index size
             "counters": np.array(
                 [counters[:, 0].max(), counters[:, 1].sum(), counters[:, 2].sum(), counters[:, 3].sum()], np.int64
             ),

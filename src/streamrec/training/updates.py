@@ -54,6 +54,11 @@ class ModelUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         The training model's ``examples_seen`` when it was made.
     payload
         The bytes described in the module docstring.
+    shard, shards
+        With W training ranks, a sparse or full version is published in ``shards`` parts, one per
+        rank (``shard``), each holding that rank's rows; a replica has a version once it applied
+        every part. Part 0 of a full update carries the dense state and resets the replica, so it
+        is published before the others. One trainer: ``0`` of ``1``.
 
     Examples
     --------
@@ -72,10 +77,14 @@ class ModelUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     changes_since: float | None = None
     examples_seen: int = 0
     payload: bytes
+    shard: int = 0
+    shards: int = 1
 
     def __post_init__(self) -> None:
         if self.version < 1:
             raise InvalidInputError("version", self.version, "must be >= 1")
+        if not 1 <= self.shards <= 65536 or not 0 <= self.shard < self.shards:
+            raise InvalidInputError("shard", (self.shard, self.shards), "must be a part 0..shards-1 of 1..65536")
         if not np.isfinite(self.created_at):
             raise InvalidInputError("created_at", self.created_at, "must be finite")
 
