@@ -1,8 +1,9 @@
 """Cluster mode end to end: real redis-server, two profile nodes, ingest, joiner, trainer and API as
 separate processes (``streamrec.cluster.Cluster``, what ``streamrec cluster up`` runs), no mocks.
 
-Three layouts: one lane over Redis Streams (the default), and 4 partitions read by 2 joiners and 2
-profile ingest processes, over Redis Streams and over Kafka (a real Kafka-protocol broker, Tansu).
+Three layouts: one lane over Redis Streams (the default); 4 partitions read by 2 joiners, 2 profile
+ingest processes and a trainer of 2 ranks (sharded tables) over Redis Streams; and 4 partitions with 2
+joiners and 2 ingest processes over Kafka (a real Kafka-protocol broker, Tansu).
 
 The two bars of issue 5, measured from just before the action's ``POST /v1/events``:
 
@@ -35,7 +36,7 @@ def _call(url: str, body: dict[str, Any] | None = None, timeout: float = 10.0) -
 
 LAYOUTS = {
     "redis": {},
-    "redis-4-partitions": {"partitions": 4, "joiners": 2, "ingest": 2},
+    "redis-4-partitions": {"partitions": 4, "joiners": 2, "ingest": 2, "trainers": 2},
     "kafka-4-partitions": {"partitions": 4, "joiners": 2, "ingest": 2},
 }
 

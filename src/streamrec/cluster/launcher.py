@@ -67,6 +67,8 @@ class ClusterConfig:
         a log whose topics already have another count is refused). ``model-updates`` has one.
     joiners, ingest: processes of the joiner and of the profile ingest (each a consumer group
         sharing the partitions; at most ``partitions`` of each do work, the rest stand by).
+    trainers: ranks of the online trainer (``train online --ranks``: sharded tables on
+        torch.distributed, each rank reading its share of the partitions of ``examples``).
     nodes: number of profile nodes (fixed at the first start of ``dir``).
     host: interface every process binds.
     api_port: the HTTP API's port (0: any free port).
@@ -88,6 +90,7 @@ class ClusterConfig:
     partitions: int = 1
     joiners: int = 1
     ingest: int = 1
+    trainers: int = 1
     nodes: int = 2
     host: str = "127.0.0.1"
     api_port: int = 8000
@@ -120,6 +123,8 @@ class ClusterConfig:
             raise InvalidInputError("log_url", self.log_url, "expected redis://host:port/db or kafka://host:port")
         if not 1 <= self.partitions <= 256:
             raise InvalidInputError("partitions", self.partitions, "must be in 1..256")
+        if not 1 <= self.trainers <= 64:
+            raise InvalidInputError("trainers", self.trainers, "must be in 1..64")
         for name in ("joiners", "ingest"):
             count = getattr(self, name)
             if not 1 <= count <= self.partitions:
@@ -377,7 +382,7 @@ class Cluster:
             args = _python(
                 "train", "online", "--log", self.log_url, "--snapshot", str(self.snapshot),
                 "--sparse-sync-interval", cfg.sparse_sync_interval, "--dense-sync-interval", cfg.dense_sync_interval,
-                "--snapshot-interval", cfg.snapshot_interval, "--threads", "1",
+                "--snapshot-interval", cfg.snapshot_interval, "--threads", "1", "--ranks", str(cfg.trainers),
             )  # fmt: skip
             trainer_ready = lambda: log.end_offset("model-updates") > updates_before  # noqa: E731
             children.append(Child("trainer", args, logs / "trainer.log", trainer_ready))
