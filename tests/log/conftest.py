@@ -22,10 +22,13 @@ class LogFactory:
         self._count = itertools.count()
         self._opened: list[EventLog] = []
 
-    def new_url(self) -> str:
+    def new_url(self, **params: float) -> str:
+        """A fresh log's URL. ``params`` (``session_s=2, rebalance_s=0.25``: short group sessions) go into
+        the Redis URL; SQLite ignores them (its leases are locks), Kafka's test URL has its own session."""
         if self.backend == "sqlite":
             return f"sqlite://{self._folder}/log-{next(self._count)}.db"
-        return f"{self._redis_url}?prefix=t{uuid.uuid4().hex[:12]}:"
+        extra = "".join(f"&{name}={value}" for name, value in params.items())
+        return f"{self._redis_url}?prefix=t{uuid.uuid4().hex[:12]}:{extra}"
 
     def open(self, url: str | None = None) -> EventLog:
         log = open_log(url or self.new_url())

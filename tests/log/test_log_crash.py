@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,10 +46,20 @@ def kill9(proc: subprocess.Popen[str]) -> list[str]:
 
 
 def read_all(log, topic: str, group: str) -> list:
+    """Everything the group has left to read, up to the end of every partition. The consumer waits for
+    its partitions: a killed member's partitions move when its session ends (at once on SQLite, after
+    ``session_s`` on Redis and Kafka)."""
+    ends = log.end_offsets(topic)
+    reached = log.committed_offsets(topic, group)
     with log.consumer(topic, group, ActionEvent) as consumer:
         out = []
-        while batch := consumer.poll(max_records=500, timeout_s=0):
-            out += batch
+        deadline = time.monotonic() + 60
+        while reached != ends:
+            assert time.monotonic() < deadline, f"owns {consumer.assignment()}, read to {reached} of {ends} in 60 s"
+            for envelope in consumer.poll(max_records=500, timeout_s=0.05):
+                out.append(envelope)
+                reached[envelope.partition] = envelope.offset + 1
+        assert consumer.poll(max_records=500, timeout_s=0) == []
         return out
 
 
@@ -69,7 +80,7 @@ def test_acknowledged_appends_survive_kill9_of_the_appender(logs):
 
 @pytest.mark.parametrize("commit_every", [1, 3])
 def test_consumer_killed_before_commit_resumes_from_committed_offset(logs, commit_every):
-    url = logs.new_url()
+    url = logs.new_url(session_s=2, rebalance_s=0.25)
     log = logs.open(url)
     total = 400
     for start in range(0, total, 100):
