@@ -21,11 +21,27 @@ Why this shape (Monolith's collisionless table):
 * When a random walk of ``MAX_KICKS`` displacements cannot place an id, the index grows: a new
   pair of arrays 1.5x larger, every (key, row) reinserted, nothing lost. The homeless pair the
   failed walk carried is handed back and reinserted too.
+* The seeds are secret, per index (hash flooding, issue 13): with seeds every process shared, an
+  attacker could compute ids that share *both* buckets (eleven do not fit two 5-slot buckets) for
+  the seeds of each successive growth, and 209 ids grew an index from 0.75 MB to 1.66 GB at load
+  0.0003. Each index now draws a random 128-bit key when it is created; its seeds are keyed
+  BLAKE2b of a counter, so nobody outside the process can compute them, and a snapshot stores the
+  key, so a restored index keeps its layout and draws the same seeds as the original would.
+* And growth must be earned by load: a walk that fails below ``MIN_GROWTH_LOAD`` (0.5) is not a
+  full index but an unlucky (or hostile) set of ids, so the index rehashes *in place* with fresh
+  seeds instead of growing, up to ``MAX_REHASHES`` times; if no seeds place the id it raises
+  :class:`IndexFloodError` naming it, holding everything it held before. Memory is therefore
+  bounded by about twice what the ids need, whatever the ids are. Between 0.5 and ``GROW_LOAD``
+  (0.9) fresh seeds are tried a few times before growing (small indexes fail walks at ~0.75 by
+  bad luck alone); above it, the index is full and grows at once.
 
 Every per-id operation is a Numba kernel over a whole batch; Python only decides when to grow.
 """
 
 from __future__ import annotations
+
+import hashlib
+import secrets
 
 import numpy as np
 from llvmlite import ir
@@ -33,10 +49,16 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from streamrec.errors import StreamrecError
+
 BUCKET = 5  # slots per bucket
 STRIDE = 8  # int64 words per bucket: 5 keys + 5 int32 rows (+ 1 spare) = one 64-byte line
 MAX_KICKS = 500
 GROWTH = 1.5
+MIN_GROWTH_LOAD = 0.5  # below it a failed walk rehashes in place, never grows
+GROW_LOAD = 0.9  # below it (and above MIN_GROWTH_LOAD) fresh seeds are tried before growing
+REHASHES_BEFORE_GROWTH = 3
+MAX_REHASHES = 8  # fresh seeds tried for one failed walk below MIN_GROWTH_LOAD before giving up
 
 _M1 = np.uint64(0xFF51AFD7ED558CCD)
 _M2 = np.uint64(0xC4CEB9FE1A85EC53)
@@ -347,6 +369,29 @@ def empty_buckets(n_buckets: int) -> np.ndarray:
     return buckets
 
 
+class IndexFloodError(StreamrecError):
+    """The cuckoo index could not place an id at a low load factor, even with fresh seeds.
+
+    Ids that crowd the same buckets under every seed tried: a hash flood (with secret seeds, not
+    something random ids do). The index refuses to grow for them. ``key`` and ``row`` are the pair
+    left out: normally the id being inserted; every other pair the index held is still there.
+    """
+
+    def __init__(self, key: int, row: int, load: float, attempts: int) -> None:
+        self.key = key
+        self.row = row
+        self.load = load
+        super().__init__(
+            f"cuckoo index: id {key} found no place at load factor {load:.4f} after {attempts} rehashes with "
+            f"fresh seeds (below {MIN_GROWTH_LOAD} the index rehashes instead of growing); the id was not stored"
+        )
+
+
+def _keyed_seed(key: bytes, counter: int) -> np.uint64:
+    digest = hashlib.blake2b(counter.to_bytes(8, "little"), key=key, digest_size=8).digest()
+    return np.uint64(int.from_bytes(digest, "little"))
+
+
 class CuckooIndex:
     """The id -> row map of one table. Not thread-safe on its own; tables add the locking.
 
@@ -355,7 +400,12 @@ class CuckooIndex:
     capacity:
         Number of ids to size the first arrays for (at ~0.9 load); the index grows past it.
     seed:
-        Seeds the two hash functions and the kick walk, so the layout is reproducible.
+        Starts the counter the hash seeds are drawn from (with ``secret=False``, the seeds and
+        the kick walk are a function of it alone).
+    secret:
+        Draw the hash seeds from a random key of this index (the default): no one can compute
+        ids that collide in it. ``False`` gives the old public, reproducible seeds, which a hash
+        flood can target (kept for tests of exactly that).
 
     Examples
     --------
@@ -366,17 +416,22 @@ class CuckooIndex:
     [2, -1, 0]
     """
 
-    def __init__(self, capacity: int = 1024, seed: int = 0) -> None:
-        self._rng = np.array([py_mix64((seed ^ int(_GOLDEN)) & _MASK64) | 1], dtype=np.uint64)
+    def __init__(self, capacity: int = 1024, seed: int = 0, *, secret: bool = True) -> None:
+        self._key = secrets.token_bytes(16) if secret else None
+        start = int(_keyed_seed(self._key, 2**64 - 1)) if self._key is not None else py_mix64(seed ^ int(_GOLDEN))
+        self._rng = np.array([start | 1], dtype=np.uint64)
         self._seed_counter = seed & _MASK64
         self.size = 0
         self.growth_loads: list[float] = []  # load factor at each growth, for reporting
+        self.rehash_loads: list[float] = []  # load factor at each rehash in place (a failed walk below 0.5)
         n_buckets = max(1, int(np.ceil(capacity / (0.9 * BUCKET))))
         self._allocate(n_buckets)
 
     def _next_seed(self) -> np.uint64:
         self._seed_counter = (self._seed_counter + int(_GOLDEN)) & _MASK64
-        return np.uint64(py_mix64(self._seed_counter))
+        if self._key is None:
+            return np.uint64(py_mix64(self._seed_counter))
+        return _keyed_seed(self._key, self._seed_counter)
 
     def _allocate(self, n_buckets: int) -> None:
         if n_buckets >= 2**32:
@@ -416,7 +471,11 @@ class CuckooIndex:
         return out
 
     def insert(self, ids: np.ndarray, rows: np.ndarray) -> None:
-        """Insert ids known to be absent and distinct, growing as needed (nothing is lost)."""
+        """Insert ids known to be absent and distinct, growing as needed (nothing is lost).
+
+        Raises :class:`IndexFloodError` (naming the id) when the ids flood the index: then none of
+        this call's ids is stored and the index holds what it held before.
+        """
         start = 0
         while start < ids.shape[0]:
             stopped, hk, hr = insert_batch(
@@ -426,31 +485,79 @@ class CuckooIndex:
                 self.size += ids.shape[0] - start
                 return
             self.size += stopped + 1 - start
-            self.grow(homeless=(int(hk), int(hr)))
+            try:
+                self.grow(homeless=(int(hk), int(hr)), newest=int(ids[stopped]))
+            except IndexFloodError:
+                self.delete(ids[: stopped + 1])  # this call's ids: the index is as it was
+                raise
             start = stopped + 1
 
-    def grow(self, homeless: tuple[int, int] | None = None) -> None:
-        """Rehash into 1.5x the buckets; ``homeless`` is a pair a failed insert left out."""
+    def grow(self, homeless: tuple[int, int] | None = None, newest: int | None = None) -> None:
+        """Rehash after a failed walk: below ``MIN_GROWTH_LOAD`` into the same buckets with fresh
+        seeds, never more (a flood must not buy memory); up to ``GROW_LOAD`` the same first, then
+        into 1.5x the buckets; above it straight into 1.5x the buckets.
+
+        ``homeless`` is the pair the failed walk left out (whoever it displaced last), ``newest``
+        the id whose insert failed. Raises :class:`IndexFloodError` when ``MAX_REHASHES`` fresh
+        seeds place nothing: the pair left out is then ``newest`` whenever the older pairs can be
+        put back, and every other pair is still held.
+        """
         # ``size`` already counts the homeless pair, which is not in the index.
         held = self.size - (1 if homeless is not None else 0)
-        self.growth_loads.append(held / self.positions)
-        old_keys, old_rows = self.keys, self.rows
-        n_buckets = int(np.ceil(self.n_buckets * GROWTH))
-        while True:
-            self._allocate(n_buckets)
-            if rebuild(old_keys, old_rows, self.keys, self.rows, self.n_buckets, self.seed1, self.seed2, self._rng):
-                if homeless is None:
-                    return
-                ok, hk, hr = insert_new(
-                    self.keys, self.rows, self.n_buckets, self.seed1, self.seed2,
-                    np.int64(homeless[0]), np.int32(homeless[1]), self._rng,
-                )  # fmt: skip
-                if ok:
-                    return
-                # The walk displaced someone else; start over from a consistent copy.
-                old_keys, old_rows = self.keys, self.rows
-                homeless = (int(hk), int(hr))
-            n_buckets = int(np.ceil(n_buckets * 1.1))
+        load = held / self.positions
+        if load < MIN_GROWTH_LOAD:
+            targets = [self.n_buckets] * MAX_REHASHES
+        else:
+            # Between 0.5 and 0.9 a failed walk is bad luck with these seeds more often than a full
+            # index (tiny indexes mostly): other seeds first, then growth.
+            targets = [self.n_buckets] * (REHASHES_BEFORE_GROWTH if load < GROW_LOAD else 0)
+            targets.append(int(np.ceil(self.n_buckets * GROWTH)))
+            for _ in range(MAX_REHASHES - 1):  # rebuilds that fail at ~0.65 load: a little more room
+                targets.append(int(np.ceil(targets[-1] * 1.1)))
+        n_before = self.n_buckets
+        for n_buckets in targets:
+            if self._rebuilt(n_buckets, homeless):
+                (self.growth_loads if n_buckets > n_before else self.rehash_loads).append(load)
+                return
+        self.rehash_loads.append(load)
+        self.size = held
+        if homeless is None:
+            raise IndexFloodError(0, -1, load, len(targets))
+        if newest is not None and homeless[0] != newest:
+            homeless = self._swap_out(newest, homeless)
+        raise IndexFloodError(homeless[0], homeless[1], load, len(targets))
+
+    def _rebuilt(self, n_buckets: int, homeless: tuple[int, int] | None) -> bool:
+        """One try: fresh seeds, ``n_buckets``, every held pair and ``homeless``; keeps the old
+        arrays (untouched: they are only read) unless every pair found a place."""
+        old = self.keys, self.rows, self.n_buckets, self.seed1, self.seed2
+        self._allocate(n_buckets)
+        ok = rebuild(old[0], old[1], self.keys, self.rows, self.n_buckets, self.seed1, self.seed2, self._rng)
+        if ok and homeless is not None:
+            ok, _, _ = insert_new(
+                self.keys, self.rows, self.n_buckets, self.seed1, self.seed2,
+                np.int64(homeless[0]), np.int32(homeless[1]), self._rng,
+            )  # fmt: skip
+        if not ok:
+            self.keys, self.rows, self.n_buckets, self.seed1, self.seed2 = old
+        return bool(ok)
+
+    def _swap_out(self, newest: int, older: tuple[int, int]) -> tuple[int, int]:
+        """After a flood the walk left an *older* pair out: take ``newest`` out instead and put the
+        older one back (fresh seeds, same size). Returns the pair that stays out."""
+        key = np.array([newest], dtype=np.int64)
+        row = int(self.lookup(key)[0])
+        if row < 0:
+            return older
+        self.delete(key)
+        for _ in range(MAX_REHASHES):
+            if self._rebuilt(self.n_buckets, older):
+                self.size += 1
+                return newest, row
+        # Put ``newest`` back: the slot it left in one of its buckets is still free.
+        insert_new(self.keys, self.rows, self.n_buckets, self.seed1, self.seed2, key[0], np.int32(row), self._rng)
+        self.size += 1
+        return older
 
     def delete(self, ids: np.ndarray) -> np.ndarray:
         """Remove ``ids`` (absent ones are ignored); returns the rows they held."""
@@ -469,18 +576,32 @@ class CuckooIndex:
 
     # -- snapshots -----------------------------------------------------------------------------
     def state(self) -> dict[str, np.ndarray]:
-        return {
+        """The arrays of a snapshot: buckets, sizes, seeds, the kick walk's state and, unless the
+        seeds are public, the key they are drawn from (``secret``)."""
+        out = {
             "buckets": self.keys,
             "meta": np.array(
                 [self.n_buckets, self.size, self.seed1, self.seed2, self._rng[0], self._seed_counter],
                 dtype=np.uint64,
             ),
             "growth_loads": np.array(self.growth_loads, dtype=np.float64),
+            "rehash_loads": np.array(self.rehash_loads, dtype=np.float64),
         }
+        if self._key is not None:
+            out["secret"] = np.frombuffer(self._key, dtype=np.uint8)
+        return out
 
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> CuckooIndex:
+        """The index of :meth:`state`: the same layout, and the same seeds drawn from then on.
+
+        A snapshot written before seeds were secret has none: it keeps its layout (its current
+        seeds), and later seeds are drawn from a new random key.
+        """
         index = cls.__new__(cls)
+        secret = state.get("secret")
+        index._key = bytes(np.asarray(secret, dtype=np.uint8)) if secret is not None else secrets.token_bytes(16)
+        index.rehash_loads = [float(x) for x in state.get("rehash_loads", ())]
         n_buckets, size, s1, s2, rng, counter = (np.uint64(v) for v in state["meta"])
         index.n_buckets = int(n_buckets)
         index.size = int(size)

@@ -2,8 +2,11 @@
 
 Format: an uncompressed ``.npz`` (a zip of ``.npy`` arrays, readable by any numpy, no pickle)
 holding ``format`` (version), ``config`` (the collection's config as JSON bytes) and, per slot,
-every array the table needs to continue exactly: the cuckoo index arrays and seeds, the rows in
-use, optimizer state, timestamps, dirty flags, free list, admission sketch and step counters.
+every array the table needs to continue exactly: the cuckoo index arrays, seeds and the secret key
+its seeds are drawn from (``index.secret``: a restored index keeps its layout and draws the seeds
+the original would), the rows in use, optimizer state, timestamps, dirty flags, free list,
+admission sketch and counters. Arrays added since the first version (``index.secret``,
+``index.rehash_loads``, the ``flooded`` counter) are optional when reading, so older snapshots load.
 
 Crash safety: the snapshot is written to ``<path>.tmp-<pid>`` in the same directory, flushed and
 fsynced, then ``os.replace``d over ``<path>`` and the directory fsynced. A crash at any point

@@ -25,7 +25,7 @@ Thread safety: a training table is owned by one trainer thread. Serving replicas
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ from streamrec.embedding.cuckoo import (
     BUCKET,
     STRIDE,
     CuckooIndex,
+    IndexFloodError,
     aligned_full,
     find_position,
     insert_new,
@@ -179,6 +180,7 @@ class TableStats:
     admitted: int = 0  # ids that got a row
     evicted: int = 0  # rows removed by expiry
     unadmitted_lookups: int = 0  # training occurrences answered with the default vector
+    flooded: int = 0  # admissions refused because the index could not place the id (IndexFloodError)
 
 
 class EmbeddingTable:
@@ -208,8 +210,8 @@ class EmbeddingTable:
         self.slot = slot
         self.config = config
         self.dim = config.dim
-        self.seed = np.uint64(table_seed(seed, slot))
-        self.index = CuckooIndex(config.capacity, seed=int(self.seed))
+        self.seed = np.uint64(table_seed(seed, slot))  # initial vectors and the sketch: reproducible
+        self.index = CuckooIndex(config.capacity, seed=int(self.seed))  # its hash seeds: secret, per table
         self.sketch = (
             CountMinSketch(config.sketch_width, config.sketch_depth, seed=int(self.seed) ^ 0x5EED)
             if config.admit_after > 1
@@ -292,7 +294,10 @@ class EmbeddingTable:
                 self._grow_rows(self.row_capacity + 1)
                 start = i
             else:
-                ix.grow(homeless=(int(hk), int(hr)))
+                try:
+                    ix.grow(homeless=(int(hk), int(hr)), newest=int(ids[i]))
+                except IndexFloodError as exc:
+                    self._refuse_flooded(exc, ids[: i + 1], out, new_ids, new_rows, n_new)
                 start = i + 1
         n = int(n_new[0])
         if n:
@@ -303,6 +308,39 @@ class EmbeddingTable:
                 out[missing] = self.index.lookup(ids[missing])
         self.stats.unadmitted_lookups += int(np.count_nonzero(out < 0))
         return out
+
+    def _refuse_flooded(
+        self, exc: IndexFloodError, seen: np.ndarray, out: np.ndarray, new_ids: np.ndarray, new_rows: np.ndarray,
+        n_new: np.ndarray,
+    ) -> None:  # fmt: skip
+        """The index could not place ``exc.key`` (a hash flood; see ``cuckoo.py``): that id gets no
+        row, as if not admitted, and training goes on. Its row is freed; were it an id admitted
+        before this batch (only when the index could not put it back), it is evicted like an
+        expired one, so replicas drop it too."""
+        key, row = exc.key, exc.row
+        self.stats.flooded += 1
+        self._alloc[3] = self.index.size
+        out[: len(seen)][seen == key] = -1
+        n = int(n_new[0])
+        fresh = new_ids[:n] == key
+        if fresh.any():
+            keep = ~fresh
+            m = int(keep.sum())
+            new_ids[:m], new_rows[:m] = new_ids[:n][keep], new_rows[:n][keep]
+            n_new[0] = m
+        else:
+            self._dirty[row] = 0
+            self._evicted.append(np.array([key], dtype=np.int64))
+            self.stats.evicted += 1
+            if self.sketch is not None:
+                self.sketch.forget(np.array([key], dtype=np.int64), self.config.admit_after)
+        free_count = int(self._alloc[0])
+        if free_count + 1 > len(self._free):
+            grown = np.empty(max(free_count + 1, 2 * len(self._free)), dtype=np.int32)
+            grown[:free_count] = self._free[:free_count]
+            self._free = grown
+        self._free[free_count] = row
+        self._alloc[0] = free_count + 1
 
     def _initialize(self, ids: np.ndarray, rows: np.ndarray) -> None:
         kind, a, b = self._init
@@ -436,10 +474,7 @@ class EmbeddingTable:
                 "dirty": self._dirty[:used],
                 "free": self._free[: int(self._alloc[0])],
                 "alloc": self._alloc,
-                "counters": np.array(
-                    [self.step, self.stats.admitted, self.stats.evicted, self.stats.unadmitted_lookups],
-                    np.int64,
-                ),
+                "counters": np.array([self.step, *astuple(self.stats)], np.int64),
                 "evicted": np.concatenate(self._evicted) if self._evicted else np.empty(0, dtype=np.int64),
             }
         )
@@ -475,9 +510,9 @@ class EmbeddingTable:
         table._dirty = restored("dirty", np.uint8)
         table._free = np.array(arrays["free"], dtype=np.int32)
         table._alloc = alloc
-        step, admitted, evicted, unadmitted = (int(x) for x in arrays["counters"])
-        table.step = step
-        table.stats = TableStats(admitted, evicted, unadmitted)
+        counters = [int(x) for x in arrays["counters"]]  # four before ``flooded`` was counted
+        table.step = counters[0]
+        table.stats = TableStats(*counters[1:])
         evicted_ids = np.array(arrays["evicted"], dtype=np.int64)
         table._evicted = [evicted_ids] if len(evicted_ids) else []
         if table.sketch is not None:
