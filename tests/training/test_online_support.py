@@ -70,4 +70,5 @@ def log_url_for(backend: str, folder: Path, request: pytest.FixtureRequest) -> s
     if backend == "sqlite":
         return f"sqlite://{folder}/log-{uuid.uuid4().hex[:8]}.db"
     redis_url = request.getfixturevalue("redis_url")
-    return f"{redis_url}?prefix=t{uuid.uuid4().hex[:12]}:"
+    # Short leases: a trainer restarted after kill -9 waits out its dead predecessor's lease.
+    return f"{redis_url}?prefix=t{uuid.uuid4().hex[:12]}:&session_s=2&rebalance_s=0.25"

@@ -206,6 +206,7 @@ class OnlineTrainer:
         extra: dict[str, Any] | None = None,
     ) -> None:
         self.trainer = trainer
+        self._agreed_drained = False
         self.distributed = isinstance(trainer, DistributedTrainer)
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if self.distributed else (0, 1)
         self.config = config or OnlineConfig()
@@ -303,6 +304,20 @@ class OnlineTrainer:
         self.run_due()
         return len(envelopes)
 
+    def _caught_up(self) -> bool:
+        """Nothing waits in ``examples``: every partition's trained position (or the group's
+        committed offset, never below the first record kept) is at its end."""
+        topic = self.config.examples_topic
+        ends = self.log.end_offsets(topic)
+        done = self.log.committed_offsets(topic, self.config.group)
+        return all(max(self.examples_offsets.get(p, 0), done[p]) >= end for p, end in enumerate(ends))
+
+    def _drained(self) -> bool:
+        """For ``until_drained``: an empty poll is not enough (a partition may not be this member's
+        yet, e.g. while a dead member's lease runs out); nothing may be waiting anywhere. With W
+        ranks, the answer agreed in the step's all-reduce, so every rank stops after the same step."""
+        return self._agreed_drained if self.distributed else self._caught_up()
+
     # -- W ranks in lock step -----------------------------------------------------------------------
     def _distributed_step(self, records: list[Example]) -> None:
         batch = ExampleBatch.from_examples(records, self.slots, self.n_dense)
@@ -324,7 +339,8 @@ class OnlineTrainer:
         time; then every rank runs the same schedules. Returns the records polled by all ranks."""
         now = time.monotonic()
         due = [now >= self._due[k] for k in ("expiry", "snapshot", "sparse", "dense")] if self.rank == 0 else [0] * 4
-        counts = torch.tensor([float(self._stop.is_set()), float(polled)], dtype=torch.float64)
+        waiting = 0.0 if polled else float(not self._caught_up())
+        counts = torch.tensor([float(self._stop.is_set()), float(polled), waiting], dtype=torch.float64)
         # Every partition's trained position travels too (offsets are exact in float64 below 2^53):
         # when a partition moves to another rank, the new owner re-reads from the committed offset
         # (commits follow snapshots) and must skip what its previous owner already trained.
@@ -333,7 +349,8 @@ class OnlineTrainer:
         latest = torch.tensor([*map(float, due), self.stats.max_event_time, *positions], dtype=torch.float64)
         dist.all_reduce(counts, op=dist.ReduceOp.SUM)
         dist.all_reduce(latest, op=dist.ReduceOp.MAX)
-        stop, total = counts.tolist()
+        stop, total, waiting = counts.tolist()
+        self._agreed_drained = total == 0 and waiting == 0
         expiry, snap, sparse, dense, newest, *agreed = latest.tolist()
         for part, position in enumerate(agreed):
             if position > 0:
@@ -382,7 +399,7 @@ class OnlineTrainer:
             if on_progress is not None and now >= next_progress:
                 on_progress(self._refresh(started))
                 next_progress = now + progress_every_s
-            if until_drained and polled == 0:
+            if until_drained and polled == 0 and self._drained():
                 break
             if max_seconds is not None and now - started >= max_seconds:
                 if not self.distributed:
