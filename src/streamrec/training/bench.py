@@ -26,8 +26,11 @@ one intra-op thread by default (``--threads``), the same for both contenders.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -50,9 +53,20 @@ class Sizes:
     reps: int = 15
     batch_size: int = 512
     dim: int = 16
+    ranks_batch_size: int = 4096
+    ranks_reps: int = 6
+    ranks_batches_per_rep: int = 3
 
 
-QUICK = Sizes(batch_examples=24_000, online_examples=18_000, lag_seconds=4.0, sync_interval=1.0, reps=9)
+QUICK = Sizes(
+    batch_examples=24_000,
+    online_examples=18_000,
+    lag_seconds=4.0,
+    sync_interval=1.0,
+    reps=9,
+    ranks_reps=4,
+    ranks_batches_per_rep=2,
+)
 
 
 def examples_for_bench(n: int) -> tuple[ExampleBatch, str]:
@@ -104,18 +118,30 @@ def to_records(data: ExampleBatch) -> list:
     ]
 
 
-def _contenders(data: ExampleBatch, sizes: Sizes, seed: int = 0):
+def _collisionless(data: ExampleBatch, sizes: Sizes, seed: int = 0, accumulator: float = 0.0):
+    """The collisionless contender: DeepFM [64, 32] on tables of ``sizes.dim`` (Adagrad 0.05 rows,
+    starting from ``accumulator``)."""
     from streamrec.embedding import EmbeddingCollection
-    from streamrec.models import ModelConfig, build_hashed_model, build_model
+    from streamrec.models import ModelConfig, build_model
     from streamrec.training.trainer import TrainConfig, Trainer
 
-    slots = list(data.sparse)
-    slot = {"dim": sizes.dim, "optimizer": {"type": "adagrad", "lr": 0.05}, "initializer": {"type": "normal"}}
+    optimizer = {"type": "adagrad", "lr": 0.05, "initial_accumulator_value": accumulator}
+    slot = {"dim": sizes.dim, "optimizer": optimizer, "initializer": {"type": "normal"}}
     config = ModelConfig(kind="deepfm", hidden=[64, 32], n_dense=data.n_dense)
     train = TrainConfig(batch_size=sizes.batch_size, hashed_sparse_lr=0.05, seed=seed)
     torch.manual_seed(seed)
-    tables = EmbeddingCollection({"slots": dict.fromkeys(slots, slot), "seed": seed})
-    collisionless = Trainer(build_model(config, tables), train)
+    tables = EmbeddingCollection({"slots": dict.fromkeys(data.sparse, slot), "seed": seed})
+    return Trainer(build_model(config, tables), train)
+
+
+def _contenders(data: ExampleBatch, sizes: Sizes, seed: int = 0):
+    from streamrec.models import ModelConfig, build_hashed_model
+    from streamrec.training.trainer import TrainConfig, Trainer
+
+    slots = list(data.sparse)
+    config = ModelConfig(kind="deepfm", hidden=[64, 32], n_dense=data.n_dense)
+    train = TrainConfig(batch_size=sizes.batch_size, hashed_sparse_lr=0.05, seed=seed)
+    collisionless = _collisionless(data, sizes, seed)
     rows = {s: max(1, len(np.unique(data.sparse[s].values.numpy()))) for s in slots}
     torch.manual_seed(seed)
     hashed = Trainer(build_hashed_model(config, dict.fromkeys(slots, sizes.dim), rows, {}), train)
@@ -230,12 +256,285 @@ def _lag_phase(trainer, url: str, records: list, sizes: Sizes) -> dict[str, floa
     }
 
 
-def run_bench(quick: bool = False, folder: str | Path | None = None, threads: int = 1) -> dict:
+# -- ranks: the same training over W processes, one core each ----------------------------------------
+
+#: What installing TorchRec next to this build's torch gave when the ranks phase was written (the
+#: bench cannot run pip); printed with the import error when ``torchrec`` is absent.
+TORCHREC_CHECK = (
+    "pip installs torchrec 1.9.2 and fbgemm-gpu-cpu 1.9.0 (the newest on PyPI) next to torch 2.13.0 "
+    "(torchrec with --no-deps: it requires fbgemm-gpu, the CUDA build), but `import fbgemm_gpu` fails: "
+    "OSError: Could not load this library: .../fbgemm_gpu/fbgemm_gpu_tbe_index_select.so "
+    "(undefined symbol torch::autograd::_wrap_outputs: built against another torch's ABI)"
+)
+
+#: Adagrad's initial accumulator in the ranks phase. With streamrec's default (0, eps 1e-10) a
+#: coordinate whose first gradient is at float-rounding level steps by a full lr either way, so
+#: the equivalence check would measure rounding luck; 0.1 (TensorFlow's default) keeps every step
+#: linear in the gradient. Throughput does not depend on it.
+RANKS_ACCUMULATOR = 0.1
+
+
+@dataclass(frozen=True)
+class _RankJob:
+    rank: int
+    world: int
+    port: int
+    examples: int
+    sizes: Sizes
+
+
+def _rank_main(job: _RankJob, conn) -> None:
+    """One rank of the ranks phase, in a spawned process: answer the parent's commands until "stop".
+
+    W = 1 is the ordinary one-process :class:`Trainer` (what ``--ranks 1`` runs); W > 1 wraps the
+    same model in a :class:`DistributedTrainer`, and every global batch is cut by ``global_slice``.
+    """
+    import numba
+    import torch.distributed as dist
+
+    from streamrec.training.distributed import DistributedTrainer, global_slice
+    from streamrec.warmup import warm_embedding
+
+    # Cores for cores: one torch thread, and one Numba thread — Numba's parallel kernels would
+    # otherwise raise the process's OpenMP threads (torch's too) to the core count.
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    warm_embedding()  # no rank compiles a kernel inside a timed step (the other ranks would wait)
+    sharded = job.world > 1
+    if sharded:
+        url = f"tcp://127.0.0.1:{job.port}"
+        dist.init_process_group("gloo", init_method=url, rank=job.rank, world_size=job.world)
+    data, _ = examples_for_bench(job.examples)
+    trainer = _collisionless(data, job.sizes, accumulator=RANKS_ACCUMULATOR)
+    if sharded:
+        trainer = DistributedTrainer.from_trainer(trainer)
+    conn.send("ready")
+    while True:
+        command, *args = conn.recv()
+        if command == "train":
+            lo, hi = args
+            if sharded:
+                dist.barrier()
+            started = time.perf_counter()
+            for batch in data.batches(job.sizes.ranks_batch_size, lo, hi):
+                a, b = global_slice(len(batch), job.rank, job.world)
+                trainer.train_step(batch[a:b])
+            if sharded:
+                dist.barrier()
+            conn.send(time.perf_counter() - started)
+        elif command == "dump":
+            embeddings = trainer.model.embeddings
+            memory = [table.memory() for table in embeddings.tables.tables.values()]
+            sent = embeddings.bytes_sent if sharded else 0
+            dense = sum(p.numel() for p in trainer.model.dense_parameters())
+            conn.send({"parameters": _parameters(trainer.model), "bytes_sent": sent, "memory": memory, "dense": dense})
+        else:
+            break
+    if sharded:
+        dist.destroy_process_group()
+
+
+def _parameters(model) -> dict[str, np.ndarray]:
+    """The head's state and, per slot, every stored id's row and optimizer state, sorted by id."""
+    out = {f"dense/{k}": v.detach().numpy().copy() for k, v in model.head.state_dict().items()}
+    for slot, table in model.embeddings.tables.tables.items():
+        ids, rows = table.index.items()
+        order = np.argsort(ids)
+        ids, rows = ids[order], rows[order].astype(np.int64)
+        out[f"{slot}/ids"] = ids
+        out[f"{slot}/weights"] = table.weight.numpy()[rows]
+        for name, array in table.state_arrays().items():
+            if name.startswith("state."):
+                out[f"{slot}/{name}"] = array[rows]
+    return out
+
+
+def _merge(shards: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """W shards' parameters as one model's: rows of every shard, sorted by id (dense from rank 0)."""
+    out = {k: v for k, v in shards[0].items() if k.startswith("dense/")}
+    slots = {k.split("/", 1)[0] for k in shards[0] if not k.startswith("dense/")}
+    for slot in slots:
+        order = np.argsort(np.concatenate([s[f"{slot}/ids"] for s in shards]), kind="stable")
+        for key in (k for k in shards[0] if k.startswith(f"{slot}/")):
+            out[key] = np.concatenate([s[key] for s in shards])[order]
+    return out
+
+
+def max_abs_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    """Largest difference of any parameter; ``inf`` when the two hold different ids or shapes."""
+    worst = 0.0
+    for key in a.keys() | b.keys():
+        if key not in a or key not in b or a[key].shape != b[key].shape:
+            return float("inf")
+        if key.endswith("/ids"):
+            if not np.array_equal(a[key], b[key]):
+                return float("inf")
+        elif a[key].size:
+            worst = max(worst, float(np.abs(a[key].astype(np.float64) - b[key]).max()))
+    return worst
+
+
+class _Group:
+    """W spawned ranks driven over pipes; ``ask`` sends one command to every rank, returns the answers."""
+
+    def __init__(self, world: int, examples: int, sizes: Sizes) -> None:
+        import multiprocessing
+
+        from streamrec.redis_server import free_port
+
+        context = multiprocessing.get_context("spawn")
+        port = free_port()
+        self.world = world
+        self.procs, self.pipes = [], []
+        for rank in range(world):
+            mine, theirs = context.Pipe()
+            job = _RankJob(rank, world, port, examples, sizes)
+            proc = context.Process(target=_rank_main, args=(job, theirs), daemon=True, name=f"bench-rank-{rank}")
+            proc.start()
+            self.procs.append(proc)
+            self.pipes.append(mine)
+
+    def answers(self, timeout_s: float = 600.0) -> list:
+        out = []
+        for rank, (proc, pipe) in enumerate(zip(self.procs, self.pipes, strict=True)):
+            deadline = time.monotonic() + timeout_s
+            while not pipe.poll(0.2):
+                if not proc.is_alive() or time.monotonic() > deadline:
+                    raise RuntimeError(f"bench rank {rank} of {self.world} died (exit code {proc.exitcode})")
+            out.append(pipe.recv())
+        return out
+
+    def ask(self, *command) -> list:
+        for pipe in self.pipes:
+            pipe.send(command)
+        return self.answers()
+
+    def close(self) -> None:
+        for proc, pipe in zip(self.procs, self.pipes, strict=True):
+            if proc.is_alive():
+                with contextlib.suppress(OSError):  # a rank that just died
+                    pipe.send(("stop",))
+        for proc in self.procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+
+def ranks_examples(sizes: Sizes) -> int:
+    """Examples the ranks phase trains: one warm-up batch, then ``ranks_reps`` chunks of whole batches."""
+    return sizes.ranks_batch_size * (1 + sizes.ranks_reps * sizes.ranks_batches_per_rep)
+
+
+def _ranks_phase(worlds: list[int], sizes: Sizes) -> dict:
+    """Examples/s of each world size on the same examples, bytes exchanged, and the parameters of
+    every W > 1 against the first W's after the same batches (all of them, warm-up included).
+
+    Each world size is a group of processes started once; repetitions alternate the groups (order
+    rotating) over the same chunk of examples, so both train the same batches in the same order
+    and a burst of load from elsewhere hits one repetition of each. A group's time for a chunk
+    is its slowest rank's; examples/s is the median over repetitions.
+    """
+    n, size = ranks_examples(sizes), sizes.ranks_batch_size
+    started = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    groups: dict[int, _Group] = {}
+    try:
+        for world in worlds:
+            groups[world] = _Group(world, n, sizes)
+        for group in groups.values():
+            group.answers()  # "ready": kernels warm, group joined, data loaded, model built
+        for group in groups.values():  # warm-up: first admissions, allocator, the collectives' buffers
+            group.ask("train", 0, size)
+        per_rep: dict[int, list[float]] = {world: [] for world in worlds}
+        chunk = size * sizes.ranks_batches_per_rep
+        for rep in range(sizes.ranks_reps):
+            lo = size + rep * chunk
+            for world in worlds[rep % len(worlds) :] + worlds[: rep % len(worlds)]:
+                per_rep[world].append(chunk / max(groups[world].ask("train", lo, lo + chunk)))
+        dumps = {world: group.ask("dump") for world, group in groups.items()}
+    finally:
+        for group in groups.values():
+            group.close()
+    base = worlds[0]
+    reference = _merge([d["parameters"] for d in dumps[base]])
+    rates = {world: statistics.median(per_rep[world]) for world in worlds}
+    out: dict = {
+        "ranks": worlds,
+        "examples": n,
+        "batch_size": size,
+        "steps": n // size,
+        "reps": sizes.ranks_reps,
+        "dim": sizes.dim,
+        "adagrad_initial_accumulator": RANKS_ACCUMULATOR,
+        "dense_parameters": dumps[base][0]["dense"],
+        "examples_per_s": {},
+        "examples_per_s_per_rank": {},
+        "all_to_all_bytes_per_example": {},
+        "table_bytes_per_id": {},
+        "equivalence_max_abs_diff_by_ranks": {},
+    }
+    for world in worlds:
+        shards = dumps[world]
+        ids = sum(len(v) for d in shards for k, v in d["parameters"].items() if k.endswith("/ids"))
+        held = sum(sum(v for k, v in m.items() if k.endswith("_bytes")) for d in shards for m in d["memory"])
+        out["examples_per_s"][str(world)] = round(rates[world])
+        out["examples_per_s_per_rank"][str(world)] = round(rates[world] / world)
+        out["all_to_all_bytes_per_example"][str(world)] = sum(d["bytes_sent"] for d in shards) / n
+        out["table_bytes_per_id"][str(world)] = round(held / max(ids, 1), 1)
+        if world != base:
+            diff = max_abs_diff(reference, _merge([d["parameters"] for d in shards]))
+            out["equivalence_max_abs_diff_by_ranks"][str(world)] = diff
+    out["equivalence_max_abs_diff"] = max(out["equivalence_max_abs_diff_by_ranks"].values(), default=0.0)
+    out["ratios"] = {
+        f"examples_per_s_{world}_vs_{base}_ranks": round(
+            out["examples_per_s"][str(world)] / out["examples_per_s"][str(base)], 3
+        )
+        for world in worlds
+        if world != base
+    }
+    out["load_average_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    return out
+
+
+def torchrec_baseline() -> dict:
+    """TorchRec's row-wise sharded ``EmbeddingBagCollection`` on gloo, where it installs; else why not."""
+    try:
+        import fbgemm_gpu  # noqa: F401
+        import torchrec
+    except Exception as exc:  # ImportError, or OSError from a library built for another torch
+        return {"ran": False, "reason": f"{type(exc).__name__}: {exc}; {TORCHREC_CHECK}"}
+    return {
+        "ran": False,
+        "reason": f"torchrec {getattr(torchrec, '__version__', '?')} imports here, but this bench has no TorchRec "
+        f"contender yet: when it was written, {TORCHREC_CHECK}",
+    }
+
+
+def parse_ranks(value: str) -> list[int]:
+    """``"1,2"`` -> ``[1, 2]``: distinct world sizes >= 1, the first the one the others are compared with."""
+    from streamrec.errors import InvalidInputError
+
+    try:
+        worlds = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise InvalidInputError("--ranks", value, "comma-separated world sizes, e.g. 1,2") from None
+    if not worlds or min(worlds) < 1 or len(set(worlds)) != len(worlds):
+        raise InvalidInputError("--ranks", value, "distinct world sizes >= 1, e.g. 1,2")
+    return worlds
+
+
+def run_bench(
+    quick: bool = False, folder: str | Path | None = None, threads: int = 1, ranks: list[int] | None = None
+) -> dict:
     """Run every phase; returns the JSON-ready result (``ratios``, lags, ``goals_met``, details).
 
     ``threads`` sets torch's intra-op threads for the whole run (0 keeps torch's default). One is
     the default because steps of 512 examples are too small to split, and on a busy machine idle
     OpenMP workers spinning for cores cost both contenders 10x or more, burying the ratio in noise.
+    ``ranks`` (e.g. ``[1, 2]``) adds the ranks phase: result ``distributed``, ratios
+    ``examples_per_s_W_vs_1_ranks``.
     """
     from streamrec.log import open_log
 
@@ -264,6 +563,11 @@ def run_bench(quick: bool = False, folder: str | Path | None = None, threads: in
         online = _online_phase(trainers, url, topics, sizes)
         lag = _lag_phase(trainers["collisionless"], url, to_records(lag_part), sizes)
 
+    distributed = None
+    if ranks:
+        distributed = _ranks_phase(ranks, sizes)
+        distributed["data"] = source
+        distributed["torchrec_baseline"] = torchrec_baseline()
     ratios = {
         "batch_throughput_vs_modulo": batch.pop("ratio"),
         "online_throughput_vs_modulo": online.pop("ratio"),
@@ -274,7 +578,7 @@ def run_bench(quick: bool = False, folder: str | Path | None = None, threads: in
         "sync_lag_p99_s <= interval + 2": lag["sync_lag_p99_s"] <= sizes.sync_interval + 2,
         "staleness_p99_s <= interval + 2": lag["staleness_p99_s"] <= sizes.sync_interval + 2,
     }
-    return {
+    result = {
         "benchmark": "training",
         "data": source,
         "quick": quick,
@@ -294,6 +598,10 @@ def run_bench(quick: bool = False, folder: str | Path | None = None, threads: in
         "serving_exact_after_final_sync": lag["serving_exact_after_final_sync"],
         "goals_met": goals,
     }
+    if distributed is not None:
+        result["ratios"].update(distributed.pop("ratios"))
+        result["distributed"] = distributed
+    return result
 
 
 def print_result(result: dict) -> None:
@@ -323,12 +631,49 @@ def print_result(result: dict) -> None:
     console.print(table)
     for goal, met in result["goals_met"].items():
         console.print(f"{'[green]met' if met else '[red]missed'}[/]  {goal}")
+    if "distributed" in result:
+        console.print(_ranks_table(result))
+        console.print(torchrec_line(result["distributed"]))
 
 
-def run_benchmark(as_json: bool = False, quick: bool = False, threads: int = 1) -> dict:
+def _ranks_table(result: dict):
+    from rich.table import Table
+
+    d = result["distributed"]
+    table = Table(
+        title=f"ranks phase ({d['data']}, global batch {d['batch_size']:,}, {d['steps']} steps, one thread per rank)"
+    )
+    for column in ("ranks", "examples/s", "per rank", f"vs {d['ranks'][0]} rank(s)", "all-to-all B/example"):
+        table.add_column(column, justify="right")
+    table.add_column("max |param diff|", justify="right")
+    base = str(d["ranks"][0])
+    for world in map(str, d["ranks"]):
+        ratio = result["ratios"].get(f"examples_per_s_{world}_vs_{base}_ranks")
+        table.add_row(
+            world,
+            f"{d['examples_per_s'][world]:,}",
+            f"{d['examples_per_s_per_rank'][world]:,}",
+            "" if ratio is None else f"{ratio:.3f}",
+            f"{d['all_to_all_bytes_per_example'][world]:,.1f}",
+            "" if world == base else f"{d['equivalence_max_abs_diff_by_ranks'][world]:.2e}",
+        )
+    return table
+
+
+def torchrec_line(distributed: dict) -> str:
+    """One line: the TorchRec baseline's ratio, or why it did not run."""
+    baseline = distributed["torchrec_baseline"]
+    if baseline["ran"]:
+        return f"TorchRec baseline: ratio {baseline['ratio']:.3f}"
+    return f"TorchRec baseline skipped: {baseline['reason']}"
+
+
+def run_benchmark(as_json: bool = False, quick: bool = False, threads: int = 1, ranks: str | None = None) -> dict:
     """Entry point of the CLI command."""
-    result = run_bench(quick=quick, threads=threads)
+    result = run_bench(quick=quick, threads=threads, ranks=parse_ranks(ranks) if ranks else None)
     if as_json:
+        if "distributed" in result:
+            print(torchrec_line(result["distributed"]), file=sys.stderr)
         print(json.dumps(result))
     else:
         print_result(result)

@@ -14,10 +14,12 @@ users already run (gloo on CPU, NCCL where CUDA is present), with no server of i
   global batch holds them, and send the vectors back (``all_to_all`` of floats). The vectors a rank
   receives become one leaf tensor per slot; pooling and the head run locally.
 * **Backward**: the leaf's gradient goes back to the owners along the same routes (one more
-  ``all_to_all``); each owner sums the gradients of a row over all ranks and applies its row
-  optimizer. Dense parameters are data parallel: the loss is ``sum / global batch size`` on each
-  rank and dense gradients are summed with one ``all_reduce``, so every rank's head steps
-  identically.
+  ``all_to_all``); each owner sums the gradients of a row over all ranks and checks them. Dense
+  parameters are data parallel: the loss is ``sum / global batch size`` on each rank and dense
+  gradients are summed with one ``all_reduce``, which also carries each owner's verdict on its
+  sparse gradients, so every rank's head steps identically and every owner applies its row
+  optimizer only if no rank refused. A training step is six collectives in all (with the
+  all-gather that agrees on the step's event time and global batch size).
 
 Why every occurrence travels, not distinct ids: admission counts sightings, and an id admitted at
 its second sighting inside a batch maps the first one to the default vector. Sending occurrences
@@ -32,7 +34,6 @@ admit an id later than one process would.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,14 +103,29 @@ def init_from_env(backend: str | None = None) -> tuple[int, int]:
 
 @dataclass
 class _Lookup:
-    """One forward's exchange, kept until its gradients go back to the owners."""
+    """One forward's exchange, kept until its gradients go back to the owners.
+
+    Occurrences travel in one buffer laid out ``[rank][slot]``: what this rank sends to owner ``d``
+    for slot ``j`` is block ``(d, j)`` of ``order`` (this rank's occurrences, slot-major, sorted
+    stably by owner then slot), and what it receives from rank ``d`` for slot ``j`` is block
+    ``(d, j)`` of the receive buffer. Vectors and gradients reuse the same blocks, ``dim`` floats
+    per occurrence.
+    """
 
     slots: list[str]
-    orders: list[np.ndarray]  # per slot: the slot's values sorted by owner (stable)
-    send_counts: np.ndarray  # [W, S]: ids this rank sent to each owner, per slot
-    recv_counts: np.ndarray  # [W, S]: ids this rank received from each rank, per slot
-    owner_rows: list[torch.Tensor]  # per slot: rows (on this owner) of the ids received, in rank order
+    dims: np.ndarray  # [S]
+    bases: np.ndarray  # [S + 1]: where each slot's occurrences start in the slot-major concatenation
+    order: np.ndarray  # this rank's occurrences in send order
+    send_counts: np.ndarray  # [W, S]: occurrences this rank sent to each owner, per slot
+    recv_counts: np.ndarray  # [W, S]: occurrences this rank received from each rank, per slot
+    owner_rows: list[np.ndarray]  # per slot: rows (on this owner) of the ids received, in rank order
     leaves: list[torch.Tensor]  # per slot: received vectors in the order of the slot's values
+
+
+def _starts(counts: np.ndarray) -> np.ndarray:
+    """Start of each block of a buffer laid out ``[rank][slot]`` with ``counts[d, j]`` items per block."""
+    flat = counts.reshape(-1)
+    return (np.cumsum(flat) - flat).reshape(counts.shape)
 
 
 class ShardedEmbeddingModule(nn.Module):
@@ -119,6 +135,10 @@ class ShardedEmbeddingModule(nn.Module):
     module) and returns ``{slot: [B_local, dim]}``; every rank must call it the same number of times
     (it is collective), with the same slots. After ``loss.backward()``, :meth:`apply_gradients`
     (also collective) sends each leaf's gradient to the owners, which apply their row optimizers.
+
+    The hot path (per step, per occurrence) is NumPy and torch: one sort of this rank's
+    occurrences by owner and slot, one gather into each send buffer and one scatter out of each
+    receive buffer, per slot one admission and one ``index_add_`` — no Python loop over ids.
 
     Parameters
     ----------
@@ -143,31 +163,30 @@ class ShardedEmbeddingModule(nn.Module):
         return True
 
     # -- collectives ------------------------------------------------------------------------------
-    def _all_to_all(self, send: torch.Tensor, send_splits: list[int], recv_splits: list[int]) -> torch.Tensor:
-        out = torch.empty((sum(recv_splits), *send.shape[1:]), dtype=send.dtype)
-        dist.all_to_all_single(out, send.contiguous(), recv_splits, send_splits, group=self.group)
-        self.bytes_sent += send.numel() * send.element_size()
-        return out
+    def _all_to_all(self, send: np.ndarray, send_splits: list[int], recv_splits: list[int]) -> np.ndarray:
+        out = torch.empty((sum(recv_splits), *send.shape[1:]), dtype=torch.from_numpy(send[:0]).dtype)
+        dist.all_to_all_single(out, torch.from_numpy(send), recv_splits, send_splits, group=self.group)
+        self.bytes_sent += send.nbytes
+        return out.numpy()
 
-    def _route(self, slots: list[str], values: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-        """Send every id to its owner; returns per-slot send orders, send and receive counts, and
-        leaves the received ids in ``self._received``."""
-        w, s = self.world, len(slots)
-        orders, counts = [], np.zeros((w, s), dtype=np.int64)
-        sorted_values = []
-        for j, ids in enumerate(values):
-            owners = owner_of(ids, w)
-            order = np.argsort(owners, kind="stable")
-            orders.append(order)
-            sorted_values.append(ids[order])
-            counts[:, j] = np.bincount(owners, minlength=w)
-        recv_counts = self._all_to_all(torch.from_numpy(counts.reshape(-1)), [s] * w, [s] * w).numpy().reshape(w, s)
-        bounds = [np.concatenate([[0], np.cumsum(counts[:, j])]) for j in range(s)]
-        pieces = [sorted_values[j][bounds[j][d] : bounds[j][d + 1]] for d in range(w) for j in range(s)]
-        send = torch.from_numpy(np.concatenate(pieces) if pieces else np.empty(0, dtype=np.int64))
-        received = self._all_to_all(send, counts.sum(1).tolist(), recv_counts.sum(1).tolist()).numpy()
-        self._received = _split_grid(received, recv_counts, [1] * s)
-        return orders, counts, recv_counts
+    def _route(self, values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Send every id occurrence to its owner. Returns the slot bases, the send order, the send
+        and receive counts ``[W, S]``, and the ids received (laid out ``[rank][slot]``)."""
+        w, s = self.world, len(values)
+        lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=s)
+        bases = np.zeros(s + 1, dtype=np.int64)
+        np.cumsum(lengths, out=bases[1:])
+        flat = np.concatenate(values) if s else np.empty(0, dtype=np.int64)
+        if w == 1:
+            order = np.arange(len(flat))
+            counts = lengths.reshape(1, s)
+        else:
+            key = owner_of(flat, w) * s + np.repeat(np.arange(s), lengths)
+            order = np.argsort(key, kind="stable")
+            counts = np.bincount(key, minlength=w * s).reshape(w, s)
+        recv_counts = self._all_to_all(np.ascontiguousarray(counts.reshape(-1)), [s] * w, [s] * w).reshape(w, s)
+        received = self._all_to_all(flat[order], counts.sum(1).tolist(), recv_counts.sum(1).tolist())
+        return bases, order, counts, recv_counts, received
 
     # -- forward ----------------------------------------------------------------------------------
     def forward(self, features: SparseInput, now: float | None = None) -> dict[str, torch.Tensor]:
@@ -186,45 +205,61 @@ class ShardedEmbeddingModule(nn.Module):
             if now is None:
                 raise InvalidInputError("now", now, "a training step needs the event time the ranks agreed on")
             check_time(now)
-        orders, send_counts, recv_counts = self._route(slots, [c[3] for c in checked])
-        dims = [c[0].dim for c in checked]
-        owner_rows: list[torch.Tensor] = []
-        answers = []  # per source rank, per slot: vectors for what it sent
-        per_slot_vectors = []
+        w = self.world
+        dims = np.array([c[0].dim for c in checked], dtype=np.int64)
+        bases, order, send_counts, recv_counts, received = self._route([c[3] for c in checked])
+        # Owners: admit or look up what they received, answering into the same [rank][slot] blocks.
+        recv_at, recv_float_at = _starts(recv_counts), _starts(recv_counts * dims)
+        answer = np.empty(int((recv_counts * dims).sum()), dtype=np.float32)
+        owner_rows: list[np.ndarray] = []
         for j, (table, _, _, _) in enumerate(checked):
-            ids = np.concatenate([self._received[d][j] for d in range(self.world)])
+            blocks = [(int(recv_at[d, j]), int(recv_counts[d, j])) for d in range(w)]
+            ids = np.concatenate([received[a : a + n] for a, n in blocks]) if w > 1 else received[: blocks[0][1]]
             if train:
                 rows = table.admit(ids, now)
-                vectors = table.weight.numpy()[np.maximum(rows, 0)]
-                vectors[rows < 0] = table.default
-                owner_rows.append(torch.from_numpy(rows.astype(np.int64)))
+                owner_rows.append(rows)
+                source, picks, missing = table.weight.numpy(), np.maximum(rows, 0), rows < 0
+                missing = missing if missing.any() else None
             else:
-                vectors = table.lookup(ids)
-            per_slot_vectors.append(np.ascontiguousarray(vectors, dtype=np.float32))
-        for d in range(self.world):
-            for j in range(len(slots)):
-                lo = int(recv_counts[:d, j].sum())
-                answers.append(per_slot_vectors[j][lo : lo + recv_counts[d, j]].reshape(-1))
-        send = torch.from_numpy(np.concatenate(answers) if answers else np.empty(0, dtype=np.float32))
-        send_splits = [int(sum(recv_counts[d, j] * dims[j] for j in range(len(slots)))) for d in range(self.world)]
-        recv_splits = [int(sum(send_counts[d, j] * dims[j] for j in range(len(slots)))) for d in range(self.world)]
-        back = _split_grid(self._all_to_all(send, send_splits, recv_splits).numpy(), send_counts, dims)
+                source, picks, missing = table.lookup(ids), None, None
+            at = 0
+            for d, (_, n) in enumerate(blocks):
+                lo = int(recv_float_at[d, j])
+                out = answer[lo : lo + n * int(dims[j])].reshape(n, int(dims[j]))
+                if picks is None:
+                    out[:] = source[at : at + n]
+                else:
+                    np.take(source, picks[at : at + n], axis=0, out=out, mode="clip")
+                    if missing is not None:
+                        out[missing[at : at + n]] = table.default
+                at += n
+        send_floats = (recv_counts * dims).sum(1).tolist()
+        back = self._all_to_all(answer, send_floats, (send_counts * dims).sum(1).tolist())
+        # Back home: each slot's vectors in the order of its values (one scatter), then pooled.
+        send_at, send_float_at = _starts(send_counts), _starts(send_counts * dims)
         out: dict[str, torch.Tensor] = {}
         leaves = []
         for j, (slot, (table, ids, jagged, values)) in enumerate(zip(slots, checked, strict=True)):
-            in_sorted = np.concatenate([back[d][j].reshape(-1, dims[j]) for d in range(self.world)])
-            vectors = np.empty((len(values), dims[j]), dtype=np.float32)
-            vectors[orders[j]] = in_sorted
+            dim, n_values = int(dims[j]), len(values)
+            if w == 1:
+                vectors = back[int(send_float_at[0, j]) :][: n_values * dim].reshape(n_values, dim)
+            else:
+                vectors = np.empty((n_values, dim), dtype=np.float32)
+                for d in range(w):
+                    n, lo = int(send_counts[d, j]), int(send_at[d, j])
+                    at = int(send_float_at[d, j])
+                    vectors[order[lo : lo + n] - bases[j]] = back[at : at + n * dim].reshape(n, dim)
             leaf = torch.from_numpy(vectors)
             if train:
                 leaf.requires_grad_(True)
                 leaves.append(leaf)
-            if jagged:
-                out[slot] = F.embedding_bag(torch.arange(len(values)), leaf, ids.offsets, mode=table.config.pooling)
-            else:
+            if jagged and not _one_per_bag(ids, n_values):
+                out[slot] = F.embedding_bag(torch.arange(n_values), leaf, ids.offsets, mode=table.config.pooling)
+            else:  # a bag of one pools to itself (sum and mean alike): skip embedding_bag both ways
                 out[slot] = leaf
         if train:
-            self._pending.append(_Lookup(slots, orders, send_counts, recv_counts, owner_rows, leaves))
+            lookup = _Lookup(slots, dims, bases, order, send_counts, recv_counts, owner_rows, leaves)
+            self._pending.append(lookup)
         return out
 
     # -- backward: gradients to the owners ----------------------------------------------------------
@@ -233,29 +268,21 @@ class ShardedEmbeddingModule(nn.Module):
 
         Collective. Every owner checks its gradients first; if any rank finds a NaN/inf or a bad
         shape, no rank changes anything and every rank raises."""
+        exchange = self.exchange_gradients()
+        flags = exchange.flags.clone()
+        dist.all_reduce(flags, group=self.group)
+        self.finish_gradients(exchange, flags)
+
+    def exchange_gradients(self) -> _Exchange:
+        """First half of :meth:`apply_gradients` (collective): the gradients travel to the owners,
+        which sum them per row and check them. Nothing changes until :meth:`finish_gradients` gets
+        the flags summed over all ranks (:class:`DistributedTrainer` sums them with the dense
+        gradients, saving a collective)."""
         pending, self._pending = self._pending, []
         per_slot: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         for lookup in pending:
-            s = len(lookup.slots)
-            dims = [self.tables[slot].dim for slot in lookup.slots]
-            pieces = []
-            sorted_grads = []
-            for j, leaf in enumerate(lookup.leaves):
-                grad = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
-                sorted_grads.append(grad.numpy()[lookup.orders[j]])
-            for d in range(self.world):
-                for j in range(s):
-                    lo = int(lookup.send_counts[:d, j].sum())
-                    pieces.append(sorted_grads[j][lo : lo + lookup.send_counts[d, j]].reshape(-1))
-            send = torch.from_numpy(np.concatenate(pieces) if pieces else np.empty(0, dtype=np.float32))
-            send_splits = [int(sum(lookup.send_counts[d, j] * dims[j] for j in range(s))) for d in range(self.world)]
-            recv_splits = [int(sum(lookup.recv_counts[d, j] * dims[j] for j in range(s))) for d in range(self.world)]
-            grid = _split_grid(self._all_to_all(send, send_splits, recv_splits).numpy(), lookup.recv_counts, dims)
-            for j, slot in enumerate(lookup.slots):
-                grads = np.concatenate([grid[d][j].reshape(-1, dims[j]) for d in range(self.world)])
-                rows = lookup.owner_rows[j]
-                keep = rows >= 0
-                per_slot.setdefault(slot, []).append((rows[keep], torch.from_numpy(grads)[keep]))
+            for slot, rows, grads in self._send_gradients(lookup):
+                per_slot.setdefault(slot, []).append((rows, grads))
         slots = list(self.tables.slots)
         updates = []
         bad: Exception | None = None
@@ -264,27 +291,70 @@ class ShardedEmbeddingModule(nn.Module):
             if not parts:
                 continue
             table = self.tables[slot]
-            all_rows = torch.cat([r for r, _ in parts])
-            rows, inverse = torch.unique(all_rows, return_inverse=True)
-            grads = torch.zeros(len(rows), table.dim).index_add_(0, inverse, torch.cat([g for _, g in parts]))
+            if len(parts) == 1:
+                rows, grads = parts[0]
+            else:
+                rows, inverse = torch.unique(torch.cat([r for r, _ in parts]), return_inverse=True)
+                grads = torch.zeros(len(rows), table.dim).index_add_(0, inverse, torch.cat([g for _, g in parts]))
             try:
                 table.check_gradients(rows, grads)
             except InvalidInputError as exc:
                 bad = bad or exc
             updates.append((slot, rows, grads))
-        # One small all-reduce: did any rank refuse, and which slots had rows anywhere (a table's
-        # step counter moves when the slot had rows in the global batch, as on one process).
+        # Did any rank refuse, and which slots had rows anywhere (a table's step counter moves when
+        # the slot had rows in the global batch, as on one process).
         flags = torch.zeros(1 + len(slots), dtype=torch.int64)
         flags[0] = int(bad is not None)
         for slot, rows, _ in updates:
             flags[1 + slots.index(slot)] = int(rows.numel() > 0)
-        dist.all_reduce(flags, group=self.group)
+        return _Exchange(updates, flags, bad)
+
+    def _send_gradients(self, lookup: _Lookup) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        """One lookup's gradients to the owners; returns per slot the owner's distinct admitted rows
+        and their summed gradients."""
+        w, dims = self.world, lookup.dims
+        send_at, send_float_at = _starts(lookup.send_counts), _starts(lookup.send_counts * dims)
+        send = np.empty(int((lookup.send_counts * dims).sum()), dtype=np.float32)
+        for j, leaf in enumerate(lookup.leaves):
+            dim = int(dims[j])
+            grad = leaf.grad.numpy() if leaf.grad is not None else np.zeros(tuple(leaf.shape), dtype=np.float32)
+            for d in range(w):
+                n, lo, at = int(lookup.send_counts[d, j]), int(send_at[d, j]), int(send_float_at[d, j])
+                if w == 1:
+                    send[at : at + n * dim] = grad.reshape(-1)
+                else:
+                    idx = lookup.order[lo : lo + n] - lookup.bases[j]
+                    np.take(grad, idx, axis=0, out=send[at : at + n * dim].reshape(n, dim), mode="clip")
+        recv_floats = (lookup.recv_counts * dims).sum(1).tolist()
+        grid = self._all_to_all(send, (lookup.send_counts * dims).sum(1).tolist(), recv_floats)
+        recv_float_at = _starts(lookup.recv_counts * dims)
+        out = []
+        for j, slot in enumerate(lookup.slots):
+            dim = int(dims[j])
+            rows, inverse = torch.unique(torch.from_numpy(lookup.owner_rows[j].astype(np.int64)), return_inverse=True)
+            grads = torch.zeros(len(rows), dim)
+            at = 0
+            for d in range(w):
+                n, lo = int(lookup.recv_counts[d, j]), int(recv_float_at[d, j])
+                if n:
+                    part = torch.from_numpy(grid[lo : lo + n * dim].reshape(n, dim))
+                    grads.index_add_(0, inverse[at : at + n], part)
+                at += n
+            if len(rows) and int(rows[0]) < 0:  # ids not admitted yet: their gradient is dropped
+                rows, grads = rows[1:], grads[1:]
+            out.append((slot, rows, grads))
+        return out
+
+    def finish_gradients(self, exchange: _Exchange, flags: torch.Tensor) -> None:
+        """Second half of :meth:`apply_gradients`: with ``flags`` summed over all ranks, apply every
+        owner's update, or raise everywhere if any rank refused."""
         if int(flags[0]):
-            if bad is not None:
-                raise bad
+            if exchange.bad is not None:
+                raise exchange.bad
             raise NonFiniteGradientError("grads", None, "another rank's gradient was refused; nothing was updated")
-        touched = {slot for slot, _, _ in updates}
-        for slot, rows, grads in updates:
+        slots = list(self.tables.slots)
+        touched = {slot for slot, _, _ in exchange.updates}
+        for slot, rows, grads in exchange.updates:
             if rows.numel():
                 self.tables[slot].apply_gradients(rows, grads)
             elif int(flags[1 + slots.index(slot)]):
@@ -298,18 +368,18 @@ class ShardedEmbeddingModule(nn.Module):
         self._pending = []
 
 
-def _split_grid(flat: np.ndarray, counts: np.ndarray, dims: Sequence[int]) -> list[list[np.ndarray]]:
-    """Cut a buffer laid out [rank][slot] (``counts[r, j]`` items of ``dims[j]`` values) into pieces."""
-    grid: list[list[np.ndarray]] = []
-    at = 0
-    for d in range(counts.shape[0]):
-        row = []
-        for j in range(counts.shape[1]):
-            size = int(counts[d, j]) * dims[j]
-            row.append(flat[at : at + size])
-            at += size
-        grid.append(row)
-    return grid
+@dataclass
+class _Exchange:
+    """What :meth:`ShardedEmbeddingModule.exchange_gradients` leaves for ``finish_gradients``."""
+
+    updates: list[tuple[str, torch.Tensor, torch.Tensor]]  # (slot, distinct rows, summed gradients)
+    flags: torch.Tensor  # int64 [1 + S]: this rank refused; slot j had rows here
+    bad: Exception | None
+
+
+def _one_per_bag(ids: JaggedIds, n_values: int) -> bool:
+    """Whether every example holds exactly one id (``offsets == arange``): pooling is then the identity."""
+    return n_values == len(ids) and bool(torch.equal(ids.offsets, torch.arange(n_values)))
 
 
 class DistributedTrainer(Trainer):
@@ -359,16 +429,19 @@ class DistributedTrainer(Trainer):
         loss = F.binary_cross_entropy_with_logits(logits, batch.labels, reduction="sum") / total
         self.dense_optimizer.zero_grad()
         loss.backward()
+        sparse = self.model.embeddings.exchange_gradients()  # rows' gradients to their owners
+        # One all-reduce sums the dense gradients and the owners' verdicts (the flags are small
+        # integers, exact in float32).
         params = self.model.dense_parameters()
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
+        flat = torch.cat([g.reshape(-1) for g in grads] + [sparse.flags.to(torch.float32)])
         dist.all_reduce(flat, group=self.group)
         at = 0
         for param, grad in zip(params, grads, strict=True):
             param.grad = flat[at : at + grad.numel()].view_as(grad).clone()
             at += grad.numel()
         self.dense_optimizer.step()
-        self.model.apply_sparse_gradients()
+        self.model.embeddings.finish_gradients(sparse, flat[at:].round().to(torch.int64))
         self.examples_seen += total  # the global count, the same on every rank (as one process counts)
         self.steps += 1
         return logits.detach()

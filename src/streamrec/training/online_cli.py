@@ -66,11 +66,19 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
         quick: bool = typer.Option(False, "--quick", help="Smaller sizes (under a minute), for a smoke test."),
         threads: int = typer.Option(1, min=0, help="Torch intra-op threads for both contenders (0: torch default)."),
+        ranks: str | None = typer.Option(
+            None,
+            "--ranks",
+            help="Also train on W local ranks for each W listed (e.g. 1,2; one thread per rank, the same examples "
+            "and global batches): examples/s, ratios vs the first W, all-to-all bytes per example, parameter "
+            "difference from the first W, and TorchRec's sharded EmbeddingBagCollection where it installs.",
+        ),
     ) -> None:
-        """Training throughput on collisionless tables vs modulo hashing (batch and online), sync lag."""
+        """Training throughput on collisionless tables vs modulo hashing (batch and online), sync lag;
+        with --ranks, distributed training's scaling, bytes and equivalence."""
         from streamrec.training.bench import run_benchmark
 
-        run_benchmark(as_json=as_json, quick=quick, threads=threads)
+        run_benchmark(as_json=as_json, quick=quick, threads=threads, ranks=ranks)
 
 
 def _not_rank_0() -> bool:
