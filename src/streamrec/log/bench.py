@@ -25,10 +25,14 @@ one group, started with ``multiprocessing``'s spawn), one cell each, on a fresh 
    and per partition a count and a sum of offsets for the check below), then commits the batch.
    ``consume_per_s`` is the cell's records over the time from "go" to the last commit; ``busy``
    is each consumer's CPU time over that time (1.0: it used a whole core, so it was the limit;
-   well below 1: it waited for its server, or another process had the core).
+   well below 1: it waited for its server, or another process had the core); ``machine_idle``
+   is the fraction of the whole machine's CPU left idle meanwhile (``/proc/stat``): low ``busy``
+   with ``machine_idle`` near 0 means other processes held the cores.
 
-A cell runs ``repeats`` times (3; ``--quick``: 1), each on a fresh topic and group; the run of
-median consume rate stands for the cell (``runs`` lists them all), the append rate is the median.
+The grid runs ``repeats`` rounds (3; ``--quick``: 1), every cell once per round, each run on a fresh
+topic and group; the run of median consume rate stands for the cell (``runs`` lists them all), the
+append rate is the median. Rounds, not a cell's runs back to back, so that a spell of other work on
+the machine slows every cell alike instead of one side of a ratio.
 
 Every run is checked, not trusted: per partition, the records the consumers saw together must be
 exactly the offsets ``0 .. end-1`` once each (count and sum of offsets), and the group's committed
@@ -318,28 +322,19 @@ def _settled(assignments: list[list[int] | None], partitions: int) -> bool:
     return sorted(owned) == list(range(partitions)) and owners == min(len(assignments), partitions)
 
 
-def _grid_cell(
-    log: Any,
-    url: str,
-    consumers: _Consumers,
-    partitions: int,
-    members: int,
-    events: list[ActionEvent],
-    batch: int,
-    repeats: int,
-) -> dict[str, Any]:
-    """One cell of the grid, run ``repeats`` times; the run of median consume rate stands for it.
+def _median_cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A cell from its runs: the run of median consume rate stands for it, the append rate is the median.
 
     Why the median of a few: on a small shared machine one run can lose a core to another process
     for a second; the median keeps that from deciding a ratio, and every run is still listed.
     """
-    runs = [_grid_run(log, url, consumers, partitions, members, events, batch, run) for run in range(repeats)]
     ranked = sorted(runs, key=lambda r: r["consume_per_s"])
     cell = dict(ranked[len(ranked) // 2])
     cell["append_per_s"] = statistics.median(r["append_per_s"] for r in runs)
     cell["exactly_once"] = all(r["exactly_once"] for r in runs)
     cell["committed_is_end"] = all(r["committed_is_end"] for r in runs)
-    cell["runs"] = [{k: r[k] for k in ("append_per_s", "consume_per_s", "delivered", "exactly_once")} for r in runs]
+    keep = ("append_per_s", "consume_per_s", "delivered", "exactly_once", "machine_idle")
+    cell["runs"] = [{k: r[k] for k in keep} for r in runs]
     return cell
 
 
@@ -379,6 +374,7 @@ def _grid_run(
         lambda: [log.append(topic, events[s : s + batch], key="user") for s in range(0, len(events), batch)],
     )
     ends = log.end_offsets(topic)
+    machine = _machine_cpu()
     go = time.time()
     for conn in conns:
         conn.send("go")
@@ -387,6 +383,7 @@ def _grid_run(
         progress[index] = message[1]
         if sum(progress) >= len(events):
             break
+    idle = _idle_since(machine)
     for conn in conns:
         conn.send("stop")
     results: list[dict[str, Any] | None] = [None] * members
@@ -395,7 +392,28 @@ def _grid_run(
             results[index] = message[1]
             if all(r is not None for r in results):
                 break
-    return _check_cell(log, topic, group, partitions, members, go, ends, results, append_per_s)  # type: ignore[arg-type]
+    cell = _check_cell(log, topic, group, partitions, members, go, ends, results, append_per_s)  # type: ignore[arg-type]
+    cell["machine_idle"] = idle
+    return cell
+
+
+def _machine_cpu() -> tuple[int, int] | None:
+    """(all, idle) CPU ticks of the machine so far (Linux ``/proc/stat``), or None elsewhere."""
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return sum(ticks), ticks[3] + ticks[4]  # idle + iowait
+
+
+def _idle_since(before: tuple[int, int] | None) -> float | None:
+    """The fraction of the machine's CPU left idle since ``before``: near 0 with consumers far from
+    busy means other processes held the cores, not that the consumers waited for their log."""
+    after = _machine_cpu()
+    if before is None or after is None or after[0] <= before[0]:
+        return None
+    return round((after[1] - before[1]) / (after[0] - before[0]), 3)
 
 
 def _check_cell(
@@ -536,14 +554,15 @@ def _backend(
     numbers["load_average_at_start"] = round(load, 2)
     numbers["raw_append_per_s"] = raw()
     grid_events = bench_events(sizes["cell_records"])
-    cells = []
+    runs: dict[tuple[int, int], list[dict[str, Any]]] = {(p, c): [] for p in PARTITIONS for c in CONSUMERS}
     with open_log(url) as log:
-        for partitions in PARTITIONS:
-            for members in CONSUMERS:
-                step(f"{name}: {partitions} partition(s), {members} consumer process(es), {sizes['repeats']} run(s)")
-                cells.append(
-                    _grid_cell(log, url, consumers, partitions, members, grid_events, sizes["batch"], sizes["repeats"])
+        for run in range(sizes["repeats"]):  # rounds over the whole grid: a busy spell hits every cell alike
+            for partitions, members in runs:
+                step(f"{name}: {partitions} partition(s), {members} consumer(s), run {run + 1}/{sizes['repeats']}")
+                runs[(partitions, members)].append(
+                    _grid_run(log, url, consumers, partitions, members, grid_events, sizes["batch"], run)
                 )
+    cells = [_median_cell(cell_runs) for cell_runs in runs.values()]
     numbers["grid"] = cells
     return numbers
 
@@ -639,9 +658,10 @@ def _print(result: dict[str, Any], console: Any) -> None:
         console.print(table)
     grid = Table(
         title=f"partitions x consumer processes: {result['cell_records']:,} ActionEvents per cell, keyed by "
-        f"user; consume = poll + decode + count + commit, batches of {result['batch']:,}; busy = CPU / wall per process"
+        f"user; consume = poll + decode + count + commit, batches of {result['batch']:,}; "
+        "busy = CPU / wall of each consumer process; idle = the machine's CPU left idle meanwhile"
     )
-    for column in ("backend", "partitions", "consumers", "append/s", "consume/s", "busy", "delivered", "exact"):
+    for column in ("backend", "partitions", "consumers", "append/s", "consume/s", "busy", "idle", "delivered", "exact"):
         grid.add_column(column, justify="right")
     for name, numbers in result["backends"].items():
         for cell in numbers["grid"]:
@@ -653,6 +673,7 @@ def _print(result: dict[str, Any], console: Any) -> None:
                 f"{cell['append_per_s']:,.0f}",
                 f"{cell['consume_per_s']:,.0f}",
                 " ".join(f"{m['busy']:.2f}" for m in cell["members"]),
+                "-" if cell["machine_idle"] is None else f"{cell['machine_idle']:.2f}",
                 f"{cell['delivered']:,}",
                 "ok" if ok else "MISMATCH",
             )
