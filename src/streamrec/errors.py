@@ -11,10 +11,13 @@ from typing import Any
 
 __all__ = [
     "ConfigError",
+    "IndexFloodError",
     "InvalidInputError",
     "LogError",
     "NonFiniteGradientError",
     "PartitionLostError",
+    "ProfilesBehindError",
+    "ProfilesUnavailableError",
     "SnapshotError",
     "StreamrecError",
     "UnknownSlotError",
@@ -89,4 +92,59 @@ class PartitionLostError(LogError):
         super().__init__(
             f"topic {topic!r} group {group!r}: partition(s) {self.partitions} are no longer this consumer's "
             "(ownership lapsed or moved); nothing committed"
+        )
+
+
+class IndexFloodError(StreamrecError):
+    """The cuckoo index could not place an id at a low load factor, even with fresh seeds.
+
+    Ids that crowd the same buckets under every seed tried: a hash flood (with secret seeds, not
+    something random ids do). The index refuses to grow for them. ``key`` and ``row`` are the pair
+    left out: normally the id being inserted; every other pair the index held is still there.
+    ``min_growth_load`` is the load factor below which the index rehashes instead of growing.
+    """
+
+    def __init__(self, key: int, row: int, load: float, attempts: int, *, min_growth_load: float) -> None:
+        self.key = key
+        self.row = row
+        self.load = load
+        super().__init__(
+            f"cuckoo index: id {key} found no place at load factor {load:.4f} after {attempts} rehashes with "
+            f"fresh seeds (below {min_growth_load} the index rehashes instead of growing); the id was not stored"
+        )
+
+
+class ProfilesBehindError(StreamrecError):
+    """The batch is in the log (topic ``actions``), but the profile store failed to take it.
+
+    Do not resend it: the log would hold it twice. The recommender keeps the batch (``pending``)
+    and writes it to the profiles before any later batch; until then it refuses new batches with
+    :class:`ProfilesUnavailableError`. ``result`` is the batch's
+    :class:`~streamrec.serving.RecordResult` (what its validation said), set by
+    ``Recommender.record``.
+    """
+
+    def __init__(self, logged: int, topic: str, cause: BaseException) -> None:
+        self.logged = logged
+        self.cause = cause
+        self.result: Any = None  # a serving RecordResult; typed loosely so errors import no part
+        super().__init__(
+            f"the {logged} event(s) are in the log (topic {topic!r}) but the profile store failed to take "
+            f"them ({type(cause).__name__}: {cause}); they will be written to the profiles before any later "
+            "batch: do not resend them"
+        )
+
+
+class ProfilesUnavailableError(StreamrecError):
+    """Nothing of the batch was stored: events logged earlier still wait for the profile store.
+
+    Resend the batch later; ``GET /healthz`` shows ``profiles_pending`` until the store takes them.
+    """
+
+    def __init__(self, pending: int, cause: BaseException) -> None:
+        self.pending = pending
+        self.cause = cause
+        super().__init__(
+            f"nothing of this batch was stored: {pending} event(s) logged earlier still wait for the profile "
+            f"store ({type(cause).__name__}: {cause}); resend the batch later"
         )

@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["features", "recommender", "retrieval", "slots"]
+MODULES = ["features", "limits", "recommender", "retrieval", "slots"]
 
 
 @pytest.mark.parametrize("name", MODULES)

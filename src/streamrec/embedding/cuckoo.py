@@ -49,7 +49,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from streamrec.errors import StreamrecError
+from streamrec.errors import IndexFloodError  # defined in streamrec.errors, re-exported here
 
 BUCKET = 5  # slots per bucket
 STRIDE = 8  # int64 words per bucket: 5 keys + 5 int32 rows (+ 1 spare) = one 64-byte line
@@ -369,24 +369,6 @@ def empty_buckets(n_buckets: int) -> np.ndarray:
     return buckets
 
 
-class IndexFloodError(StreamrecError):
-    """The cuckoo index could not place an id at a low load factor, even with fresh seeds.
-
-    Ids that crowd the same buckets under every seed tried: a hash flood (with secret seeds, not
-    something random ids do). The index refuses to grow for them. ``key`` and ``row`` are the pair
-    left out: normally the id being inserted; every other pair the index held is still there.
-    """
-
-    def __init__(self, key: int, row: int, load: float, attempts: int) -> None:
-        self.key = key
-        self.row = row
-        self.load = load
-        super().__init__(
-            f"cuckoo index: id {key} found no place at load factor {load:.4f} after {attempts} rehashes with "
-            f"fresh seeds (below {MIN_GROWTH_LOAD} the index rehashes instead of growing); the id was not stored"
-        )
-
-
 def _keyed_seed(key: bytes, counter: int) -> np.uint64:
     digest = hashlib.blake2b(counter.to_bytes(8, "little"), key=key, digest_size=8).digest()
     return np.uint64(int.from_bytes(digest, "little"))
@@ -522,10 +504,10 @@ class CuckooIndex:
         self.rehash_loads.append(load)
         self.size = held
         if homeless is None:
-            raise IndexFloodError(0, -1, load, len(targets))
+            raise IndexFloodError(0, -1, load, len(targets), min_growth_load=MIN_GROWTH_LOAD)
         if newest is not None and homeless[0] != newest:
             homeless = self._swap_out(newest, homeless)
-        raise IndexFloodError(homeless[0], homeless[1], load, len(targets))
+        raise IndexFloodError(homeless[0], homeless[1], load, len(targets), min_growth_load=MIN_GROWTH_LOAD)
 
     def _rebuilt(self, n_buckets: int, homeless: tuple[int, int] | None) -> bool:
         """One try: fresh seeds, ``n_buckets``, every held pair and ``homeless``; keeps the old

@@ -6,8 +6,16 @@ and what is logged.
 """
 
 from streamrec.serving.features import DenseFeature, FeaturePlan, FeatureSet, SparseFeature, default_plan, stable_id
+from streamrec.serving.limits import ServingLimits
 from streamrec.serving.live import LiveStats
-from streamrec.serving.recommender import Recommendation, Recommender, RecommenderConfig, RecordResult, top_k
+from streamrec.serving.recommender import (
+    Recommendation,
+    Recommender,
+    RecommenderConfig,
+    RecordResult,
+    check_model,
+    top_k,
+)
 from streamrec.serving.retrieval import Candidates, RetrievalConfig, Retriever, merge_candidates
 from streamrec.serving.slots import SERVING_SLOTS, serving_profiles_config, stamp
 
@@ -24,7 +32,9 @@ __all__ = [
     "RecordResult",
     "RetrievalConfig",
     "Retriever",
+    "ServingLimits",
     "SparseFeature",
+    "check_model",
     "default_plan",
     "merge_candidates",
     "serving_profiles_config",

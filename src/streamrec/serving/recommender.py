@@ -43,7 +43,7 @@ import msgspec
 import numpy as np
 
 from streamrec.config import convert
-from streamrec.errors import InvalidInputError, StreamrecError
+from streamrec.errors import InvalidInputError, ProfilesBehindError, ProfilesUnavailableError  # re-exported here
 from streamrec.log import EventLog
 from streamrec.profiles.events import build_specs, events_to_rows
 from streamrec.records import ActionEvent, Example, Impression, parse_many
@@ -152,40 +152,6 @@ def top_k(scores: np.ndarray, k: int, categories: Sequence[str] | None = None, c
 
 
 _REASON = re.compile(r"^(?P<field>[^:\s]+): (?P<why>.*?)(?: \(got (?P<value>.*)\))?$", re.S)
-
-
-class ProfilesBehindError(StreamrecError):
-    """The batch is in the log (topic ``actions``), but the profile store failed to take it.
-
-    Do not resend it: the log would hold it twice. The recommender keeps the batch (``pending``)
-    and writes it to the profiles before any later batch; until then it refuses new batches with
-    :class:`ProfilesUnavailableError`.
-    """
-
-    def __init__(self, logged: int, topic: str, cause: BaseException) -> None:
-        self.logged = logged
-        self.cause = cause
-        self.result: RecordResult | None = None  # what the batch's validation said, set by ``record``
-        super().__init__(
-            f"the {logged} event(s) are in the log (topic {topic!r}) but the profile store failed to take "
-            f"them ({type(cause).__name__}: {cause}); they will be written to the profiles before any later "
-            "batch: do not resend them"
-        )
-
-
-class ProfilesUnavailableError(StreamrecError):
-    """Nothing of the batch was stored: events logged earlier still wait for the profile store.
-
-    Resend the batch later; ``GET /healthz`` shows ``profiles_pending`` until the store takes them.
-    """
-
-    def __init__(self, pending: int, cause: BaseException) -> None:
-        self.pending = pending
-        self.cause = cause
-        super().__init__(
-            f"nothing of this batch was stored: {pending} event(s) logged earlier still wait for the profile "
-            f"store ({type(cause).__name__}: {cause}); resend the batch later"
-        )
 
 
 class _NoKeys:
