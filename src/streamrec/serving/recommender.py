@@ -357,7 +357,7 @@ class Recommender:
             )
             for p, i in enumerate(chosen.tolist())
         ]  # fmt: skip
-        self.log.append(self.config.impressions_topic, records)
+        self.log.append(self.config.impressions_topic, records, key="user")  # an impression meets its actions
 
     def _observe(self, timings: dict[str, float], candidates: Candidates, items: list) -> None:
         m = self.metrics
@@ -411,7 +411,7 @@ class Recommender:
             stamped = [e for _, e in checked]
             behind = None
             if stamped:
-                self.log.append(self.config.actions_topic, stamped)
+                self.log.append(self.config.actions_topic, stamped, key="user")
                 if self.write_profiles:
                     behind = self._write_profiles(stamped)
         rejected.sort(key=lambda r: r[0])
