@@ -141,6 +141,23 @@ def test_an_event_after_the_year_9999_is_rejected_under_the_event_clock(tmp_path
         assert res[4] == NOW  # the clock did not jump
 
 
+def test_the_year_9999_check_is_an_event_check_of_the_event_clock():
+    """``events_to_rows`` (the store's validation, also the recommender's dry run) rejects it itself."""
+    from streamrec.profiles.config import profiles_config
+    from streamrec.profiles.events import MAX_TIME, EntityKeyer, build_specs, events_to_rows
+    from streamrec.records import parse_action
+
+    good = {"user": "1", "item": "m", "action": "click", "time": NOW}
+    events = [parse_action({**good, "time": t}) for t in (MAX_TIME + 1, MAX_TIME - 60, MAX_TIME, 2.0**70)]
+    specs, keyer = build_specs(profiles_config()), EntityKeyer("k")
+    _, accepted, rejected, _, now = events_to_rows(events, specs, keyer, None, 86400.0)
+    assert accepted == 2 and now == MAX_TIME and [i for i, _ in rejected] == [0, 3]
+    assert all(r.startswith(f"time: must be at most {MAX_TIME} epoch seconds") for _, r in rejected), rejected
+    # The wall clock keeps its own rule: at most max_future ahead of the clock.
+    _, accepted, rejected, _, _ = events_to_rows(events, specs, keyer, NOW, 86400.0)
+    assert accepted == 0 and all(r.startswith("time: more than max_future") for _, r in rejected), rejected
+
+
 # ---------------------------------------------------------------------------------------- Sql
 
 SQL_OK = "SELECT value, sum(click) AS c FROM clicked_category WHERE entity = 'user:42' AND window = '1d'"
@@ -318,6 +335,58 @@ def test_the_per_profile_cap_holds_in_process_too(tmp_path):
     assert info.value.field == "blobs"
     assert len(list(store.entity_keys())) == 50
     store.close()
+
+
+def test_the_size_caps_are_profiles_config_keys_checked_by_name():
+    from streamrec.errors import ConfigError
+    from streamrec.profiles.config import profiles_config
+    from streamrec.profiles.service import DEFAULT_MAX_IMPORT_BYTES
+    from streamrec.profiles.store import DEFAULT_MAX_PROFILE_BYTES
+
+    cfg = profiles_config()
+    assert (cfg.max_profile_bytes, cfg.max_import_bytes) == (DEFAULT_MAX_PROFILE_BYTES, DEFAULT_MAX_IMPORT_BYTES)
+    assert profiles_config({"max_import_bytes": 1000}).max_import_bytes == 1000
+    for key in ("max_profile_bytes", "max_import_bytes"):
+        for bad in (0, -1, 1.5, "64MiB", True):
+            with pytest.raises(ConfigError, match=rf"'profiles\.{key}'"):
+                profiles_config({key: bad})
+
+
+def test_profiles_serve_takes_the_size_caps_from_the_config(tmp_path):
+    """``streamrec profiles serve -c FILE`` holds imports to the file's max_profile_bytes and max_import_bytes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    small, big = _blob(), _blob(starts=(MINUTE - 120, MINUTE - 60, MINUTE))
+    size = len(zstandard.ZstdDecompressor().decompress(small))
+    assert len(zstandard.ZstdDecompressor().decompress(big)) > size
+    config = tmp_path / "node.toml"
+    config.write_text(f"[profiles]\nfsync = false\nmax_profile_bytes = {size}\nmax_import_bytes = {2 * size}\n")
+    ready = tmp_path / "ready.json"
+    args = ["--config", str(config), "--path", str(tmp_path / "data"), "--port", "0", "--metrics-port", "-1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamrec.profiles.service_cli", *args, "--ready-file", str(ready)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.1)
+        with grpc.insecure_channel(json.loads(ready.read_text())["address"]) as channel:
+            stub = profiles_pb2_grpc.ProfileNodeStub(channel)
+            assert stub.ImportProfiles(_import(small, small)).count == 2
+            message = _refused(stub, "ImportProfiles", _import(small, small, small))
+            assert message.startswith("blobs:") and f"max_import_bytes = {2 * size}" in message, message
+            message = _refused(stub, "ImportProfiles", _import(big))
+            assert message.startswith("blobs:") and f"max_profile_bytes = {size}" in message, message
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
 
 
 def test_import_with_keys_and_blobs_that_do_not_pair_names_the_field(stub):

@@ -211,6 +211,10 @@ class ProfilesConfig(_Strict):
     flush_interval: how often dirty profiles are written to LMDB and the WAL truncated.
     memory_budget_mb: approximate size of the in-memory profiles above which clean profiles are
         evicted (least recently used first).
+    max_profile_bytes: the most bytes one imported profile blob may decompress to (default 64 MiB);
+        ``streamrec profiles serve`` hands it to its ``ProfileStore``.
+    max_import_bytes: the most bytes the blobs of one ``ImportProfiles`` request may decompress to,
+        together (default 64 MiB); ``streamrec profiles serve`` hands it to its node.
     clock: ``"wall"`` (now = time.time()) or ``"event"`` (now = the latest event time written,
         for loading history).
     max_future: events further than this ahead of the clock are rejected.
@@ -225,6 +229,8 @@ class ProfilesConfig(_Strict):
     merge_interval: float | str = "1s"
     flush_interval: float | str = "30s"
     memory_budget_mb: float = 512.0
+    max_profile_bytes: int = 64 << 20
+    max_import_bytes: int = 64 << 20
     clock: Literal["wall", "event"] = "wall"
     max_future: float | str = "1d"
     compression_level: int = 3
@@ -245,6 +251,9 @@ class ProfilesConfig(_Strict):
         self.max_future = _duration("max_future", self.max_future)
         if not self.memory_budget_mb > 0:
             raise ValueError(f"`memory_budget_mb` must be > 0, got {self.memory_budget_mb!r}")
+        for name in ("max_profile_bytes", "max_import_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be a positive number of bytes, got {getattr(self, name)!r}")
         if not 1 <= self.compression_level <= 22:
             raise ValueError(f"`compression_level` must be in 1..22, got {self.compression_level!r}")
         if self.map_size_mb < 1:

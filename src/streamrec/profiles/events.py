@@ -30,7 +30,13 @@ from streamrec.profiles.reduce import get_reduce
 from streamrec.profiles.slices import TIME_COLUMN, TierPlan
 from streamrec.records import parse_action
 
-__all__ = ["EntityKeyer", "SlotRows", "SlotSpec", "build_specs", "events_to_rows"]
+__all__ = ["MAX_TIME", "EntityKeyer", "SlotRows", "SlotSpec", "build_specs", "events_to_rows"]
+
+# The latest time a query clock, a window start, an imported slice or (under the event clock) an
+# event may name: the end of the year 9999 in epoch seconds. Slice starts are int64 and window
+# arithmetic rounds in integers, so a clock of 1e300 or a window of 2^70 s would overflow there;
+# no calendar use needs more.
+MAX_TIME = 253_402_300_799
 
 
 class SlotSpec:
@@ -143,7 +149,7 @@ def _field(name: str, value: Any, reason: str) -> _Bad:
     return _Bad(f"{name}: {reason} (got {text})")
 
 
-def _check(event: Any, known_counters: frozenset[str]) -> tuple[str, str, str, float, dict, dict]:
+def _check(event: Any, known_counters: frozenset[str], latest: float) -> tuple[str, str, str, float, dict, dict]:
     try:
         user, item, action, t = event.user, event.item, event.action, event.time
         counters, attributes = event.counters, event.attributes
@@ -157,6 +163,8 @@ def _check(event: Any, known_counters: frozenset[str]) -> tuple[str, str, str, f
         raise _field("action", action, "must be a non-empty string")
     if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t < 0:
         raise _field("time", t, "must be a finite number of epoch seconds >= 0")
+    if t > latest:
+        raise _field("time", t, f"must be at most {MAX_TIME} epoch seconds (the year 9999)")
     if not isinstance(counters, Mapping):
         raise _field("counters", counters, "must be a mapping of counter name to number")
     for name, x in counters.items():
@@ -184,13 +192,18 @@ def events_to_rows(
 
     ``now=None`` means the event clock: now is the latest valid event time (at least ``floor``). Returns
     ``(rows per slot, accepted, rejected, too_old, now)``.
+
+    Under the event clock an event after ``MAX_TIME`` is rejected: ``max_future`` bounds nothing
+    there (the clock is the latest event), so such an event would move the clock itself past what
+    slice arithmetic holds, and every merge after it (and the WAL replay at the next open) would fail.
     """
     known = frozenset(c for s in specs for c in s.counters)
+    latest = MAX_TIME if now is None else math.inf
     checked: list[tuple[int, tuple]] = []
     rejected: list[tuple[int, str]] = []
     for i, event in enumerate(events):
         try:
-            checked.append((i, _check(_coerce(event), known)))
+            checked.append((i, _check(_coerce(event), known, latest)))
         except _Bad as exc:
             rejected.append((i, str(exc)))
     if now is None:

@@ -438,9 +438,12 @@ def serve(
     metrics_port: int | None,
     workers: int = 8,
     on_ready: Callable[[ProfileNodeServer], None] | None = None,
+    max_import_bytes: int = DEFAULT_MAX_IMPORT_BYTES,
 ) -> None:
     """Run a node until SIGTERM/SIGINT, then drain and close the store (flushes it to disk)."""
-    node = ProfileNodeServer(store, host, port, metrics_port=metrics_port, workers=workers, own_store=True).start()
+    node = ProfileNodeServer(
+        store, host, port, metrics_port=metrics_port, workers=workers, own_store=True, max_import_bytes=max_import_bytes
+    ).start()
 
     def _stop(signum: int, frame: Any) -> None:
         # Only wake the main thread: it does the shutdown itself, so the process cannot exit while a

@@ -21,14 +21,17 @@ def serve_command(
     workers: int = typer.Option(8, "--workers", help="gRPC handler threads."),
     ready_file: Path | None = typer.Option(None, "--ready-file", help="Write the address as JSON here once serving."),
 ) -> None:
-    """Run a profile node: gRPC (ProfileNode + grpc.health.v1), Prometheus metrics; SIGTERM drains and flushes."""
+    """Run a profile node: gRPC (ProfileNode + grpc.health.v1), Prometheus metrics; SIGTERM drains and flushes.
+
+    The size caps of imports come from the config: ``max_profile_bytes`` and ``max_import_bytes``.
+    """
     from streamrec.profiles.config import load_profiles_config, profiles_config
     from streamrec.profiles.service import ProfileNodeServer, serve
     from streamrec.profiles.store import ProfileStore
     from streamrec.warmup import warm_profiles
 
     cfg = load_profiles_config(str(config)) if config is not None else profiles_config()
-    store = ProfileStore(cfg, path)
+    store = ProfileStore(cfg, path, max_profile_bytes=cfg.max_profile_bytes)
     typer.echo(f"profile node: kernels ready in {warm_profiles(cfg):.1f} s", err=True)
 
     def ready(node: ProfileNodeServer) -> None:
@@ -39,7 +42,8 @@ def serve_command(
             tmp.replace(ready_file)
         typer.echo(f"profile node serving on {node.address} (metrics: {node.metrics_port})", err=True)
 
-    serve(store, host, port, None if metrics_port < 0 else metrics_port, workers, on_ready=ready)
+    metrics = None if metrics_port < 0 else metrics_port
+    serve(store, host, port, metrics, workers, on_ready=ready, max_import_bytes=cfg.max_import_bytes)
 
 
 def bench_command(

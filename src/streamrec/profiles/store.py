@@ -46,7 +46,7 @@ import zstandard
 
 from streamrec.errors import InvalidInputError, StreamrecError
 from streamrec.profiles.config import ProfilesConfig, profiles_config
-from streamrec.profiles.events import EntityKeyer, SlotRows, build_specs, events_to_rows
+from streamrec.profiles.events import MAX_TIME, EntityKeyer, SlotRows, build_specs, events_to_rows
 from streamrec.profiles.profile import Profile, ProfileBlob, SlotData, blob_arrays, decode_untrusted, slot_to_blob
 from streamrec.profiles.query import FeaturePlan, SlotWindows, WindowPlan, answer, plan_feature, single_number
 from streamrec.profiles.slices import merge_rows
@@ -59,10 +59,6 @@ __all__ = ["ProfileStore"]
 _FORMAT = 1
 _COMPACT_INTERVAL = 60.0
 
-# The latest time a query clock, a window start or an imported slice may name: the end of the year
-# 9999 in epoch seconds. Slice starts are int64 and window arithmetic rounds in integers, so a
-# clock of 1e300 or a window of 2^70 s would overflow there; no calendar use needs more.
-MAX_TIME = 253_402_300_799
 # More values than any slot can hold (SQL asks 2^30 for "all of them").
 MAX_TOP_K = 1 << 31
 # Decompressed bytes one imported profile may inflate to. A profile is bounded by its slots' tiers
@@ -226,14 +222,9 @@ class ProfileStore:
         events = list(events)
         with self._write_lock:
             now = self._clock() if self._clock is not None else None
-            late: list[tuple[int, str]] = []
-            if now is None:  # the event clock: max_future bounds nothing, the calendar must
-                events, kept, late = _beyond_calendar(events)
             rows, accepted, rejected, too_old, now = events_to_rows(
                 events, self.specs, self._keyer, now, float(self.cfg.max_future), floor=self._watermark
             )
-            if late:
-                rejected = sorted(late + [(kept[j], reason) for j, reason in rejected])
             if owns is not None:
                 rows = _owned(rows, owns)
             if rows:
@@ -861,29 +852,6 @@ def _owned(rows: list[SlotRows], owns: Callable[[bytes], bool]) -> list[SlotRows
                 SlotRows(r.slot, [r.keys[i] for i in keep], r.times[idx], [r.values[i] for i in keep], r.data[idx])
             )
     return out
-
-
-def _event_time(event: Any) -> Any:
-    return event.get("time") if isinstance(event, dict) else getattr(event, "time", None)
-
-
-def _beyond_calendar(events: list[Any]) -> tuple[list[Any], list[int], list[tuple[int, str]]]:
-    """Split off events timed after ``MAX_TIME``: ``(kept events, their indices, rejected)``.
-
-    Under the event clock ``max_future`` bounds nothing (the clock is the latest event), so one such
-    event would move the clock itself past what slice arithmetic holds, and every merge after it
-    (and the WAL replay at the next open) would fail.
-    """
-    late = []
-    for i, e in enumerate(events):
-        t = e.get("time") if isinstance(e, dict) else getattr(e, "time", None)
-        if isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t) and t > MAX_TIME:
-            late.append((i, f"time: must be at most {MAX_TIME} epoch seconds (the year 9999) (got {t!r})"))
-    if not late:
-        return events, list(range(len(events))), []
-    gone = {i for i, _ in late}
-    kept = [i for i in range(len(events)) if i not in gone]
-    return [events[i] for i in kept], kept, late
 
 
 def _checked_plan(plan: FeaturePlan) -> FeaturePlan:
