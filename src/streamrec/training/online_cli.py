@@ -73,12 +73,15 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             "and global batches): examples/s, ratios vs the first W, all-to-all bytes per example, parameter "
             "difference from the first W, and TorchRec's sharded EmbeddingBagCollection where it installs.",
         ),
+        ranks_batch_size: int = typer.Option(
+            4096, min=2, help="Global batch of the --ranks phase (split over the ranks; the same for every W)."
+        ),
     ) -> None:
         """Training throughput on collisionless tables vs modulo hashing (batch and online), sync lag;
         with --ranks, distributed training's scaling, bytes and equivalence."""
         from streamrec.training.bench import run_benchmark
 
-        run_benchmark(as_json=as_json, quick=quick, threads=threads, ranks=ranks)
+        run_benchmark(as_json=as_json, quick=quick, threads=threads, ranks=ranks, ranks_batch_size=ranks_batch_size)
 
 
 def _not_rank_0() -> bool:
