@@ -51,6 +51,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import statistics
@@ -570,7 +571,7 @@ def _backend(
 def _sizes(quick: bool) -> dict[str, int]:
     if quick:
         return {"records": 2_000, "per_record": 200, "batch": 500, "cell_records": 3_000, "repeats": 1}
-    return {"records": 50_000, "per_record": 1_000, "batch": 1_000, "cell_records": 200_000, "repeats": 3}
+    return {"records": 50_000, "per_record": 1_000, "batch": 1_000, "cell_records": 100_000, "repeats": 3}
 
 
 BACKENDS = ("sqlite", "redis", "kafka")
@@ -593,6 +594,7 @@ def run_benchmark(as_json: bool = False, quick: bool = False, backends: tuple[st
     folder = Path(tempfile.mkdtemp(prefix="streamrec-bench-log-"))
     payloads = [msgspec.msgpack.encode(e) for e in bench_events(sizes["records"])]
     consumers = _Consumers(max(CONSUMERS))
+    previous = _exit_on_sigterm()  # so that the servers the bench started are stopped too
     try:
         for name in backends:
             missing = _missing(name)
@@ -614,6 +616,8 @@ def run_benchmark(as_json: bool = False, quick: bool = False, backends: tuple[st
     finally:
         consumers.close()
         shutil.rmtree(folder, ignore_errors=True)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     result["ratios"] = _ratios(result["backends"])
     result["seconds"] = round(time.monotonic() - started, 1)
     if as_json:
@@ -621,6 +625,18 @@ def run_benchmark(as_json: bool = False, quick: bool = False, backends: tuple[st
     else:
         _print(result, Console())
     return result
+
+
+def _exit_on_sigterm() -> Any:
+    """SIGTERM unwinds like Ctrl-C (servers stopped, folders removed); returns the handler it replaced."""
+
+    def stop(*_: object) -> None:
+        raise SystemExit(143)
+
+    try:
+        return signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave signals alone
+        return None
 
 
 def _ratios(backends: dict[str, Any]) -> dict[str, Any]:
