@@ -182,9 +182,13 @@ def run_batch_rank(
     from streamrec.training.trainer import Trainer
 
     rank, world = init_from_env()
-    # Numba's parallel lookups (evaluation) would otherwise raise this process's OpenMP threads,
-    # torch's included, to the core count: a rank keeps to the threads it was given.
-    numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    # A rank keeps to the threads it was given (OMP_NUM_THREADS=1 from the launcher). Starting
+    # Numba's OpenMP pool (its parallel lookups, as evaluation does, or set_num_threads) sets the
+    # process's OpenMP threads to the core count, and torch follows unless it was set explicitly:
+    # two ranks then ran 4 threads on 2 cores, every torch op 30x slower. So both, explicitly.
+    threads = torch.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    torch.set_num_threads(threads)
     quiet = quiet or rank != 0
     console = Console(stderr=True)
     dataset = load_dataset(data)

@@ -164,8 +164,9 @@ class ShardedEmbeddingModule(nn.Module):
 
     # -- collectives ------------------------------------------------------------------------------
     def _all_to_all(self, send: np.ndarray, send_splits: list[int], recv_splits: list[int]) -> np.ndarray:
-        out = torch.empty((sum(recv_splits), *send.shape[1:]), dtype=torch.from_numpy(send[:0]).dtype)
-        dist.all_to_all_single(out, torch.from_numpy(send), recv_splits, send_splits, group=self.group)
+        source = torch.from_numpy(send)
+        out = torch.empty((sum(recv_splits), *send.shape[1:]), dtype=source.dtype)
+        dist.all_to_all_single(out, source, recv_splits, send_splits, group=self.group)
         self.bytes_sent += send.nbytes
         return out.numpy()
 
@@ -214,7 +215,11 @@ class ShardedEmbeddingModule(nn.Module):
         owner_rows: list[np.ndarray] = []
         for j, (table, _, _, _) in enumerate(checked):
             blocks = [(int(recv_at[d, j]), int(recv_counts[d, j])) for d in range(w)]
-            ids = np.concatenate([received[a : a + n] for a, n in blocks]) if w > 1 else received[: blocks[0][1]]
+            ids = (
+                np.concatenate([received[a : a + n] for a, n in blocks])
+                if w > 1
+                else received[blocks[0][0] :][: blocks[0][1]]
+            )
             if train:
                 rows = table.admit(ids, now)
                 owner_rows.append(rows)
