@@ -19,13 +19,29 @@ then moves every profile whose owner changed: ``export_profiles`` on the old own
 ``import_profiles`` on the new one (which *merges*, so writes that reached the new owner during
 the move are kept), then ``delete_profiles`` on the old one. Writes should pause during a
 resize only if exact answers are needed while it runs; nothing is lost either way.
+
+**Replicas** (``replicas=R``, default the config's ``replicas``): every key lives on the ``R``
+distinct nodes that follow it on the ring. A write goes to every replica of every entity of its
+events at once and is acknowledged when each entity has ``W = R // 2 + 1`` replicas with it
+durable (:class:`ReplicatedWrite`); each node's part carries a 16-byte write id, and a node
+applies an id once (``service.WriteLedger``), so a part whose reply was lost can be sent again —
+by gRPC's retry policy on ``UNAVAILABLE`` or by :meth:`ProfileClient.resume` — without counting
+it twice. A write short of its quorum raises :class:`WriteQuorumError` holding the write; resuming
+it sends only the parts not yet confirmed. A read goes to one replica of each key (the first
+one not seen failing lately) and fails over to the next on an error, within the request's
+deadline. Why not a peer copy to catch a node up, and what the ingest does: ``docs/profiles.md``,
+"Replication".
 """
 
 from __future__ import annotations
 
 import json
 import operator
+import os
+import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -39,12 +55,92 @@ from streamrec.profiles.ring import HashRing
 from streamrec.profiles.store import ProfileStore
 from streamrec.profiles.types import FeatureQuery, FeatureResult, QueryResult, SqlResult, WriteResult
 
-__all__ = ["ProfileClient"]
+__all__ = ["ProfileClient", "ReplicasUnavailableError", "ReplicatedWrite", "WriteQuorumError"]
 
 _RESULT = msgspec.msgpack.Decoder(QueryResult)
 _SQL = msgspec.msgpack.Decoder(SqlResult)
 _ENC = msgspec.msgpack.Encoder()
 _MOVE_CHUNK = 512
+_NO_KEY = b"\x00" * 16  # owned by no node: a write that validates and counts but keeps no row
+_SERVICE = "streamrec.profiles.v1.ProfileNode"
+# How long a node that failed is tried last by reads (doubling up to the max while it keeps failing).
+_SUSPECT_S, _SUSPECT_MAX_S = 0.5, 5.0
+
+
+def _retry_policy(methods: Sequence[str]) -> dict[str, Any]:
+    return {
+        "name": [{"service": _SERVICE, "method": m} for m in methods],
+        "retryPolicy": {
+            "maxAttempts": 5,
+            "initialBackoff": "0.05s",
+            "maxBackoff": "1s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        },
+    }
+
+
+def channel_options(replicas: int) -> list[tuple[str, Any]]:
+    """gRPC channel options of a client with ``replicas`` copies of each key.
+
+    ``UNAVAILABLE`` (the node is not listening, or the connection broke) is retried by gRPC itself
+    with exponential backoff (50 ms doubling to 1 s, 5 attempts, within the call's deadline) for
+    calls that are safe to repeat: reads, and writes when they carry a write id (``replicas > 1``).
+    With replicas a read is not retried on the same node but failed over to another replica by
+    the client, which is faster than waiting on a node that is down. Reconnection backs off from
+    100 ms to at most 1 s, so a node that restarts is used again within about a second.
+    """
+    reads = ["ListKeys", "ExportProfiles", "Flush", "Stats", "DeleteProfiles"]
+    if replicas == 1:
+        reads += ["Query", "Sql"]
+    else:
+        reads += ["Write"]
+    config = {"methodConfig": [_retry_policy(reads)]}
+    from streamrec.profiles.service import GRPC_OPTIONS
+
+    return [
+        *GRPC_OPTIONS,
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", json.dumps(config)),
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+    ]
+
+
+class ReplicasUnavailableError(StreamrecError):
+    """No replica of some entity answered a read within the request's deadline.
+
+    ``errors`` maps each node tried to its last error.
+    """
+
+    def __init__(self, what: str, errors: Mapping[str, str]) -> None:
+        self.errors = dict(errors)
+        tried = "; ".join(f"{n}: {e}" for n, e in self.errors.items()) or "no node tried"
+        super().__init__(f"{what}: no replica answered ({tried})")
+
+
+class WriteQuorumError(StreamrecError):
+    """A replicated write has fewer than its quorum ``W`` of durable replicas for some entity.
+
+    Nothing of it is acknowledged. Parts may have been applied on some replicas: send the *same*
+    write again with :meth:`ProfileClient.resume` (``error.write``), which sends only the parts
+    not confirmed yet, each with its write id, so no replica applies a part twice. Writing the
+    events again as a new write would count them twice on the replicas that have them.
+    """
+
+    def __init__(self, write: ReplicatedWrite) -> None:
+        self.write = write
+        short = write.short_of_quorum()
+        errors = "; ".join(f"{n}: {write.errors.get(n, 'no reply')}" for n in write.missing) or "none"
+        super().__init__(
+            f"write of {len(write.events)} events: {short} replica set(s) below the write quorum "
+            f"{write.quorum_size} of {write.replicas}; nodes without it: {errors}"
+        )
+
+
+def _is_bad_input(exc: BaseException) -> bool:
+    return isinstance(exc, InvalidInputError)
 
 
 def _remote_error(address: str, err: grpc.RpcError) -> StreamrecError:
@@ -66,9 +162,19 @@ class _Node:
     name: str
 
     def query(self, query: FeatureQuery) -> QueryResult: ...
-    def query_async(self, query: FeatureQuery) -> Any: ...
+    def query_async(self, query: FeatureQuery, timeout: float | None = None) -> Any: ...
     def result(self, pending: Any) -> QueryResult: ...
     def write(self, events: list[Any], primary: int, owned: list[bytes]) -> WriteResult: ...
+    def write_async(
+        self,
+        events: list[Any],
+        primary: int,
+        owned: list[bytes],
+        write_id: bytes,
+        timeout: float,
+        wait_for_ready: bool = False,
+    ) -> Any: ...
+    def write_result(self, pending: Any) -> WriteResult: ...
     def sql(self, text: str, now: float | None) -> SqlResult: ...
     def keys(self) -> list[bytes]: ...
     def export(self, keys: list[bytes]) -> dict[bytes, bytes]: ...
@@ -89,10 +195,15 @@ class _LocalNode(_Node):
     def query(self, query: FeatureQuery) -> QueryResult:
         return self.store.query(query)
 
-    def query_async(self, query: FeatureQuery) -> Any:
-        return self.store.query(query)
+    def query_async(self, query: FeatureQuery, timeout: float | None = None) -> Any:
+        try:
+            return self.store.query(query)
+        except Exception as exc:  # handed back by result(), as a gRPC future would
+            return _Failed(exc)
 
     def result(self, pending: Any) -> QueryResult:
+        if isinstance(pending, _Failed):
+            raise pending.exc
         return pending
 
     def write(self, events: list[Any], primary: int, owned: list[bytes]) -> WriteResult:
@@ -101,6 +212,25 @@ class _LocalNode(_Node):
         from streamrec.profiles.service import write_owned
 
         return write_owned(self.store, events, primary, frozenset(owned))
+
+    def write_async(
+        self,
+        events: list[Any],
+        primary: int,
+        owned: list[bytes],
+        write_id: bytes,
+        timeout: float,
+        wait_for_ready: bool = False,
+    ) -> Any:
+        try:  # in process a write either happens or raises: nothing to deduplicate
+            return self.write(events, primary, owned)
+        except Exception as exc:
+            return _Failed(exc)
+
+    def write_result(self, pending: Any) -> WriteResult:
+        if isinstance(pending, _Failed):
+            raise pending.exc
+        return pending
 
     def sql(self, text: str, now: float | None) -> SqlResult:
         return self.store.sql(text, now)
@@ -131,15 +261,20 @@ class _LocalNode(_Node):
             self.store.close()
 
 
+class _Failed:
+    """An exception a local node's call raised, handed back like a failed gRPC future."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+
 class _GrpcNode(_Node):
     """A remote node; one channel and stub reused for every call (the hot path allocates neither)."""
 
-    def __init__(self, address: str, timeout: float) -> None:
-        from streamrec.profiles.service import GRPC_OPTIONS
-
+    def __init__(self, address: str, timeout: float, replicas: int = 1) -> None:
         self.name = address
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
+        self.channel = grpc.insecure_channel(address, options=channel_options(replicas))
         self.stub = profiles_pb2_grpc.ProfileNodeStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
         self._feature_blobs: dict[int, tuple[list, tuple, bytes]] = {}
@@ -179,8 +314,8 @@ class _GrpcNode(_Node):
     def query(self, query: FeatureQuery) -> QueryResult:
         return _RESULT.decode(self._call(self.stub.Query, self._request(query)).result)
 
-    def query_async(self, query: FeatureQuery) -> Any:
-        return self.stub.Query.future(self._request(query), timeout=self.timeout)
+    def query_async(self, query: FeatureQuery, timeout: float | None = None) -> Any:
+        return self.stub.Query.future(self._request(query), timeout=self.timeout if timeout is None else timeout)
 
     def result(self, pending: Any) -> QueryResult:
         try:
@@ -191,6 +326,27 @@ class _GrpcNode(_Node):
     def write(self, events: list[Any], primary: int, owned: list[bytes]) -> WriteResult:
         req = profiles_pb2.WriteRequest(events=_ENC.encode(events), primary=primary, owned=owned)
         rep = self._call(self.stub.Write, req)
+        return WriteResult(
+            accepted=rep.accepted, rejected=[(r.index, r.reason) for r in rep.rejected], too_old=rep.too_old
+        )
+
+    def write_async(
+        self,
+        events: list[Any],
+        primary: int,
+        owned: list[bytes],
+        write_id: bytes,
+        timeout: float,
+        wait_for_ready: bool = False,
+    ) -> Any:
+        req = profiles_pb2.WriteRequest(events=_ENC.encode(events), primary=primary, owned=owned, write_id=write_id)
+        return self.stub.Write.future(req, timeout=timeout, wait_for_ready=wait_for_ready)
+
+    def write_result(self, pending: Any) -> WriteResult:
+        try:
+            rep = pending.result()
+        except grpc.RpcError as err:
+            raise _remote_error(self.name, err) from None
         return WriteResult(
             accepted=rep.accepted, rejected=[(r.index, r.reason) for r in rep.rejected], too_old=rep.too_old
         )
@@ -238,6 +394,59 @@ class _GrpcNode(_Node):
         self.channel.close()
 
 
+@dataclass
+class _Part:
+    """What one node gets of a write: events ``order`` (its primaries first), its keys, its id."""
+
+    order: list[int]
+    primary: int
+    owned: list[bytes]
+    write_id: bytes
+
+
+@dataclass
+class ReplicatedWrite:
+    """One batch of events on its way to the replicas of its entities.
+
+    ``parts`` maps each node to what it gets; ``done`` holds the nodes that confirmed their part
+    (with their report on the events they answer for), ``errors`` the last error of the others.
+    ``replica_sets`` are the distinct replica sets of the batch's entities: the write has its
+    quorum when each set has at least ``quorum_size`` nodes in ``done``. ``result`` is the merged
+    :class:`WriteResult` (each event counted once), set once the quorum is reached.
+    """
+
+    events: list[Any]
+    parts: dict[str, _Part]
+    replica_sets: list[tuple[str, ...]]
+    replicas: int
+    quorum_size: int
+    done: dict[str, WriteResult] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    reports: dict[str, WriteResult] = field(default_factory=dict)
+    result: WriteResult | None = None
+    attempts: int = 0
+
+    @property
+    def missing(self) -> list[str]:
+        """Nodes whose part is not confirmed yet (a hint for each, once the write has its quorum)."""
+        return [n for n in self.parts if n not in self.done]
+
+    @property
+    def complete(self) -> bool:
+        """Every replica has its part."""
+        return not self.missing
+
+    @property
+    def has_quorum(self) -> bool:
+        """Each entity has ``quorum_size`` replicas with the write, and every event has its report."""
+        return self.short_of_quorum() == 0 and self.result is not None
+
+    def short_of_quorum(self) -> int:
+        """How many replica sets have fewer than ``quorum_size`` confirmations."""
+        done = self.done
+        return sum(1 for s in self.replica_sets if sum(n in done for n in s) < self.quorum_size)
+
+
 class ProfileClient:
     """Read and write profiles on one store or a cluster of nodes, placed by consistent hashing.
 
@@ -249,7 +458,11 @@ class ProfileClient:
         by their keyed hash) and its slots (to know which entities an event feeds). Default:
         the default config, as the nodes' default.
     vnodes: virtual nodes per node on the ring.
-    timeout: seconds per gRPC call.
+    timeout: seconds per gRPC call: the deadline of a read (fail-over included) and of each write
+        attempt.
+    replicas: copies of each key (``R``, on the ``R`` distinct nodes following it on the ring;
+        capped at the number of nodes). Default: ``cfg.replicas`` (1). Writes are acknowledged by
+        ``W = R // 2 + 1`` replicas of each entity.
 
     Examples
     --------
@@ -274,8 +487,16 @@ class ProfileClient:
         *,
         vnodes: int = 256,
         timeout: float = 30.0,
+        replicas: int | None = None,
     ) -> None:
         self.cfg = profiles_config(cfg)
+        replicas = self.cfg.replicas if replicas is None else replicas
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+            raise InvalidInputError("replicas", replicas, "must be an integer >= 1")
+        self.replicas = replicas
+        self._suspect: dict[str, tuple[float, float]] = {}  # node -> (tried last until, backoff)
+        self._hints: list[ReplicatedWrite] = []
+        self._lock = threading.Lock()
         self._specs = build_specs(self.cfg)
         self._entity_of = [s.entity for s in self._specs]
         self._entity_types = list(dict.fromkeys(self._entity_of))
@@ -290,7 +511,7 @@ class ProfileClient:
             if isinstance(nodes, str):
                 raise InvalidInputError("nodes", nodes, "expected a list of 'host:port' addresses")
             for address in nodes:
-                self._nodes[address] = _GrpcNode(address, timeout)
+                self._nodes[address] = _GrpcNode(address, timeout, replicas)
         self.ring = HashRing(list(self._nodes), vnodes)
 
     @classmethod
@@ -323,9 +544,41 @@ class ProfileClient:
         return self._keyer(entity_type, entity_id)
 
     def owner(self, label_or_key: str | bytes) -> str:
-        """Name of the node that owns an entity (label or key)."""
+        """Name of the node that owns an entity (label or key): the first of its replicas."""
         key = label_or_key if isinstance(label_or_key, bytes) else self.key(label_or_key)
         return self.ring.owner(key)
+
+    def replica_nodes(self, label_or_key: str | bytes) -> list[str]:
+        """Names of the nodes that hold an entity (label or key), owner first."""
+        key = label_or_key if isinstance(label_or_key, bytes) else self.key(label_or_key)
+        return self.ring.replicas(key, self.replicas)
+
+    @property
+    def quorum_size(self) -> int:
+        """``W``: replicas of each entity that must have a write before it is acknowledged."""
+        return self.ring.replica_count(self.replicas) // 2 + 1
+
+    # Nodes that failed lately are tried last by reads, for a backoff that doubles while they keep
+    # failing; the first success clears it.
+    def _failed(self, name: str) -> None:
+        with self._lock:
+            _, backoff = self._suspect.get(name, (0.0, _SUSPECT_S / 2))
+            backoff = min(backoff * 2, _SUSPECT_MAX_S)
+            self._suspect[name] = (time.monotonic() + backoff, backoff)
+
+    def _answered(self, name: str) -> None:
+        if name in self._suspect:
+            with self._lock:
+                self._suspect.pop(name, None)
+
+    def _preference(self, candidates: Sequence[int]) -> list[int]:
+        """Candidates (node indices) in the order to try them: ring order, suspects last."""
+        if not self._suspect:
+            return list(candidates)
+        now = time.monotonic()
+        names = self.ring.nodes
+        fresh = [c for c in candidates if self._suspect.get(names[c], (0.0, 0.0))[0] <= now]
+        return fresh + [c for c in candidates if c not in fresh]
 
     # ---------------------------------------------------------------- reads
 
@@ -333,7 +586,11 @@ class ProfileClient:
         """Answer many features of one or many entities, fanned out to their owners and merged.
 
         The answer is the one a single store holding every profile would give (entities in the
-        order asked: ``entities`` then ``keys``).
+        order asked: ``entities`` then ``keys``). With replicas, each key is asked of one replica
+        (the first in ring order not seen failing lately); the keys of a node that fails are asked
+        again of their next replica, within ``timeout`` in all (each round gets an equal share of
+        what is left for the replicas still untried). :class:`ReplicasUnavailableError` when every
+        replica of some key failed.
         """
         if not isinstance(query, FeatureQuery):
             raise InvalidInputError("query", query, "expected a FeatureQuery")
@@ -343,22 +600,47 @@ class ProfileClient:
         keys.extend(query.keys)
         if not keys:
             return QueryResult(names=[], columns=[], keys=[], results=[], now=query.now or 0.0)
-        owners = self.ring.indices(keys).tolist()
-        by_node: dict[int, list[int]] = {}
-        for i, o in enumerate(owners):
-            by_node.setdefault(o, []).append(i)
-        pending = []
-        for o, idx in by_node.items():
-            node = self._nodes[self.ring.nodes[o]]
-            sub = FeatureQuery(features=query.features, keys=[keys[i] for i in idx], now=query.now)
-            pending.append((node, idx, node.query_async(sub)))
+        deadline = time.monotonic() + self.timeout
+        rows = self.ring.replica_indices(keys, self.replicas).tolist()
+        order: dict[tuple[int, ...], list[int]] = {}
+        candidates = [order.get(t) or order.setdefault(t, self._preference(t)) for t in map(tuple, rows)]
+        tried = [0] * len(keys)
         results: list[list[FeatureResult]] = [[] for _ in keys]
+        errors: dict[str, str] = {}
         first: QueryResult | None = None
-        for node, idx, p in pending:
-            res = node.result(p)
-            first = first or res
-            for i, row in zip(idx, res.results, strict=True):
-                results[i] = row
+        todo = list(range(len(keys)))
+        while todo:
+            by_node: dict[int, list[int]] = {}
+            for i in todo:
+                if tried[i] >= len(candidates[i]):
+                    raise ReplicasUnavailableError(f"query of {len(keys)} entities", errors)
+                by_node.setdefault(candidates[i][tried[i]], []).append(i)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ReplicasUnavailableError(f"query of {len(keys)} entities (deadline)", errors)
+            share = left / max(len(candidates[i]) - tried[i] for i in todo)
+            pending = []
+            for o, idx in by_node.items():
+                node = self._nodes[self.ring.nodes[o]]
+                sub = FeatureQuery(features=query.features, keys=[keys[i] for i in idx], now=query.now)
+                pending.append((node, idx, node.query_async(sub, share)))
+            todo = []
+            for node, idx, p in pending:
+                try:
+                    res = node.result(p)
+                except StreamrecError as exc:
+                    if _is_bad_input(exc):
+                        raise
+                    self._failed(node.name)
+                    errors[node.name] = str(exc)
+                    for i in idx:
+                        tried[i] += 1
+                    todo.extend(idx)
+                    continue
+                self._answered(node.name)
+                first = first or res
+                for i, row in zip(idx, res.results, strict=True):
+                    results[i] = row
         assert first is not None
         return QueryResult(names=first.names, columns=first.columns, keys=keys, results=results, now=first.now)
 
@@ -369,10 +651,25 @@ class ProfileClient:
         labels = _sql_entities(text)
         if not labels:
             raise InvalidInputError("sql", text, "a clustered SQL query needs WHERE entity = 'type:id'")
-        owners = {self.owner(label) for label in labels}
-        if len(owners) > 1:
+        placements = {tuple(self.replica_nodes(label)) for label in labels}
+        if len(placements) > 1:
             raise InvalidInputError("sql", sorted(labels), "these entities live on different nodes; use query()")
-        return self._nodes[owners.pop()].sql(text, now)
+        errors: dict[str, str] = {}
+        names = placements.pop()
+        by_name = {n: i for i, n in enumerate(self.ring.nodes)}
+        for i in self._preference([by_name[n] for n in names]):
+            name = self.ring.nodes[i]
+            try:
+                out = self._nodes[name].sql(text, now)
+            except StreamrecError as exc:
+                if _is_bad_input(exc):
+                    raise
+                self._failed(name)
+                errors[name] = str(exc)
+                continue
+            self._answered(name)
+            return out
+        raise ReplicasUnavailableError("sql", errors)
 
     # ---------------------------------------------------------------- writes
 
@@ -392,43 +689,191 @@ class ProfileClient:
     def write(self, events: Sequence[Any]) -> WriteResult:
         """Write a batch of action events (structs or mappings) to the nodes that own their entities.
 
-        Durable on every node involved when this returns; bad events are rejected with their index
-        in ``events`` and the reason, and the valid ones are applied.
+        Durable when this returns: on every node involved (one copy), or with replicas on at least
+        ``W`` replicas of each entity (:attr:`quorum_size`). Bad events are rejected with their
+        index in ``events`` and the reason, and the valid ones are applied. A write short of its
+        quorum raises :class:`WriteQuorumError` (resume it with :meth:`resume`, never by writing
+        the events again). Parts of an acknowledged write that some replica missed are kept in
+        this client (:attr:`hints`) and sent again, with their write ids, before each later write
+        and by :meth:`deliver_hints`; a process that must not lose them (the ingest) uses
+        :meth:`submit` and keeps them itself.
+        """
+        self.deliver_hints()
+        w = self.submit(events)
+        if not w.has_quorum:
+            raise WriteQuorumError(w)
+        if not w.complete:
+            with self._lock:
+                self._hints.append(w)
+        assert w.result is not None
+        return w.result
+
+    def submit(self, events: Sequence[Any]) -> ReplicatedWrite:
+        """Send a batch to every replica once (gRPC retries included) and return where it stands.
+
+        Raises only for bad input (:class:`InvalidInputError`); a node that fails is recorded in
+        the returned write's ``errors``. See :class:`ReplicatedWrite` for ``has_quorum``,
+        ``complete`` and ``result``.
         """
         if isinstance(events, str | bytes) or not isinstance(events, Sequence | Iterable):
             raise InvalidInputError("events", events, "expected a sequence of action events")
-        events = list(events)
-        if len(self._nodes) == 1:
-            return next(iter(self._nodes.values())).write(events, len(events), [])
-        # per node: (primary event indices, secondary event indices, owned keys)
-        plan: dict[int, tuple[list[int], list[int], set[bytes]]] = {}
+        return self.resume(self._plan(list(events)))
+
+    def resume(self, write: ReplicatedWrite) -> ReplicatedWrite:
+        """Send the parts of ``write`` no node confirmed yet (same write ids: applied once each)."""
+        missing = write.missing
+        if missing:
+            self._send(write, missing)
+        if write.result is None and write.short_of_quorum() == 0:
+            write.result = self._merge_reports(write)
+        return write
+
+    @property
+    def hints(self) -> list[ReplicatedWrite]:
+        """Acknowledged writes that some replica has not confirmed yet (held by this client)."""
+        with self._lock:
+            return list(self._hints)
+
+    def deliver_hints(self) -> int:
+        """Send the parts of held writes to replicas not failing lately; return how many are left."""
+        with self._lock:
+            hints = list(self._hints)
+        if not hints:
+            return 0
+        now = time.monotonic()
+        for w in hints:
+            due = [n for n in w.missing if self._suspect.get(n, (0.0, 0.0))[0] <= now]
+            if due:
+                self._send(w, due)
+        with self._lock:
+            self._hints = [w for w in self._hints if not w.complete]
+            return len(self._hints)
+
+    def send_part(self, node: str, events: Sequence[Any], owned: Sequence[bytes], write_id: bytes) -> None:
+        """Send ``node`` its part of an earlier write (a hint: ``ReplicatedWrite.parts[node]``).
+
+        The write id makes it idempotent: a node that has the part already does not apply it
+        again. Raises :class:`StreamrecError` if the node does not confirm it, and
+        :class:`InvalidInputError` if ``node`` is not in the ring any more.
+        """
+        target = self._nodes.get(node)
+        if target is None:
+            raise InvalidInputError("node", node, f"not in the ring {self.nodes!r}")
+        try:  # waits (up to 1 s) for a channel reconnecting to a node just back, instead of failing fast
+            target.write_result(target.write_async(list(events), 0, list(owned), write_id, 1.0, wait_for_ready=True))
+        except StreamrecError as exc:
+            if not _is_bad_input(exc):
+                self._failed(node)
+            raise
+        self._answered(node)
+
+    def _plan(self, events: list[Any]) -> ReplicatedWrite:
+        """Which node gets which events and keys (hot path: a loop per event over its few keys).
+
+        Every replica of an entity gets the events that feed it, with that entity's key in
+        ``owned``. Each event is *reported* (accepted / rejected / too_old in the reply) by one
+        node, the first replica of its first entity not failing lately: its primaries come first.
+        With one replica this is exactly the unreplicated plan (reporter = owner of the first entity).
+        """
+        n_nodes = len(self.ring.nodes)
         all_keys: list[list[bytes] | None] = [self._event_keys(e) for e in events]
         flat = [k for ks in all_keys if ks for k in ks]
-        owners = iter(self.ring.indices(flat).tolist())
+        rows = iter(map(tuple, self.ring.replica_indices(flat, self.replicas).tolist()))
+        prim: dict[int, list[int]] = {}
+        sec: dict[int, list[int]] = {}
+        owned: dict[int, set[bytes]] = {}
+        sets: set[tuple[int, ...]] = set()
+        preferred: dict[tuple[int, ...], int] = {}
         for i, ks in enumerate(all_keys):
-            if ks is None:  # no entity at all: node 0 rejects it with the reason
-                plan.setdefault(0, ([], [], set()))[0].append(i)
+            if ks is None:  # no entity at all: a node rejects it with the reason
+                reporter = self._preference(range(n_nodes))[0]
+                prim.setdefault(reporter, []).append(i)
+                owned.setdefault(reporter, set())
                 continue
-            seen: list[int] = []
+            involved: list[int] = []
+            reporter = -1
             for k in ks:
-                o = next(owners)
-                entry = plan.setdefault(o, ([], [], set()))
-                entry[2].add(k)
-                if o not in seen:
-                    (entry[0] if not seen else entry[1]).append(i)
-                    seen.append(o)
+                row = next(rows)
+                if reporter < 0:
+                    reporter = preferred.get(row, -1)
+                    if reporter < 0:
+                        reporter = preferred[row] = self._preference(row)[0]
+                sets.add(row)
+                for o in row:
+                    owned.setdefault(o, set()).add(k)
+                    if o not in involved:
+                        involved.append(o)
+            for o in involved:
+                (prim if o == reporter else sec).setdefault(o, []).append(i)
+        names = self.ring.nodes
+        lone = len(self._nodes) == 1
+        parts: dict[str, _Part] = {}
+        for o in sorted(set(prim) | set(sec)):
+            p, q = prim.get(o, []), sec.get(o, [])
+            keys = [] if lone else (sorted(owned[o]) or [_NO_KEY])
+            wid = os.urandom(16) if self.replicas > 1 else b""
+            parts[names[o]] = _Part(order=p + q, primary=len(p), owned=keys, write_id=wid)
+        r = self.ring.replica_count(self.replicas)
+        replica_sets = [tuple(names[o] for o in row) for row in sorted(sets)]
+        return ReplicatedWrite(events, parts, replica_sets, r, r // 2 + 1)
+
+    def _send(self, write: ReplicatedWrite, nodes: list[str]) -> None:
+        """Send the parts of ``nodes`` at once and record who confirmed (in parallel over gRPC)."""
+        write.attempts += 1
+        pending = []
+        for name in nodes:
+            part = write.parts[name]
+            node = self._nodes[name]
+            batch = [write.events[i] for i in part.order]
+            pending.append((name, node, node.write_async(batch, part.primary, part.owned, part.write_id, self.timeout)))
+        for name, node, p in pending:
+            try:
+                report = node.write_result(p)
+            except StreamrecError as exc:
+                if _is_bad_input(exc):
+                    raise
+                self._failed(name)
+                write.errors[name] = str(exc)
+                continue
+            self._answered(name)
+            write.errors.pop(name, None)
+            write.done[name] = report
+
+    def _merge_reports(self, write: ReplicatedWrite) -> WriteResult | None:
+        """One :class:`WriteResult` for the batch from the reports of the nodes that answer for its events.
+
+        A reporting node that did not confirm (the write has its quorum without it) is replaced by
+        a check of its events on a node that did: a write that keeps no row (``owned`` = a key no
+        node has), which judges the events exactly as the missed node would have.
+        """
         accepted = too_old = 0
         rejected: list[tuple[int, str]] = []
-        for o, (prim, sec, owned) in plan.items():
-            order = prim + sec
-            res = self._nodes[self.ring.nodes[o]].write(
-                [events[i] for i in order], len(prim), sorted(owned) or [b"\x00" * 16]
-            )
-            accepted += res.accepted
-            too_old += res.too_old
-            rejected.extend((order[j], reason) for j, reason in res.rejected)
+        for name, part in write.parts.items():
+            if part.primary == 0:
+                continue
+            report = write.done.get(name)
+            if report is None:
+                report = self._check_only(write, [write.events[i] for i in part.order[: part.primary]])
+                if report is None:
+                    return None
+            accepted += report.accepted
+            too_old += report.too_old
+            rejected.extend((part.order[j], reason) for j, reason in report.rejected)
+        for name, part in write.parts.items():
+            if part.owned == [_NO_KEY]:  # only events without an entity: judged, nothing to keep
+                write.done.setdefault(name, WriteResult(accepted=0))
         rejected.sort()
         return WriteResult(accepted=accepted, rejected=rejected, too_old=too_old)
+
+    def _check_only(self, write: ReplicatedWrite, events: list[Any]) -> WriteResult | None:
+        for name in [*write.done, *self.ring.nodes]:
+            try:
+                return self._nodes[name].write(events, len(events), [_NO_KEY])
+            except StreamrecError as exc:
+                if _is_bad_input(exc):
+                    raise
+                self._failed(name)
+        return None
 
     # ---------------------------------------------------------------- resize
 
@@ -439,7 +884,9 @@ class ProfileClient:
         """
         if node in self._nodes:
             raise InvalidInputError("node", node, "already in the ring")
-        self._nodes[node] = _LocalNode(node, store, own=False) if store is not None else _GrpcNode(node, self.timeout)
+        self._nodes[node] = (
+            _LocalNode(node, store, own=False) if store is not None else _GrpcNode(node, self.timeout, self.replicas)
+        )
         return self._rebalance(self.ring.with_node(node))
 
     def remove_node(self, node: str) -> dict[str, int]:
@@ -450,27 +897,48 @@ class ProfileClient:
         return report
 
     def _rebalance(self, new_ring: HashRing) -> dict[str, int]:
-        old_nodes = list(self.ring.nodes)
-        self.ring = new_ring  # new writes and reads go to the new owners from here on
-        moved = total = 0
-        for name in old_nodes:
-            node = self._nodes[name]
-            keys = node.keys()
-            total += len(keys)
-            owners = new_ring.owners(keys)
-            by_dest: dict[str, list[bytes]] = {}
-            for key, dest in zip(keys, owners, strict=True):
-                if dest != name:
-                    by_dest.setdefault(dest, []).append(key)
-            for dest, dest_keys in by_dest.items():
-                for i in range(0, len(dest_keys), _MOVE_CHUNK):
-                    chunk = dest_keys[i : i + _MOVE_CHUNK]
-                    blobs = node.export(chunk)
-                    if blobs:
-                        self._nodes[dest].import_(blobs)
-                    node.delete(chunk)
-                    moved += len(blobs)
-        return {"moved": moved, "total": total}
+        """Copy each profile to the nodes that newly hold it, then delete it where it no longer belongs.
+
+        A key's copy comes from a node that leaves its replica set (it gets no new write after the
+        switch, so the import, which merges, adds nothing twice); only when no node leaves (fewer
+        nodes than replicas) does it come from one that stays, and writes during the move may then
+        count twice on the new node. ``moved`` counts copies made; ``total`` distinct profiles.
+        """
+        old_ring = self.ring
+        self.ring = new_ring  # new writes and reads go to the new replicas from here on
+        held = {name: self._nodes[name].keys() for name in old_ring.nodes}
+        holders: dict[bytes, list[str]] = {}
+        for name, keys in held.items():
+            for key in keys:
+                holders.setdefault(key, []).append(name)
+        keys = list(holders)
+        olds = old_ring.replica_indices(keys, self.replicas).tolist()
+        news = new_ring.replica_indices(keys, self.replicas).tolist()
+        copies: dict[tuple[str, str], list[bytes]] = {}
+        deletes: dict[str, list[bytes]] = {}
+        for key, old, new in zip(keys, olds, news, strict=True):
+            old_names = {old_ring.nodes[i] for i in old}
+            new_names = [new_ring.nodes[i] for i in new]
+            have = holders[key]
+            gained = [n for n in new_names if n not in old_names and n not in have]
+            leaving = [n for n in have if n not in new_names]
+            if gained:
+                source = (leaving or have)[0]
+                for dest in gained:
+                    copies.setdefault((source, dest), []).append(key)
+            for name in leaving:
+                deletes.setdefault(name, []).append(key)
+        moved = 0
+        for (source, dest), dest_keys in copies.items():
+            for i in range(0, len(dest_keys), _MOVE_CHUNK):
+                blobs = self._nodes[source].export(dest_keys[i : i + _MOVE_CHUNK])
+                if blobs:
+                    self._nodes[dest].import_(blobs)
+                moved += len(blobs)
+        for name, gone in deletes.items():  # only once every copy is durable
+            for i in range(0, len(gone), _MOVE_CHUNK):
+                self._nodes[name].delete(gone[i : i + _MOVE_CHUNK])
+        return {"moved": moved, "total": len(keys)}
 
     # ---------------------------------------------------------------- admin
 

@@ -221,6 +221,9 @@ class ProfilesConfig(_Strict):
     compression_level: zstd level of stored profiles.
     map_size_mb: LMDB map size.
     fsync: fsync the WAL before ``write`` returns (turning it off loses the kill -9 guarantee).
+    replicas: copies of each entity's profile in a cluster of profile nodes (read by
+        ``ProfileClient``; nodes ignore it): each key on this many distinct nodes of the ring,
+        writes acknowledged by ``replicas // 2 + 1`` of them (docs/profiles.md, "Replication").
     """
 
     slots: dict[str, SlotConfig] = msgspec.field(default_factory=_default_slots)
@@ -236,6 +239,7 @@ class ProfilesConfig(_Strict):
     compression_level: int = 3
     map_size_mb: int = 4096
     fsync: bool = True
+    replicas: int = 1
 
     def __post_init__(self) -> None:
         if not self.slots:
@@ -258,6 +262,8 @@ class ProfilesConfig(_Strict):
             raise ValueError(f"`compression_level` must be in 1..22, got {self.compression_level!r}")
         if self.map_size_mb < 1:
             raise ValueError(f"`map_size_mb` must be >= 1, got {self.map_size_mb!r}")
+        if not 1 <= self.replicas <= 64:
+            raise ValueError(f"`replicas` must be in 1..64, got {self.replicas!r}")
 
     def tiers_of(self, slot: str) -> list[Tier]:
         """The tiers of ``slot`` (its own or the section's)."""

@@ -25,6 +25,19 @@ batch from the old committed offset, so it may be counted twice, never lost.
 A local store directory takes one ingest process: ``streamrec profiles ingest --store`` refuses a
 second one (:func:`lock_store`), since the store is one writer's WAL and LMDB; several processes
 write through profile nodes instead.
+
+**Replicated nodes** (a ``ProfileClient`` with ``replicas > 1``): a batch is committed once each of
+its entities has a quorum of replicas with it. A batch short of its quorum (a replica is down)
+is *not* polled again from the log — re-sending it as a new write would count it twice on the
+replicas that have it — but resumed in place (:meth:`ProfileClient.resume`: the same write ids,
+so each replica applies its part once), with backoff, until the quorum is back; the offsets stay
+uncommitted meanwhile, so a crash of the ingest re-delivers the batch. With the default two
+replicas the quorum is both, so the ingest waits for a dead node to come back (the log holds
+what arrives meanwhile, queries go on). With ``W < R`` (three replicas) the ingest goes on; the
+parts a replica missed are appended to the topic ``<topic>.hints`` as :class:`Hint` records
+*before* the batch is committed (hinted handoff kept durably in the log, not in this process),
+and delivered to their node when it answers again, with their write ids, by whichever ingest
+process holds that topic. See ``docs/profiles.md``, "Replication".
 """
 
 from __future__ import annotations
@@ -38,10 +51,14 @@ from typing import IO, Any, Protocol
 
 import msgspec
 
-from streamrec.errors import InvalidInputError, PartitionLostError
+from streamrec.errors import InvalidInputError, PartitionLostError, StreamrecError
 from streamrec.profiles.types import WriteResult
+from streamrec.records import ActionEvent
 
-__all__ = ["IngestStats", "ProfileSink", "ingest", "lock_store"]
+__all__ = ["Hint", "IngestStats", "ProfileSink", "ingest", "lock_store"]
+
+_RESUME_FIRST_S, _RESUME_MAX_S = 0.05, 2.0  # backoff of a batch short of its write quorum
+_HINT_FIRST_S, _HINT_MAX_S = 0.5, 5.0  # backoff of hints whose node still fails
 
 
 class ProfileSink(Protocol):
@@ -54,6 +71,20 @@ class ProfileSink(Protocol):
     def write(self, events: Sequence[Any]) -> WriteResult: ...
 
 
+class Hint(msgspec.Struct, kw_only=True):
+    """A replica's part of an acknowledged write that the replica did not confirm (hinted handoff).
+
+    The record of the topic ``<topic>.hints``: the node, the part's write id (the node applies an
+    id once, so a hint delivered twice counts once), the entity keys the node keeps of these
+    events, and the events.
+    """
+
+    node: str
+    write_id: bytes
+    owned: list[bytes]
+    events: list[ActionEvent]
+
+
 class IngestStats(msgspec.Struct):
     """What an ingest run did.
 
@@ -62,6 +93,8 @@ class IngestStats(msgspec.Struct):
     numbers as strings, as in JSON). ``revoked`` / ``lost``: partitions given up in an orderly
     rebalance / taken away after its ownership lapsed; ``refused_commits``: batches written whose
     commit the log refused because a partition of them was lost (the new owner re-reads them).
+    ``quorum_waits``: resends of batches short of their write quorum (replicated nodes);
+    ``hints_written`` / ``hints_delivered``: replica parts kept in ``<topic>.hints`` / delivered.
     """
 
     polled: int = 0
@@ -76,6 +109,9 @@ class IngestStats(msgspec.Struct):
     revoked: int = 0
     lost: int = 0
     refused_commits: int = 0
+    quorum_waits: int = 0
+    hints_written: int = 0
+    hints_delivered: int = 0
 
     @property
     def events_per_s(self) -> float:
@@ -108,7 +144,6 @@ def ingest(
     Returns the run's :class:`IngestStats`, including the partitions this process owned.
     """
     from streamrec.log import open_log
-    from streamrec.records import ActionEvent
 
     stats = IngestStats()
     owned: set[int] = set()
@@ -134,21 +169,26 @@ def ingest(
         consumer = log.consumer(
             topic, group=group, record_type=ActionEvent, on_assign=assigned, on_revoke=revoked, on_lost=lost
         )
+        hints = _Hints(sink, log, topic, group, stats) if _hints_possible(sink) else None
         if on_ready is not None:
             on_ready()
         try:
             while not (stop is not None and stop()):
+                if hints is not None:
+                    hints.deliver()
                 want = batch if max_records is None else min(batch, max_records - stats.polled)
                 if want <= 0:
                     break
                 envelopes = consumer.poll(want, timeout_s=0.2)
                 now = time.monotonic()
                 if not envelopes:
-                    if idle_exit_s is not None and now - last_data >= idle_exit_s:
+                    if idle_exit_s is not None and now - last_data >= idle_exit_s:  # hints wait in the log
                         break
                     continue
                 last_data = now
-                res = sink.write([e.record for e in envelopes])  # durable on return
+                res = _write(sink, [e.record for e in envelopes], stats, stop, hints)  # durable on return
+                if res is None:  # stopped while a replica set was short of its quorum: not committed
+                    break
                 _commit(consumer, stats)  # only now: a crash before this re-delivers, never loses
                 stats.polled += len(envelopes)
                 for envelope in envelopes:
@@ -164,11 +204,107 @@ def ingest(
             stats.partitions = consumer.assignment()
         finally:
             consumer.close()
+            if hints is not None:
+                hints.close()
     finally:
         log.close()
     stats.partitions_owned = sorted(owned)
     stats.seconds = time.monotonic() - start
     return stats
+
+
+def _hints_possible(sink: Any) -> bool:
+    """Whether a write to ``sink`` can be acknowledged while a replica misses it (``W < R``)."""
+    ring = getattr(sink, "ring", None)
+    if ring is None or not hasattr(sink, "submit"):
+        return False
+    return int(sink.quorum_size) < ring.replica_count(sink.replicas)
+
+
+def _write(
+    sink: Any, events: list[Any], stats: IngestStats, stop: Callable[[], bool] | None, hints: _Hints | None
+) -> WriteResult | None:
+    """Write a batch durably; ``None`` if ``stop()`` came while it was short of its write quorum.
+
+    A local store writes or raises. Profile nodes (``submit``): the batch is resumed in place
+    with backoff until each entity has its quorum — never written again as a new batch, which
+    would count it twice where it landed — and the parts a replica missed become hints.
+    """
+    if not hasattr(sink, "submit"):
+        return sink.write(events)
+    w = sink.submit(events)
+    delay = _RESUME_FIRST_S
+    while not w.has_quorum:
+        if stop is not None and stop():
+            return None
+        stats.quorum_waits += 1
+        time.sleep(delay)
+        delay = min(delay * 2, _RESUME_MAX_S)
+        sink.resume(w)
+    if not w.complete and hints is not None:
+        hints.keep(w)
+    return w.result
+
+
+class _Hints:
+    """Hinted handoff through the log: parts a replica missed, kept in ``<topic>.hints`` until delivered.
+
+    ``keep`` appends them (durable when it returns, before the batch's offsets are committed);
+    ``deliver`` reads them as the group's member for that topic, sends each to its node with its
+    write id and commits what was delivered. A hint whose node still fails is kept and tried
+    again after a backoff (those behind it wait: one node's hints are delivered in order).
+    """
+
+    def __init__(self, sink: Any, log: Any, topic: str, group: str, stats: IngestStats) -> None:
+        self.sink = sink
+        self.log = log
+        self.topic = f"{topic}.hints"
+        self.stats = stats
+        log.create_topic(self.topic, partitions=1)
+        self.consumer = log.consumer(self.topic, group=group, record_type=Hint)
+        self.backlog: list[Any] = []
+        self.next_try = 0.0
+        self.delay = _HINT_FIRST_S
+
+    def keep(self, w: Any) -> None:
+        records = [
+            Hint(
+                node=name,
+                write_id=w.parts[name].write_id,
+                owned=list(w.parts[name].owned),
+                events=[w.events[i] for i in w.parts[name].order],
+            )
+            for name in w.missing
+        ]
+        self.log.append(self.topic, records)
+        self.stats.hints_written += len(records)
+
+    def deliver(self) -> None:
+        if time.monotonic() < self.next_try:
+            return
+        if not self.backlog:
+            self.backlog = self.consumer.poll(100, timeout_s=0)
+        while self.backlog:
+            hint = self.backlog[0].record
+            try:
+                self.sink.send_part(hint.node, hint.events, hint.owned, hint.write_id)
+            except InvalidInputError:
+                pass  # the node left the ring (a resize moved its profiles): nothing to deliver
+            except StreamrecError:
+                self.next_try = time.monotonic() + self.delay
+                self.delay = min(self.delay * 2, _HINT_MAX_S)
+                return
+            else:
+                self.stats.hints_delivered += 1
+            try:
+                self.consumer.commit(self.backlog.pop(0))
+            except PartitionLostError:  # another member reads the hints now; a resent hint counts once
+                self.backlog = []
+                return
+        self.delay = _HINT_FIRST_S
+
+    def close(self) -> None:
+        self.consumer.close()
 
 
 def _commit(consumer: Any, stats: IngestStats) -> None:

@@ -14,6 +14,15 @@ The circle is a sorted NumPy array, so placing a batch of keys is one ``searchso
 client places every entity of a request at once (hot path: vectorised, no per-key Python search).
 Placement depends only on the node names and ``vnodes``, never on insertion order or on process
 state, so every client of a cluster agrees on the owner of every key.
+
+**Replicas.** With replication factor ``r`` a key lives on the ``r`` distinct nodes met first
+walking clockwise from its position (the owner first, then the next *different* node, and so on;
+further points of nodes already met are skipped). This successor-list placement keeps the ring's
+stability: adding a node changes the replica set of only the keys whose first ``r`` distinct nodes
+now include it (the new node enters, the last of the old set leaves), about ``r/(n+1)`` of the
+keys; removing a node changes only the sets that held it (the next distinct node takes its place).
+The ``r`` successors of every point are computed once per ``r`` (a table of ``points x r``), so
+placing a batch stays one ``searchsorted`` plus a gather.
 """
 
 from __future__ import annotations
@@ -63,6 +72,14 @@ class HashRing:
     True
     >>> all(o2 == "d" for o1, o2 in zip(before, bigger.owners(keys)) if o1 != o2)
     True
+
+    Two copies of every key, on two distinct nodes, the owner first:
+
+    >>> ring.replicas(keys[0], 2)[0] == ring.owner(keys[0]), len(set(ring.replicas(keys[0], 2)))
+    (True, 2)
+    >>> pairs = ring.replica_indices(keys, 2)
+    >>> bool((pairs[:, 0] != pairs[:, 1]).all())
+    True
     """
 
     def __init__(self, nodes: Iterable[str], vnodes: int = 256) -> None:
@@ -87,6 +104,7 @@ class HashRing:
         order = np.lexsort((np.asarray([names[o] for o in owners]), pts))
         self._points = pts[order]
         self._owner = own[order]
+        self._successors: dict[int, np.ndarray] = {}
 
     def with_node(self, name: str) -> HashRing:
         """A new ring with ``name`` added."""
@@ -106,6 +124,49 @@ class HashRing:
         at = np.searchsorted(self._points, pos, side="left")
         at[at == len(self._points)] = 0
         return self._owner[at]
+
+    def replica_count(self, replicas: int) -> int:
+        """How many replicas a key really gets: ``replicas``, at most the number of nodes."""
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+            raise InvalidInputError("replicas", replicas, "must be an integer >= 1")
+        return min(replicas, len(self.nodes))
+
+    def _successor_table(self, r: int) -> np.ndarray:
+        """For each point, the first ``r`` distinct owners clockwise from it (row ``i``: point ``i``)."""
+        table = self._successors.get(r)
+        if table is None:
+            owner = self._owner.tolist()
+            n = len(owner)
+            table = np.empty((n, r), dtype=np.int64)
+            for i in range(n):
+                seen: list[int] = []
+                j = i
+                while len(seen) < r:
+                    o = owner[j % n]
+                    if o not in seen:
+                        seen.append(o)
+                    j += 1
+                table[i] = seen
+            self._successors[r] = table
+        return table
+
+    def replica_indices(self, keys: Sequence[bytes], replicas: int) -> np.ndarray:
+        """Indices into :attr:`nodes` of the replicas of each key, owner first (vectorised).
+
+        Shape ``(len(keys), r)`` with ``r = min(replicas, len(nodes))``; the ``r`` entries of a row
+        are distinct. Column 0 is :meth:`indices`.
+        """
+        r = self.replica_count(replicas)
+        if len(keys) == 0:
+            return np.empty((0, r), dtype=np.int64)
+        pos = key_positions(keys)
+        at = np.searchsorted(self._points, pos, side="left")
+        at[at == len(self._points)] = 0
+        return self._successor_table(r)[at]
+
+    def replicas(self, key: bytes, replicas: int) -> list[str]:
+        """Names of the nodes that hold one key with ``replicas`` copies, owner first."""
+        return [self.nodes[i] for i in self.replica_indices([key], replicas)[0].tolist()]
 
     def owners(self, keys: Sequence[bytes]) -> list[str]:
         """Name of the owner of each key."""

@@ -15,16 +15,33 @@ only their rows (``write_owned``); the other nodes apply the rest of the same ev
 
 Bad input (undecodable blobs, unknown slots, bad keys, a bad clock) answers ``INVALID_ARGUMENT``
 with the message of the :class:`InvalidInputError` that names the field, and changes nothing.
+
+**Writes are applied at most once per write id** (:class:`WriteLedger`). A replicated client
+resends a write whose reply it did not get (the node died, or the reply was lost, after the WAL
+had it): counting it again would break the counters, so a ``Write`` may carry a 16-byte
+``write_id`` and the node remembers the ids it applied. The ledger is a small append-only file
+beside the store; before the store write, the node appends ``begin(id, seq)`` (``seq``: the
+store's WAL sequence number before it) and fsyncs it; after, ``done(id)`` or ``abort(id)``. Writes,
+imports and deletes run one at a time on a node (the store serialises them anyway), so after a
+``kill -9`` a ``begin`` with no outcome is decided by the store itself: the write is in the WAL
+exactly when the store's recovered sequence number passed ``seq``. No change to the store's WAL
+format is needed, and the answer is exact whether the process died before, during or after the
+WAL append.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
+import struct
 import threading
 import time
+import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -37,7 +54,7 @@ from streamrec.profiles.proto import health_pb2, health_pb2_grpc, profiles_pb2, 
 from streamrec.profiles.store import DEFAULT_MAX_PROFILE_BYTES, ProfileStore
 from streamrec.profiles.types import Feature, FeatureQuery, WriteResult
 
-__all__ = ["NodeMetrics", "ProfileNodeServer", "serve", "write_owned"]
+__all__ = ["NodeMetrics", "ProfileNodeServer", "WriteLedger", "serve", "write_owned"]
 
 _FEATURES = msgspec.msgpack.Decoder(list[Feature])
 # Decompressed bytes the blobs of one ImportProfiles request may inflate to, together (a move
@@ -58,14 +75,162 @@ def write_owned(store: ProfileStore, events: Sequence[Any], primary: int, owned:
     the rows of its own entities (``ProfileStore.write(owns=...)``). Validation is per event and
     deterministic, so every node judges an event the same way; the reply counts only the events
     this node is primary for, so the client adds the replies up without counting an event twice.
-    The two parts are two durable writes; both are in the WAL when this returns.
+    The whole batch is one durable write (one WAL record: all or nothing, which the write ledger
+    relies on); the report on the primaries is cut from its result (``too_old`` has no indices, so
+    a batch with too-old events is judged once more, writing nothing, to count the primaries').
     """
     events = list(events)
-    owns = owned.__contains__
-    res = store.write(events[:primary], owns=owns)
-    if primary < len(events):
-        store.write(events[primary:], owns=owns)
-    return res
+    res = store.write(events, owns=owned.__contains__)
+    if primary >= len(events):
+        return res
+    return _primaries_report(store, events, primary, res)
+
+
+def _primaries_report(store: ProfileStore, events: list[Any], primary: int, whole: WriteResult | None) -> WriteResult:
+    rejected = [(i, reason) for i, reason in (whole.rejected if whole is not None else []) if i < primary]
+    if whole is not None and whole.too_old == 0:
+        return WriteResult(accepted=primary - len(rejected), rejected=rejected, too_old=0)
+    if primary == 0:
+        return WriteResult(accepted=0)
+    return store.write(events[:primary], owns=_owns_nothing)  # validation only: no row is kept
+
+
+def _owns_nothing(key: bytes) -> bool:
+    return False
+
+
+class WriteLedger:
+    """The write ids a node applied, so that a write resent with the same id is applied once.
+
+    A replicated client resends a write to a replica that did not confirm it, with the same id. If
+    the replica had applied it (the reply was lost, or the node died after its WAL append), the
+    ledger says so and the write is answered without being applied again.
+
+    The file is a sequence of 29-byte records ``kind (B/D/A) | id (16 B) | seq (u64) | crc32`` —
+    ``B``egin with the store's WAL sequence number before the write (fsynced before the write,
+    when the store fsyncs), then ``D``one or ``A``borted (flushed; a later fsync makes them
+    durable too). The caller serialises every store mutation with :meth:`begin` .. :meth:`done`,
+    so on open a ``begin`` without an outcome (the node died in between) is decided by the
+    store: applied exactly when the store's recovered sequence number passed the recorded one (a
+    write that kept no rows moved nothing, and applying it again changes nothing either). The
+    file is compacted on open and when it holds twice ``keep`` records; ids older than the newest
+    ``keep`` are forgotten (a resend that late would be applied again: the client resends within
+    seconds to minutes, a few writes later).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> def crash_during_x(path):
+    ...     ledger = WriteLedger(path, store_seq=0)
+    ...     ledger.begin(b"w" * 16, seq=0); ledger.done(b"w" * 16)   # w made the store's seq 1
+    ...     ledger.begin(b"x" * 16, seq=1)                           # ... and the node dies here
+    ...     ledger.close()
+    >>> crash_during_x(a := pathlib.Path(tempfile.mkdtemp()) / "writes.ledger")
+    >>> WriteLedger(a, store_seq=2).applied(b"x" * 16)   # the WAL replayed seq 2: x is in it
+    True
+    >>> crash_during_x(b := pathlib.Path(tempfile.mkdtemp()) / "writes.ledger")
+    >>> WriteLedger(b, store_seq=1).applied(b"x" * 16), WriteLedger(b, store_seq=1).applied(b"w" * 16)
+    (False, True)
+    """
+
+    _BODY = struct.Struct("<c16sQ")
+    _RECORD = struct.Struct("<c16sQI")
+
+    def __init__(self, path: Path | None, store_seq: int, *, fsync: bool = True, keep: int = 100_000) -> None:
+        self.path = path
+        self.fsync = fsync
+        self.keep = keep
+        self.damaged = False  # a record in the middle did not validate; later ones were dropped
+        self._applied: OrderedDict[bytes, None] = OrderedDict()
+        self._records = 0
+        self._fh: Any = None
+        if path is not None:
+            self._recover(store_seq)
+            self._fh = open(path, "ab")  # noqa: SIM115 - held for the node's life
+
+    def _recover(self, store_seq: int) -> None:
+        assert self.path is not None
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            data = b""
+        size = self._RECORD.size
+        open_begin: dict[bytes, int] = {}
+        for off in range(0, len(data) - size + 1, size):
+            kind, wid, seq, crc = self._RECORD.unpack_from(data, off)
+            if zlib.crc32(data[off : off + self._BODY.size]) != crc:
+                self.damaged = off + size < len(data)  # a torn last record is a crash mid-append
+                break
+            if kind == b"B":
+                open_begin[wid] = seq
+            else:
+                open_begin.pop(wid, None)
+                if kind == b"D":
+                    self._applied[wid] = None
+        for wid, seq in open_begin.items():
+            if store_seq > seq:
+                self._applied[wid] = None
+        self._compact()
+
+    def _compact(self) -> None:
+        assert self.path is not None
+        while len(self._applied) > self.keep:
+            self._applied.popitem(last=False)
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(b"".join(self._record(b"D", wid, 0) for wid in self._applied))
+            fh.flush()
+            if self.fsync:
+                os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+        self._records = len(self._applied)
+
+    def _record(self, kind: bytes, wid: bytes, seq: int) -> bytes:
+        body = self._BODY.pack(kind, wid, seq)
+        return body + zlib.crc32(body).to_bytes(4, "little")
+
+    def _append(self, kind: bytes, wid: bytes, seq: int, durable: bool) -> None:
+        if self._fh is None:
+            return
+        self._fh.write(self._record(kind, wid, seq))
+        self._fh.flush()
+        if durable and self.fsync:
+            os.fsync(self._fh.fileno())
+        self._records += 1
+
+    def applied(self, wid: bytes) -> bool:
+        """Whether the write ``wid`` was applied (and is still remembered)."""
+        return wid in self._applied
+
+    def begin(self, wid: bytes, seq: int) -> None:
+        """Record that ``wid`` is about to be applied on top of WAL sequence number ``seq`` (durable)."""
+        self._append(b"B", wid, seq, durable=True)
+
+    def done(self, wid: bytes) -> None:
+        """Record that ``wid`` was applied."""
+        self._append(b"D", wid, 0, durable=False)
+        self._applied[wid] = None
+        while len(self._applied) > self.keep:
+            self._applied.popitem(last=False)
+        if self._fh is not None and self._records > 2 * self.keep:
+            self._fh.close()
+            self._compact()
+            self._fh = open(self.path, "ab")  # type: ignore[arg-type]  # noqa: SIM115
+
+    def abort(self, wid: bytes) -> None:
+        """Record that ``wid`` failed before anything of it was applied."""
+        self._append(b"A", wid, 0, durable=False)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _wal_seq(store: ProfileStore) -> int:
+    # The store's WAL sequence number: what the ledger compares against after a crash. Read
+    # directly (stats() would also walk LMDB to count entities, once per write).
+    return int(store._seq)
 
 
 class NodeMetrics:
@@ -98,6 +263,11 @@ class NodeMetrics:
         )
         self.features = Counter(
             "streamrec_profiles_features_queried", "features answered (per entity)", registry=self.registry
+        )
+        self.deduplicated = Counter(
+            "streamrec_profiles_writes_deduplicated",
+            "writes resent with the id of one already applied (answered, not applied again)",
+            registry=self.registry,
         )
         self.registry.register(_StoreCollector(store))
 
@@ -148,6 +318,11 @@ class _Servicer(profiles_pb2_grpc.ProfileNodeServicer):
     def __init__(self, store: ProfileStore, metrics: NodeMetrics, max_import_bytes: int) -> None:
         self.store = store
         self.max_import_bytes = max_import_bytes
+        # Store mutations one at a time (the store serialises them anyway), so the write ledger
+        # can decide from the WAL sequence number whether an interrupted write was applied.
+        self._mutate_lock = threading.Lock()
+        ledger_path = store.path / "writes.ledger" if store.path is not None else None
+        self.ledger = WriteLedger(ledger_path, _wal_seq(store), fsync=bool(store.cfg.fsync))
         # One import decodes at a time: decoded, a blob takes several times its inflated size in
         # arrays and strings, so concurrent imports would multiply the node's worst case.
         self._import_lock = threading.Lock()
@@ -231,20 +406,41 @@ class _Servicer(profiles_pb2_grpc.ProfileNodeServicer):
                 raise InvalidInputError("events", request.events[:40], f"undecodable msgpack ({exc})") from None
             if not isinstance(events, list):
                 raise InvalidInputError("events", type(events).__name__, "expected a msgpack list of events")
-            if request.owned:
-                res = write_owned(self.store, events, request.primary, frozenset(request.owned))
-            else:
-                res = self.store.write(events)
+            wid = request.write_id
+            if wid and len(wid) != 16:
+                raise InvalidInputError("write_id", wid[:40], f"a write id is 16 bytes, got {len(wid)}")
+            with self._mutate_lock:
+                if wid and self.ledger.applied(wid):
+                    self.m.deduplicated.inc()
+                    primary = request.primary if request.owned else len(events)
+                    return self._reply(_primaries_report(self.store, events, primary, None))
+                if wid:
+                    self.ledger.begin(wid, _wal_seq(self.store))
+                try:
+                    if request.owned:
+                        res = write_owned(self.store, events, request.primary, frozenset(request.owned))
+                    else:
+                        res = self.store.write(events)
+                except BaseException:
+                    if wid:
+                        self.ledger.abort(wid)
+                    raise
+                if wid:
+                    self.ledger.done(wid)
             self.m.events.labels("accepted").inc(res.accepted)
             self.m.events.labels("rejected").inc(len(res.rejected))
             self.m.events.labels("too_old").inc(res.too_old)
-            return profiles_pb2.WriteReply(
-                accepted=res.accepted,
-                too_old=res.too_old,
-                rejected=[profiles_pb2.Rejected(index=i, reason=r) for i, r in res.rejected],
-            )
+            return self._reply(res)
 
         return self._call("Write", context, run)
+
+    @staticmethod
+    def _reply(res: WriteResult) -> profiles_pb2.WriteReply:
+        return profiles_pb2.WriteReply(
+            accepted=res.accepted,
+            too_old=res.too_old,
+            rejected=[profiles_pb2.Rejected(index=i, reason=r) for i, r in res.rejected],
+        )
 
     def Sql(self, request: profiles_pb2.SqlRequest, context: grpc.ServicerContext) -> profiles_pb2.SqlReply:
         def run() -> profiles_pb2.SqlReply:
@@ -275,7 +471,7 @@ class _Servicer(profiles_pb2_grpc.ProfileNodeServicer):
                     "blobs", len(request.blobs), f"need one blob per key ({len(request.keys)} keys)"
                 )
             try:
-                with self._import_lock:
+                with self._import_lock, self._mutate_lock:
                     self.store.import_profiles(
                         dict(zip(request.keys, request.blobs, strict=True)), max_total_bytes=self.max_import_bytes
                     )
@@ -289,7 +485,8 @@ class _Servicer(profiles_pb2_grpc.ProfileNodeServicer):
 
     def DeleteProfiles(self, request: profiles_pb2.Keys, context: grpc.ServicerContext) -> profiles_pb2.Count:
         def run() -> profiles_pb2.Count:
-            self.store.delete_profiles(list(request.keys))
+            with self._mutate_lock:
+                self.store.delete_profiles(list(request.keys))
             return profiles_pb2.Count(count=len(request.keys))
 
         return self._call("DeleteProfiles", context, run)
@@ -369,7 +566,7 @@ class ProfileNodeServer:
         self.metrics = NodeMetrics(store)
         self._health = _Health()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=GRPC_OPTIONS)
-        servicer = _Servicer(store, self.metrics, max_import_bytes)
+        servicer = self._servicer = _Servicer(store, self.metrics, max_import_bytes)
         profiles_pb2_grpc.add_ProfileNodeServicer_to_server(servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         self._http: Any = None
@@ -414,6 +611,7 @@ class ProfileNodeServer:
     def _shutdown(self, grace: float) -> None:
         self._health.status = health_pb2.HealthCheckResponse.NOT_SERVING
         self._server.stop(grace).wait()
+        self._servicer.ledger.close()
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'streamrec/profiles/proto/profiles.proto\x12\x15streamrec.profiles.v1\"\x07\n\x05\x45mpty\"Z\n\x0cQueryRequest\x12\x10\n\x08\x66\x65\x61tures\x18\x01 \x01(\x0c\x12\x10\n\x08\x65ntities\x18\x02 \x03(\t\x12\x0c\n\x04keys\x18\x03 \x03(\x0c\x12\x10\n\x03now\x18\x04 \x01(\x01H\x00\x88\x01\x01\x42\x06\n\x04_now\"\x1c\n\nQueryReply\x12\x0e\n\x06result\x18\x01 \x01(\x0c\">\n\x0cWriteRequest\x12\x0e\n\x06\x65vents\x18\x01 \x01(\x0c\x12\x0f\n\x07primary\x18\x02 \x01(\r\x12\r\n\x05owned\x18\x03 \x03(\x0c\")\n\x08Rejected\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\"b\n\nWriteReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x31\n\x08rejected\x18\x02 \x03(\x0b\x32\x1f.streamrec.profiles.v1.Rejected\x12\x0f\n\x07too_old\x18\x03 \x01(\r\"4\n\nSqlRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x03now\x18\x02 \x01(\x01H\x00\x88\x01\x01\x42\x06\n\x04_now\"\x1a\n\x08SqlReply\x12\x0e\n\x06result\x18\x01 \x01(\x0c\" \n\x0fListKeysRequest\x12\r\n\x05\x63hunk\x18\x01 \x01(\r\"\x14\n\x04Keys\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\"\'\n\x08Profiles\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\x12\r\n\x05\x62lobs\x18\x02 \x03(\x0c\"\x16\n\x05\x43ount\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\"\x1a\n\nStatsReply\x12\x0c\n\x04json\x18\x01 \x01(\t2\xca\x05\n\x0bProfileNode\x12O\n\x05Query\x12#.streamrec.profiles.v1.QueryRequest\x1a!.streamrec.profiles.v1.QueryReply\x12O\n\x05Write\x12#.streamrec.profiles.v1.WriteRequest\x1a!.streamrec.profiles.v1.WriteReply\x12I\n\x03Sql\x12!.streamrec.profiles.v1.SqlRequest\x1a\x1f.streamrec.profiles.v1.SqlReply\x12Q\n\x08ListKeys\x12&.streamrec.profiles.v1.ListKeysRequest\x1a\x1b.streamrec.profiles.v1.Keys0\x01\x12N\n\x0e\x45xportProfiles\x12\x1b.streamrec.profiles.v1.Keys\x1a\x1f.streamrec.profiles.v1.Profiles\x12O\n\x0eImportProfiles\x12\x1f.streamrec.profiles.v1.Profiles\x1a\x1c.streamrec.profiles.v1.Count\x12K\n\x0e\x44\x65leteProfiles\x12\x1b.streamrec.profiles.v1.Keys\x1a\x1c.streamrec.profiles.v1.Count\x12\x43\n\x05\x46lush\x12\x1c.streamrec.profiles.v1.Empty\x1a\x1c.streamrec.profiles.v1.Empty\x12H\n\x05Stats\x12\x1c.streamrec.profiles.v1.Empty\x1a!.streamrec.profiles.v1.StatsReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'streamrec/profiles/proto/profiles.proto\x12\x15streamrec.profiles.v1\"\x07\n\x05\x45mpty\"Z\n\x0cQueryRequest\x12\x10\n\x08\x66\x65\x61tures\x18\x01 \x01(\x0c\x12\x10\n\x08\x65ntities\x18\x02 \x03(\t\x12\x0c\n\x04keys\x18\x03 \x03(\x0c\x12\x10\n\x03now\x18\x04 \x01(\x01H\x00\x88\x01\x01\x42\x06\n\x04_now\"\x1c\n\nQueryReply\x12\x0e\n\x06result\x18\x01 \x01(\x0c\"P\n\x0cWriteRequest\x12\x0e\n\x06\x65vents\x18\x01 \x01(\x0c\x12\x0f\n\x07primary\x18\x02 \x01(\r\x12\r\n\x05owned\x18\x03 \x03(\x0c\x12\x10\n\x08write_id\x18\x04 \x01(\x0c\")\n\x08Rejected\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\"b\n\nWriteReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x31\n\x08rejected\x18\x02 \x03(\x0b\x32\x1f.streamrec.profiles.v1.Rejected\x12\x0f\n\x07too_old\x18\x03 \x01(\r\"4\n\nSqlRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x03now\x18\x02 \x01(\x01H\x00\x88\x01\x01\x42\x06\n\x04_now\"\x1a\n\x08SqlReply\x12\x0e\n\x06result\x18\x01 \x01(\x0c\" \n\x0fListKeysRequest\x12\r\n\x05\x63hunk\x18\x01 \x01(\r\"\x14\n\x04Keys\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\"\'\n\x08Profiles\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\x12\r\n\x05\x62lobs\x18\x02 \x03(\x0c\"\x16\n\x05\x43ount\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\"\x1a\n\nStatsReply\x12\x0c\n\x04json\x18\x01 \x01(\t2\xca\x05\n\x0bProfileNode\x12O\n\x05Query\x12#.streamrec.profiles.v1.QueryRequest\x1a!.streamrec.profiles.v1.QueryReply\x12O\n\x05Write\x12#.streamrec.profiles.v1.WriteRequest\x1a!.streamrec.profiles.v1.WriteReply\x12I\n\x03Sql\x12!.streamrec.profiles.v1.SqlRequest\x1a\x1f.streamrec.profiles.v1.SqlReply\x12Q\n\x08ListKeys\x12&.streamrec.profiles.v1.ListKeysRequest\x1a\x1b.streamrec.profiles.v1.Keys0\x01\x12N\n\x0e\x45xportProfiles\x12\x1b.streamrec.profiles.v1.Keys\x1a\x1f.streamrec.profiles.v1.Profiles\x12O\n\x0eImportProfiles\x12\x1f.streamrec.profiles.v1.Profiles\x1a\x1c.streamrec.profiles.v1.Count\x12K\n\x0e\x44\x65leteProfiles\x12\x1b.streamrec.profiles.v1.Keys\x1a\x1c.streamrec.profiles.v1.Count\x12\x43\n\x05\x46lush\x12\x1c.streamrec.profiles.v1.Empty\x1a\x1c.streamrec.profiles.v1.Empty\x12H\n\x05Stats\x12\x1c.streamrec.profiles.v1.Empty\x1a!.streamrec.profiles.v1.StatsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,25 +38,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUERYREPLY']._serialized_start=167
   _globals['_QUERYREPLY']._serialized_end=195
   _globals['_WRITEREQUEST']._serialized_start=197
-  _globals['_WRITEREQUEST']._serialized_end=259
-  _globals['_REJECTED']._serialized_start=261
-  _globals['_REJECTED']._serialized_end=302
-  _globals['_WRITEREPLY']._serialized_start=304
-  _globals['_WRITEREPLY']._serialized_end=402
-  _globals['_SQLREQUEST']._serialized_start=404
-  _globals['_SQLREQUEST']._serialized_end=456
-  _globals['_SQLREPLY']._serialized_start=458
-  _globals['_SQLREPLY']._serialized_end=484
-  _globals['_LISTKEYSREQUEST']._serialized_start=486
-  _globals['_LISTKEYSREQUEST']._serialized_end=518
-  _globals['_KEYS']._serialized_start=520
-  _globals['_KEYS']._serialized_end=540
-  _globals['_PROFILES']._serialized_start=542
-  _globals['_PROFILES']._serialized_end=581
-  _globals['_COUNT']._serialized_start=583
-  _globals['_COUNT']._serialized_end=605
-  _globals['_STATSREPLY']._serialized_start=607
-  _globals['_STATSREPLY']._serialized_end=633
-  _globals['_PROFILENODE']._serialized_start=636
-  _globals['_PROFILENODE']._serialized_end=1350
+  _globals['_WRITEREQUEST']._serialized_end=277
+  _globals['_REJECTED']._serialized_start=279
+  _globals['_REJECTED']._serialized_end=320
+  _globals['_WRITEREPLY']._serialized_start=322
+  _globals['_WRITEREPLY']._serialized_end=420
+  _globals['_SQLREQUEST']._serialized_start=422
+  _globals['_SQLREQUEST']._serialized_end=474
+  _globals['_SQLREPLY']._serialized_start=476
+  _globals['_SQLREPLY']._serialized_end=502
+  _globals['_LISTKEYSREQUEST']._serialized_start=504
+  _globals['_LISTKEYSREQUEST']._serialized_end=536
+  _globals['_KEYS']._serialized_start=538
+  _globals['_KEYS']._serialized_end=558
+  _globals['_PROFILES']._serialized_start=560
+  _globals['_PROFILES']._serialized_end=599
+  _globals['_COUNT']._serialized_start=601
+  _globals['_COUNT']._serialized_end=623
+  _globals['_STATSREPLY']._serialized_start=625
+  _globals['_STATSREPLY']._serialized_end=651
+  _globals['_PROFILENODE']._serialized_start=654
+  _globals['_PROFILENODE']._serialized_end=1368
 # @@protoc_insertion_point(module_scope)

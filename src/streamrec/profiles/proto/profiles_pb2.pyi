@@ -29,14 +29,16 @@ class QueryReply(_message.Message):
     def __init__(self, result: _Optional[bytes] = ...) -> None: ...
 
 class WriteRequest(_message.Message):
-    __slots__ = ("events", "primary", "owned")
+    __slots__ = ("events", "primary", "owned", "write_id")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     PRIMARY_FIELD_NUMBER: _ClassVar[int]
     OWNED_FIELD_NUMBER: _ClassVar[int]
+    WRITE_ID_FIELD_NUMBER: _ClassVar[int]
     events: bytes
     primary: int
     owned: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, events: _Optional[bytes] = ..., primary: _Optional[int] = ..., owned: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    write_id: bytes
+    def __init__(self, events: _Optional[bytes] = ..., primary: _Optional[int] = ..., owned: _Optional[_Iterable[bytes]] = ..., write_id: _Optional[bytes] = ...) -> None: ...
 
 class Rejected(_message.Message):
     __slots__ = ("index", "reason")
