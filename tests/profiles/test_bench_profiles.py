@@ -1,4 +1,4 @@
-"""``streamrec bench profiles --quick --json``: runs end to end, both systems agree, ratios present."""
+"""``streamrec bench profiles --quick --json``: runs end to end, both systems agree, ratios within bounds."""
 
 from __future__ import annotations
 
@@ -27,15 +27,33 @@ def test_cover_uses_the_fewest_buckets_and_matches_streamrec_rounding():
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
-def test_quick_benchmark_prints_ratios_and_checks_answers():
+def test_quick_benchmark_beats_redis_within_bounds_and_checks_answers():
     from streamrec.cli import app
 
     result = CliRunner().invoke(app, ["bench", "profiles", "--quick", "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout[result.stdout.index("{") :])
-    assert set(out["ratios"]) == {"query_qps_vs_redis", "query_p99_vs_redis", "ingest_vs_redis"}
-    assert all(v > 0 for v in out["ratios"].values())
-    assert out["answers_equal"] is True and out["answers_checked_users"] > 0
-    assert out["scale"]["features_per_request"] == 100 and out["scale"]["slots"] >= 5
-    assert out["compression_ratio"] > 1.0 and out["bytes_per_profile"] > 0
+    ratios = out["ratios"]
+    assert set(ratios) == {"query_qps_vs_redis", "query_p99_vs_redis", "ingest_vs_redis"}
+    # Side by side on a shared 2-core machine; nine runs measured query QPS 2.6-4.0x, ingest 2.8-4.0x
+    # and p50 latency 0.24-0.28x Redis's. The p99 of 150 requests is one stall of either process
+    # away from moving (0.14-2.9x in the same runs), so it is held to no bound here; the p50 is.
+    assert ratios["query_qps_vs_redis"] >= 1.0
+    assert ratios["ingest_vs_redis"] >= 1.0
+    assert ratios["query_p99_vs_redis"] > 0
+    sr, rd = out["streamrec_grpc"], out["redis"]
+    assert sr["query_p50_ms"] < 0.6 * rd["query_p50_ms"]
+    assert ratios["query_p99_vs_redis"] == pytest.approx(sr["query_p99_ms"] / rd["query_p99_ms"])
+    assert ratios["query_qps_vs_redis"] == pytest.approx(sr["query_qps"] / rd["query_qps"])
+    assert ratios["ingest_vs_redis"] == pytest.approx(sr["ingest_events_per_s"] / rd["ingest_events_per_s"])
+    # What was fed and asked, counted back.
+    scale = out["scale"]
+    assert scale["events"] == 20_000 and scale["requests"] == 150
+    assert scale["features_per_request"] == 100 and scale["slots"] >= 5
+    assert 0 < out["profiles"] <= scale["users"] + scale["items"]  # at most one profile per entity
+    assert out["answers_equal"] is True and out["answers_checked_users"] == 10
+    # Stored size: zstd over the profile format (measured 5.4x, 377 B a profile) against the same
+    # features in Redis hashes (~6,960 B a profile).
+    assert out["compression_ratio"] > 3.0
+    assert out["bytes_per_profile"] < rd["bytes_per_profile"] / 5
     assert 0 < out["in_process_query_p50_ms"] <= out["in_process_query_p99_ms"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from streamrec.cli import app
@@ -26,15 +27,15 @@ def test_quick_serving_bench_reports_stages_latency_and_ratios_that_hang_togethe
         assert 0 < s["p50_ms"] <= s["p99_ms"]
     for name in ("in_process", "http", "in_process_gc_frozen"):
         s = out["latency"][name]
-        assert 0 < s["p50_ms"] <= s["p99_ms"] and s["qps"] > 0
-    in_process = out["latency"]["in_process"]
-    assert in_process["qps_threads"] > 0 and out["latency"]["http"]["qps_threads"] > 0
+        assert 0 < s["p50_ms"] <= s["p99_ms"]
+        assert s["qps"] == pytest.approx(1000.0 / s["mean_ms"], rel=0.01)  # one caller at a time
+    in_process, http, frozen = (out["latency"][n] for n in ("in_process", "http", "in_process_gc_frozen"))
+    assert in_process["qps_threads"] > 0 and http["qps_threads"] > 0
     # The stages are the request: their mean times add up to the measured mean (what recommend()
-    # does outside its timed stages is a few microseconds of bookkeeping).
+    # does outside its timed stages is bookkeeping: 0.16-0.23 ms of 37-74 ms in six runs).
     stage_sum = sum(s["mean_ms"] for s in stages.values())
     assert stage_sum <= in_process["mean_ms"] * 1.001 + 0.01
-    assert stage_sum >= 0.9 * in_process["mean_ms"] - 1.0
-    assert abs(in_process["qps"] - 1000.0 / in_process["mean_ms"]) <= 0.01 * in_process["qps"]
+    assert stage_sum >= 0.97 * in_process["mean_ms"] - 0.5
 
     ratios = out["ratios"]
     assert set(ratios) >= {
@@ -43,7 +44,24 @@ def test_quick_serving_bench_reports_stages_latency_and_ratios_that_hang_togethe
         "http_vs_in_process_p50",
         "retrieve_excluding_vs_plain",
     }
-    assert all(r > 0 for r in ratios.values())
+    # Side by side, GC frozen; six runs: features_vs_per_entity 2.8-4.6, one_query_vs_two_queries
+    # 0.96-1.23 (2-2.7 before the store shared the answers of empty windows).
+    assert ratios["features_vs_per_entity"] >= 1.5  # one batched query beats one query per entity
+    assert ratios["one_query_vs_two_queries"] <= 1.8
+    assert ratios["retrieve_excluding_vs_plain"] > 0  # near 1 (0.5-1.1 measured): no bound worth pinning
+    # The latency ratios are the latencies reported, divided (over HTTP the client shares the GIL
+    # with the server, so 0.67-1.5 was measured for p50 and no bound is pinned).
+    assert ratios["http_vs_in_process_p50"] == pytest.approx(http["p50_ms"] / in_process["p50_ms"])
+    assert ratios["in_process_qps_vs_http"] == pytest.approx(in_process["qps"] / http["qps"])
+    assert ratios["p99_vs_gc_frozen"] == pytest.approx(in_process["p99_ms"] / frozen["p99_ms"])
     assert out["baselines"]["repetitions"] >= 1
     assert out["baselines"]["excluding_unfilled_requests"] == 0  # the bench users fill every quota either way
-    assert out["gc"]["in_process"]["full_collections"] >= 0
+    # The garbage collector: counted per request as reported, and after gc.freeze() a full
+    # collection walks almost nothing (0.26-1.6 ms at most in six runs, against 138-296 ms for
+    # the one full collection each run hit before the freeze).
+    requests = config["requests"]
+    for name in ("in_process", "in_process_gc_frozen"):
+        g = out["gc"][name]
+        assert g["per_100_requests"] == pytest.approx(100.0 * g["full_collections"] / requests)
+        assert g["pause_ms_max"] <= g["pause_ms_total"] + 1e-9
+    assert out["gc"]["in_process_gc_frozen"]["pause_ms_max"] < 20.0
