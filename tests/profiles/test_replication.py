@@ -14,7 +14,14 @@ Three layers, cheapest first:
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -323,3 +330,252 @@ def test_resizing_a_replicated_cluster_keeps_every_answer_and_r_copies(three, tm
     client.remove_node(three.addresses[0])
     assert answers(client, labels()) == want
     client.close()
+
+
+# ------------------------------------------------------------- real processes, kill -9
+
+
+def start_node(root: Path, i: int, config: Path, port: int = 0) -> tuple[subprocess.Popen, int, int]:
+    ready = root / f"ready-{i}.json"
+    ready.unlink(missing_ok=True)
+    cmd = [
+        sys.executable, "-m", "streamrec.profiles.service_cli", "--config", str(config),
+        "--path", str(root / f"node-{i}"), "--port", str(port), "--metrics-port", "0", "--workers", "4",
+        "--ready-file", str(ready),
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(root / f"node-{i}.log", "ab"))  # noqa: SIM115
+    deadline = time.monotonic() + 120
+    while not ready.exists():
+        assert proc.poll() is None, (root / f"node-{i}.log").read_text()[-2000:]
+        assert time.monotonic() < deadline, "node did not start"
+        time.sleep(0.05)
+    info = json.loads(ready.read_text())
+    return proc, info["port"], info["metrics_port"]
+
+
+def deduplicated(metrics_port: int) -> float:
+    """Writes a node answered without applying them again (resent ids), from its /metrics."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("streamrec_profiles_writes_deduplicated_total")
+    )
+
+
+class Prober:
+    """Queries the cluster without pause from a thread; records (time, seconds, error or None)."""
+
+    def __init__(self, client: ProfileClient, entities: list[str], features: list[Feature]) -> None:
+        self.client = client
+        self.entities = entities
+        self.features = features
+        self.samples: list[tuple[float, float, str | None]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        rng = random.Random(11)
+        while not self.stop.is_set():
+            picked = rng.sample(self.entities, 8)
+            t0 = time.monotonic()
+            error = None
+            try:
+                self.client.query(FeatureQuery(features=self.features, entities=picked))
+            except Exception as exc:  # counted, not raised: the test reports and asserts on them
+                error = f"{type(exc).__name__}: {exc}"
+            self.samples.append((t0, time.monotonic() - t0, error))
+            time.sleep(0.005)
+
+    def window(self, start: float, end: float) -> dict:
+        inside = [(d, e) for t, d, e in self.samples if start <= t < end]
+        lat = sorted(d for d, _ in inside)
+        pick = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))] * 1000, 1) if lat else None  # noqa: E731
+        errors = [e for _, e in inside if e is not None]
+        return {"queries": len(inside), "errors": len(errors), "p50_ms": pick(0.5), "p99_ms": pick(0.99),
+                "max_ms": pick(1.0), "first_error": errors[0] if errors else None}  # fmt: skip
+
+
+def test_kill_9_of_any_node_under_ingest_loses_no_acknowledged_write_and_it_converges(tmp_path):
+    """3 node processes, R = 2, a real ingest process from a SQLite log, queries throughout.
+
+    Two nodes are killed with SIGKILL in turn while events stream in, each restarted on its port
+    after a pause. Queries must go on without an error; at the end every replica of every entity
+    holds exactly the brute-force count of the appended events (nothing acknowledged lost, nothing
+    counted twice) and each restarted node answers for its keys what its peer replica answers.
+    """
+    config = tmp_path / "cluster.toml"
+    config.write_text('[profiles]\nreplicas = 2\nmerge_interval = "0.2s"\n')
+    procs: dict[int, subprocess.Popen] = {}
+    ports: dict[int, int] = {}
+    metrics: dict[int, int] = {}
+    ingest_proc = None
+    prober = None
+    try:
+        for i in range(3):
+            procs[i], ports[i], metrics[i] = start_node(tmp_path, i, config)
+        addresses = [f"127.0.0.1:{ports[i]}" for i in range(3)]
+        url = f"sqlite:///{tmp_path / 'log.db'}"
+        log = open_log(url)
+        log.create_topic("actions", partitions=1)
+        cmd = [
+            sys.executable, "-m", "streamrec", "profiles", "ingest", "--log", url, "--profiles", ",".join(addresses),
+            "--config", str(config), "--batch", "200", "--idle-exit", "4", "--json",
+            "--ready-file", str(tmp_path / "ingest.ready"),
+        ]  # fmt: skip
+        ingest_proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=open(tmp_path / "ingest.log", "ab"),  # noqa: SIM115
+        )
+        while not (tmp_path / "ingest.ready").exists():
+            assert ingest_proc.poll() is None, (tmp_path / "ingest.log").read_text()[-2000:]
+            time.sleep(0.05)
+        client = ProfileClient(addresses, replicas=2, timeout=5)
+        users, items = [f"u{u}" for u in range(150)], [f"m{i}" for i in range(40)]
+        entities = [f"user:{u}" for u in users] + [f"item:{i}" for i in items]
+        features = [
+            Feature(slot="actions", window="30d", counters=("count",)),
+            Feature(slot="clicked_category", window="30d", counters=("click",)),
+            Feature(slot="item_engagement", window="30d", counters=("count",)),
+        ]
+        prober = Prober(client, entities, features)
+        prober.thread.start()
+
+        rng = random.Random(5)
+        appended: list[ActionEvent] = []
+        committed: list[tuple[float, int]] = []  # (time, committed offset) as the ingest advances
+
+        def append_for(seconds: float, per_tick: int = 40) -> None:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                now = time.time()
+                batch = [
+                    ActionEvent(
+                        user=rng.choice(users), item=rng.choice(items), action=rng.choice(["show", "show", "click"]),
+                        time=now - rng.uniform(0, 600), attributes={"category": f"c{rng.randrange(5)}"},
+                    )
+                    for _ in range(per_tick)
+                ]  # fmt: skip
+                log.append("actions", batch)
+                appended.extend(batch)
+                committed.append((time.monotonic(), log.committed("actions", "profiles")))
+                time.sleep(0.05)
+
+        windows: list[dict] = []
+        started = time.monotonic()
+        append_for(3.0)
+        first_kill = time.monotonic()
+        for victim in (1, 0):  # any node: the second victim held the keys the first one shares
+            assert log.committed("actions", "profiles") > 0 and ingest_proc.poll() is None
+            killed_at = time.monotonic()
+            procs[victim].send_signal(signal.SIGKILL)
+            procs[victim].wait(10)
+            stalled_at = log.committed("actions", "profiles")
+            append_for(2.0)  # the stream goes on while the node is down
+            procs[victim], _, metrics[victim] = start_node(tmp_path, victim, config, ports[victim])
+            back_at = time.monotonic()
+            append_for(3.0)
+            moved = next((t for t, c in committed if t >= back_at and c > stalled_at), None)
+            windows.append({
+                "node": victim, "down_s": round(back_at - killed_at, 2),
+                "ingest_resumed_after_restart_s": None if moved is None else round(moved - back_at, 2),
+                "during_failure": prober.window(killed_at, back_at),
+                "after_restart": prober.window(back_at, time.monotonic()),
+            })  # fmt: skip
+        out, _ = ingest_proc.communicate(timeout=120)  # idle 4 s after the last append: everything in
+        stats = json.loads(out.decode().strip().splitlines()[-1])
+        prober.stop.set()
+        prober.thread.join(10)
+        end = log.end_offset("actions")
+        assert log.committed("actions", "profiles") == end == len(appended)
+        assert stats["accepted"] == len(appended)  # each event reported once, by one replica
+
+        report = {
+            "events": len(appended),
+            "ingest_quorum_waits": stats["quorum_waits"],
+            "before_failures": prober.window(started, first_kill),
+            "failures": windows,
+            "writes_deduplicated_by_node": {i: deduplicated(metrics[i]) for i in range(3)},
+        }
+        print(json.dumps(report, indent=1))
+        for w in windows:  # queries kept answering while a node was down, and after it came back
+            assert w["during_failure"]["queries"] > 0
+            assert w["during_failure"]["errors"] == 0, w
+            assert w["after_restart"]["errors"] == 0, w
+            assert w["ingest_resumed_after_restart_s"] is not None, w
+
+        # Nothing acknowledged lost, nothing counted twice: every replica equals the brute force.
+        client.flush()
+        per_user = Counter(e.user for e in appended)
+        clicks = Counter(e.user for e in appended if e.action == "click")
+        per_item = Counter(e.item for e in appended)
+        want = {f"user:{u}": (float(per_user[u]), float(clicks[u])) for u in users}
+        want.update({f"item:{i}": (float(per_item[i]),) for i in items})
+        user_features, item_features = features[:2], features[2:]
+        for address in addresses:
+            alone = ProfileClient([address])
+            mine = [x for x in entities if address in client.replica_nodes(x)]
+            assert mine
+            for label in mine:
+                feats = user_features if label.startswith("user:") else item_features
+                res = alone.query(FeatureQuery(features=feats, entities=[label]))
+                got = tuple(r.scalar() for r in res.results[0])
+                assert got == want[label], (address, label, got, want[label])
+            alone.close()
+        # Converged: each restarted node answers for its keys exactly what its peer replica answers.
+        alone = {a: ProfileClient([a]) for a in addresses}
+        for victim in (1, 0):
+            me = addresses[victim]
+            for label in [x for x in entities if me in client.replica_nodes(x)]:
+                peer = next(n for n in client.replica_nodes(label) if n != me)
+                feats = user_features if label.startswith("user:") else item_features
+                q = FeatureQuery(features=feats, entities=[label])
+                mine, theirs = alone[me].query(q).results, alone[peer].query(q).results
+                assert msgspec.msgpack.encode(mine) == msgspec.msgpack.encode(theirs), (label, me, peer)
+        for c in alone.values():
+            c.close()
+        client.close()
+        log.close()
+    finally:
+        if prober is not None:
+            prober.stop.set()
+        if ingest_proc is not None and ingest_proc.poll() is None:
+            ingest_proc.kill()
+            ingest_proc.wait(10)
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(30)
+
+
+def test_a_write_resent_to_a_node_restarted_after_kill_9_is_applied_once(tmp_path):
+    config = tmp_path / "node.toml"
+    config.write_text('[profiles]\nmerge_interval = "0.05s"\n')
+    now = time.time()
+    events = [{"user": "7", "item": f"m{i}", "action": "click", "time": now - 60 - i} for i in range(30)]
+    req = profiles_pb2.WriteRequest(events=msgspec.msgpack.encode(events), write_id=os.urandom(16))
+    proc, port, _ = start_node(tmp_path, 0, config)
+    try:
+        client = ProfileClient([f"127.0.0.1:{port}"])
+        assert client._nodes[client.nodes[0]].stub.Write(req).accepted == 30
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    proc, port, metrics_port = start_node(tmp_path, 0, config, port)
+    try:
+        client = ProfileClient([f"127.0.0.1:{port}"])
+        again = client._nodes[client.nodes[0]].stub.Write(req)  # the reply was "lost": sent again
+        assert again.accepted == 30  # answered as the first time ...
+        client.flush()
+        q = FeatureQuery(features=[Feature(slot="actions", window="1h", counters=("count",))], entities=["user:7"])
+        assert client.query(q).results[0][0].scalar() == 30.0  # ... and applied once
+        assert deduplicated(metrics_port) == 1.0
+        client.close()
+    finally:
+        proc.terminate()
+        proc.wait(30)
