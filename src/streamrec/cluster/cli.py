@@ -39,6 +39,9 @@ def up(
     ingest: int = typer.Option(1, "--ingest", min=1, help="Profile ingest processes (<= partitions)."),
     trainers: int = typer.Option(1, "--trainers", min=1, help="Ranks of the online trainer (sharded tables)."),
     nodes: int = typer.Option(2, "--nodes", min=1, max=64, help="Profile nodes (fixed at the first start of --dir)."),
+    replicas: int = typer.Option(
+        2, "--replicas", min=1, max=64, help="Copies of each profile on the nodes (fixed at the first start of --dir)."
+    ),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface every process binds."),
     api_port: int = typer.Option(8000, "--api-port", help="Port of the HTTP API (0: any free port)."),
     sparse_sync_interval: str = typer.Option("10s", help="Trainer → API: how often touched rows are published."),
@@ -72,7 +75,7 @@ def up(
     cfg = ClusterConfig(
         dir=directory, redis_url=redis, log_url=log, partitions=partitions, joiners=joiners, ingest=ingest,
         trainers=trainers,
-        nodes=nodes, host=host, api_port=api_port,
+        nodes=nodes, replicas=replicas, host=host, api_port=api_port,
         sparse_sync_interval=sparse_sync_interval, dense_sync_interval=dense_sync_interval,
         snapshot_interval=snapshot_interval, negative_rate=negative_rate, window=window, snapshot=snapshot,
         config=config, startup_timeout_s=startup_timeout, grace_s=grace,

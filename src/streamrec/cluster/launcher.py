@@ -70,6 +70,9 @@ class ClusterConfig:
     trainers: ranks of the online trainer (``train online --ranks``: sharded tables on
         torch.distributed, each rank reading its share of the partitions of ``examples``).
     nodes: number of profile nodes (fixed at the first start of ``dir``).
+    replicas: copies of each profile on the nodes' ring (``[profiles] replicas`` in
+        ``cluster.toml``, so the ingest and the API use it; fixed at the first start of ``dir``;
+        writes are acknowledged by ``replicas // 2 + 1`` of them; see docs/profiles.md).
     host: interface every process binds.
     api_port: the HTTP API's port (0: any free port).
     sparse_sync_interval, dense_sync_interval, snapshot_interval: the online trainer's schedules.
@@ -92,6 +95,7 @@ class ClusterConfig:
     ingest: int = 1
     trainers: int = 1
     nodes: int = 2
+    replicas: int = 2
     host: str = "127.0.0.1"
     api_port: int = 8000
     sparse_sync_interval: str = "10s"
@@ -111,6 +115,8 @@ class ClusterConfig:
         self.dir = Path(self.dir)
         if not 1 <= self.nodes <= 64:
             raise InvalidInputError("nodes", self.nodes, "must be in 1..64")
+        if not 1 <= self.replicas <= 64:
+            raise InvalidInputError("replicas", self.replicas, "must be in 1..64")
         if not 0 <= self.api_port <= 65535:
             raise InvalidInputError("api_port", self.api_port, "must be a TCP port (0: any free one)")
         if not 0 < self.negative_rate <= 1:
@@ -230,6 +236,7 @@ class Cluster:
             "log": self.log_url,
             "partitions": self.config.partitions,
             "profile_nodes": list(self.node_addresses),
+            "replicas": self.config.replicas,
             "dir": str(self.dir),
             "config": str(self.config_file),
             "snapshot": str(self.snapshot),
@@ -284,6 +291,14 @@ class Cluster:
                 f"{self.dir} was created with {len(layout['node_ports'])} profile nodes; entities are placed on "
                 "those, so resize with ProfileClient.add_node/remove_node (docs/cluster.md), not by restarting",
             )  # fmt: skip
+        # A folder from before replication was made with one copy of each profile.
+        layout.setdefault("replicas", 1 if "node_ports" in layout else cfg.replicas)
+        if layout["replicas"] != cfg.replicas:
+            raise InvalidInputError(
+                "replicas", cfg.replicas,
+                f"{self.dir} was created with {layout['replicas']} replica(s) of each profile; "
+                f"start it with --replicas {layout['replicas']}",
+            )  # fmt: skip
         layout.setdefault("node_ports", [free_port() for _ in range(cfg.nodes)])
         if cfg.redis_url is None and cfg.needs_redis:
             layout.setdefault("redis_port", free_port())
@@ -294,6 +309,7 @@ class Cluster:
         data = cluster_config(
             user, negative_rate=cfg.negative_rate, window=cfg.window, merge_interval=cfg.merge_interval_s
         )
+        data["profiles"]["replicas"] = cfg.replicas  # the ingest's and the API's ProfileClient read it
         self.config_file.write_text(
             "# Written by `streamrec cluster up`: the one config every process of this cluster reads.\n" + to_toml(data)
         )

@@ -478,6 +478,19 @@ class ProfileClient:
     >>> client.query(q).results[0][0].scalar()
     1.0
     >>> client.close()
+
+    Two copies of each profile on three stores (in process here; gRPC nodes work alike):
+
+    >>> from streamrec.profiles import ProfileStore
+    >>> stores = {n: ProfileStore(clock=lambda: 1_700_000_000.0) for n in ("a", "b", "c")}
+    >>> client = ProfileClient(stores, replicas=2)
+    >>> client.write([ev]).accepted, client.quorum_size
+    (1, 2)
+    >>> key = client.key("user:42")
+    >>> sorted(n for n, s in stores.items() if key in set(s.entity_keys())) == sorted(client.replica_nodes(key))
+    True
+    >>> for s in stores.values():
+    ...     s.close()
     """
 
     def __init__(
@@ -602,8 +615,12 @@ class ProfileClient:
             return QueryResult(names=[], columns=[], keys=[], results=[], now=query.now or 0.0)
         deadline = time.monotonic() + self.timeout
         rows = self.ring.replica_indices(keys, self.replicas).tolist()
-        order: dict[tuple[int, ...], list[int]] = {}
-        candidates = [order.get(t) or order.setdefault(t, self._preference(t)) for t in map(tuple, rows)]
+        preference: dict[tuple[int, ...], list[int]] = {}  # one per distinct replica set, not per key
+        candidates: list[list[int]] = []
+        for row in map(tuple, rows):
+            if row not in preference:
+                preference[row] = self._preference(row)
+            candidates.append(preference[row])
         tried = [0] * len(keys)
         results: list[list[FeatureResult]] = [[] for _ in keys]
         errors: dict[str, str] = {}
