@@ -1,7 +1,14 @@
-"""A short run of the whole loop (small world, a few simulated minutes) end to end.
+"""A short run of the whole loop (a small world, 20 simulated minutes) end to end.
 
 Counts are checked against the logs themselves (an independent record of what happened), not
 against numbers the loop reported about itself alone.
+
+The demo's expectation (last-third CTR: online > frozen > popularity) is a comparison of noisy
+click counts: on this small world it holds on some seeds and not on others (seeds 0-5 at 20
+simulated minutes: it held on 0, 3 and 4), and with 150 users for 6 minutes popularity won on
+every seed tried. A run depends on its seed only (the arms step in simulated time, no threads),
+so the test pins seed 3, where it holds with room (last-third CTR 4.50 % > 3.67 % > 2.25 %), and
+checks it against the arms' own numbers. The ``-m slow`` test checks it at the demo's world size.
 """
 
 from __future__ import annotations
@@ -20,33 +27,49 @@ from streamrec.loop.arm import auc_or_nan, ctr
 from streamrec.sim import Bucket
 
 SMALL = dict(n_users=150, history_minutes=20, warmup_minutes=8, sim_minutes=6, bucket_s=120, sparse_sync_s=20)
+# The seed and world of the CLI run below: the expectation holds there (see the module docstring).
+DEMO_ARGS = ["--seed", "3", "--users", "300", "--history-minutes", "30", "--warmup-minutes", "30"]
+DEMO_ARGS += ["--sim-minutes", "20", "--minutes", "10"]  # 10 wall minutes: never the limit (~25 s)
 
 
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
     # From a fresh working directory with the default (relative) --out, as `make demo` runs it.
     cwd = tmp_path_factory.mktemp("demo")
-    args = ["demo", "--json", "--minutes", "2", "--sim-minutes", "6"]
-    args += ["--users", "150", "--history-minutes", "20", "--warmup-minutes", "8"]
     previous = os.getcwd()
     os.chdir(cwd)
     try:
-        result = CliRunner().invoke(app, args)
+        result = CliRunner().invoke(app, ["demo", "--json", *DEMO_ARGS])
     finally:
         os.chdir(previous)
     assert result.exit_code == 0, result.output
-    return cwd / "runs" / "demo", json.loads(result.stdout.strip().splitlines()[-1])
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["stopped_early"] is False, "the wall limit cut the run short: its numbers are not the seed's"
+    return cwd / "runs" / "demo", summary
+
+
+def _arm_values(summary: dict, key: str) -> tuple[float, float, float]:
+    return tuple(summary["arms"][arm][key] for arm in ("online", "frozen", "popularity"))
 
 
 def test_demo_json_has_each_arms_ctr_and_the_expectation(cli_run):
     _, summary = cli_run
     assert set(summary["arms"]) == {"online", "frozen", "popularity"}
     for arm in summary["arms"].values():
-        assert 0.0 < arm["ctr"] < 1.0 and 0.0 <= arm["ctr_last_third"] < 1.0
-        assert arm["impressions"] > 0
+        assert 0.0 < arm["ctr"] < 1.0 and 0.0 < arm["ctr_last_third"] < 1.0
+        assert arm["clicks"] == round(arm["ctr"] * arm["impressions"])
     # the arms serve the same users at the same times with slates of the same size
     assert len({a["impressions"] for a in summary["arms"].values()}) == 1
-    assert isinstance(summary["expectations_met"], bool)
+
+
+def test_online_beats_frozen_beats_popularity_on_a_seed_where_the_expectation_holds(cli_run):
+    _, summary = cli_run
+    online, frozen, popularity = _arm_values(summary, "ctr_last_third")
+    assert online > frozen > popularity, (online, frozen, popularity)
+    assert summary["expectations_met"] is True
+    # The click probabilities the world drew from (no click noise) order the arms the same way.
+    online, frozen, popularity = _arm_values(summary, "expected_ctr")
+    assert online > frozen > popularity, (online, frozen, popularity)
 
 
 def test_online_serving_model_received_syncs_and_the_trainer_consumed_every_joined_example(cli_run):
@@ -61,13 +84,16 @@ def test_online_serving_model_received_syncs_and_the_trainer_consumed_every_join
         warm_examples = warm.end_offset("examples")
         warm.close()
         joined = log.end_offset("examples") - warm_examples
-        assert joined > 0
+        assert joined >= 1000  # 1,523 on this seed: 5,950 impressions, negatives sampled
         assert online["examples_joined"] == joined
         assert online["examples_trained"] == joined  # every joined example was trained on, once
         assert log.end_offset("model-updates") == online["updates_applied"]
     finally:
         log.close()
-    assert 0.0 <= online["auc"] <= 1.0 and online["auc_examples"] > 0
+    # Every score the AUC pairs with a label was served, so it is one of the joined examples; on this
+    # seed the served model ranks clicks above non-clicks better than chance (0.588).
+    assert 0 < online["auc_examples"] <= online["examples_joined"]
+    assert online["auc"] > 0.55
 
 
 def test_report_and_plots_are_written(cli_run):
@@ -79,9 +105,36 @@ def test_report_and_plots_are_written(cli_run):
 
 
 def test_run_loop_from_python_reports_every_arm_per_bucket(tmp_path):
-    result = run_loop(LoopConfig(**{**SMALL, "sim_minutes": 2}), tmp_path)
-    assert result.summary["arms"]["popularity"]["impressions"] > 0
-    assert len(result.times) >= 1 and set(result.ctr) == {"online", "frozen", "popularity"}
+    result = run_loop(LoopConfig(**{**SMALL, "sim_minutes": 4}), tmp_path)
+    assert result.times == pytest.approx([2.0, 4.0]) and set(result.ctr) == {"online", "frozen", "popularity"}
+    # The popularity arm logs every impression it serves (no negative sampling): its log, past the
+    # warm-up's, holds exactly the impressions the summary reports.
+    arms = result.summary["arms"]
+    log, warm = (open_log(f"sqlite:///{tmp_path}/{name}/log.db") for name in ("arm-popularity", "warmup"))
+    try:
+        logged = log.end_offset("impressions") - warm.end_offset("impressions")
+    finally:
+        log.close()
+        warm.close()
+    assert logged == arms["popularity"]["impressions"] > 0
+    for name, series in result.ctr.items():
+        # the run's CTR pools the buckets' clicks and impressions: it lies between their CTRs
+        assert all(0.0 <= c < 1.0 for c in series) and len(series) == 2
+        assert min(series) <= arms[name]["ctr"] <= max(series)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_expectation_holds_at_the_demos_world_size(tmp_path, seed, request):
+    """500 users, 60 + 60 minutes of history and warm-up, 30 simulated minutes (~100 s of CPU each)."""
+    if "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("two demo-sized runs: select with -m slow")
+    summary = run_loop(LoopConfig(seed=seed, sim_minutes=30, wall_minutes=30), tmp_path).summary
+    assert summary["stopped_early"] is False
+    online, frozen, popularity = _arm_values(summary, "ctr_last_third")
+    assert online > frozen > popularity, (online, frozen, popularity)
+    online, frozen, popularity = _arm_values(summary, "expected_ctr")
+    assert online > frozen > popularity, (online, frozen, popularity)
 
 
 def test_ctr_pools_buckets_by_impressions_not_by_average_of_rates():
