@@ -476,12 +476,15 @@ def test_kill_9_of_any_node_under_ingest_loses_no_acknowledged_write_and_it_conv
             procs[victim].wait(10)
             stalled_at = log.committed("actions", "profiles")
             append_for(2.0)  # the stream goes on while the node is down
+            # W = 2 of 2: nothing is acknowledged with one copy (at most the batch in flight at the kill).
+            acknowledged_while_down = log.committed("actions", "profiles") - stalled_at
             procs[victim], _, metrics[victim] = start_node(tmp_path, victim, config, ports[victim])
             back_at = time.monotonic()
             append_for(3.0)
             moved = next((t for t, c in committed if t >= back_at and c > stalled_at), None)
             windows.append({
                 "node": victim, "down_s": round(back_at - killed_at, 2),
+                "events_committed_while_down": acknowledged_while_down,
                 "ingest_resumed_after_restart_s": None if moved is None else round(moved - back_at, 2),
                 "during_failure": prober.window(killed_at, back_at),
                 "after_restart": prober.window(back_at, time.monotonic()),
@@ -507,6 +510,7 @@ def test_kill_9_of_any_node_under_ingest_loses_no_acknowledged_write_and_it_conv
             assert w["during_failure"]["errors"] == 0, w
             assert w["after_restart"]["errors"] == 0, w
             assert w["ingest_resumed_after_restart_s"] is not None, w
+            assert w["events_committed_while_down"] <= 200, w  # one batch (--batch 200) at most
 
         # Nothing acknowledged lost, nothing counted twice: every replica equals the brute force.
         client.flush()
