@@ -140,6 +140,8 @@ def run_online(
     online.install_signal_handlers()
     # Compiled (or loaded) before the first poll, so the first examples do not wait for LLVM.
     console.print(f"train online: kernels ready in {warm_embedding():.1f} s")
+    if threads:  # Numba's OpenMP pool, started by the warm-up, resets torch's thread count to the cores
+        torch.set_num_threads(threads)
 
     def line(s: OnlineStats) -> str:
         return (
