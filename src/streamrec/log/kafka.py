@@ -27,19 +27,27 @@ Mapping:
   idempotent producer (``acks=all``), and returns when every record is acknowledged, with the
   offsets of the delivery reports. Kafka has no multi-record atomicity without transactions: if
   the broker fails mid-batch a prefix may be written, and :class:`~streamrec.errors.LogError` says so.
-* **A shared consumer** (the default) subscribes with Kafka group id ``<prefix><group>`` and the
-  ``cooperative-sticky`` assignor; the client's assign/revoke/lost callbacks drive
-  ``_assigned``/``_revoked`` (incremental assign/unassign). Its first poll waits until the group
-  gave it its share. A commit is synchronous, ``offset + 1`` per partition, only for partitions
-  the client still holds; one the broker refuses because the member left the generation
-  (``UNKNOWN_MEMBER_ID``, ``ILLEGAL_GENERATION``, fenced) raises
-  :class:`~streamrec.errors.PartitionLostError`, so an offset never moves back under a new owner.
-* **A consumer of given partitions** (``partitions=[...]``) uses ``assign`` and Kafka group id
-  ``<prefix><group>:assigned``. Why not ``<group>``: Apache Kafka refuses an OffsetCommit from a
-  non-member (generation -1) while the group has members (``UNKNOWN_MEMBER_ID``; Tansu too), and
-  the joiner reads ``actions`` by assignment in the same group that subscribes to
-  ``impressions``. Nobody ever joins the ``:assigned`` id, so its commits are always legal, and
-  ``:`` cannot occur in a streamrec group name, so it never meets a real group.
+* **Group ids.** A streamrec group is per topic (its members share that topic, its commits are
+  that topic's), so consumers of ``group`` on ``topic`` use the Kafka group id
+  ``<prefix><group>:<topic>``. Why not ``<group>`` for every topic, as a Kafka application would:
+  members of one Kafka group rebalance together, so a consumer of ``actions`` joining group
+  ``joiner`` would stop and re-sync the members reading ``impressions``, and one of them idle in
+  its process would hold up the others' joins (Apache Kafka waits for every known member; Tansu
+  never completed such a join in testing). ``:`` cannot occur in a streamrec name, so ids never
+  collide. Kafka tooling sees ``kafka-consumer-groups --group joiner:impressions``.
+* **A shared consumer** (the default) subscribes with that id and the ``cooperative-sticky``
+  assignor; the client's assign/revoke/lost callbacks drive ``_assigned``/``_revoked``
+  (incremental assign/unassign). Its first poll waits until the group gave it its share. A commit
+  is synchronous, ``offset + 1`` per partition, only for partitions the client still holds; one
+  the broker refuses because the member left the generation (``UNKNOWN_MEMBER_ID``,
+  ``ILLEGAL_GENERATION``, fenced) raises :class:`~streamrec.errors.PartitionLostError`, so an
+  offset never moves back under a new owner.
+* **A consumer of given partitions** (``partitions=[...]``) uses ``assign`` and the Kafka group id
+  ``<prefix><group>:<topic>:assigned``. Why not the shared id: Apache Kafka refuses an
+  OffsetCommit from a non-member (generation -1) while the group has members
+  (``UNKNOWN_MEMBER_ID``; Tansu too), and nothing stops a process reading given partitions of a
+  topic while a group shares it. Nobody ever joins an ``:assigned`` id, so its commits are always
+  legal.
 * **Where a group resumes** on a partition is the larger of the two ids' commits, never below the
   first record kept; every consumer starts there (``assign`` with explicit offsets) and
   :meth:`KafkaLog.committed_offsets` reports it. ``start="latest"`` pins the end offsets seen at
@@ -169,6 +177,7 @@ class KafkaLog(EventLog):
         base = {"bootstrap.servers": self.servers, "logger": _LOG}
         self._probe: Any = None  # a consumer that reads high watermarks (see _ends)
         self._probe_lock = threading.Lock()
+        self._probed: set[str] = set()  # topics the probe has metadata of
         self._cuts: dict[str, dict[int, int]] = {}  # topic -> partition -> first record kept, as trimmed here
         self.trims = 0  # bumped by every trim through this log; its consumers then skip what it cut
         try:  # fail at open, not at the first append, when no broker answers
@@ -184,9 +193,10 @@ class KafkaLog(EventLog):
         """The Kafka topic behind streamrec topic ``topic``."""
         return self.settings.prefix + topic
 
-    def kafka_group(self, group: str, *, assigned: bool = False) -> str:
-        """The Kafka group id of a shared consumer of ``group`` (``assigned``: of a consumer of given partitions)."""
-        return self.settings.prefix + group + (_ASSIGNED if assigned else "")
+    def kafka_group(self, group: str, topic: str, *, assigned: bool = False) -> str:
+        """The Kafka group id of the shared consumers of ``group`` on ``topic`` (``assigned``: of its
+        consumers of given partitions)."""
+        return f"{self.settings.prefix}{group}:{topic}{_ASSIGNED if assigned else ''}"
 
     def consumer_settings(self, group_id: str, name: str) -> dict[str, Any]:
         """librdkafka settings of a consumer in Kafka group ``group_id``."""
@@ -245,8 +255,8 @@ class KafkaLog(EventLog):
         of the log start and the trim mark)."""
         kt = self.kafka_topic(topic)
         try:
-            shared = self._group_offsets_async(self.kafka_group(group), kt, parts)
-            assigned = self._group_offsets_async(self.kafka_group(group, assigned=True), kt, parts)
+            shared = self._group_offsets_async(self.kafka_group(group, topic), kt, parts)
+            assigned = self._group_offsets_async(self.kafka_group(group, topic, assigned=True), kt, parts)
             marks = self._group_offsets_async(self.settings.prefix + _TRIM_GROUP, kt, parts)
             earliest = self._list_offsets(kt, parts, "earliest")
             done_shared, done_assigned, cut = (self._offsets_of(f) for f in (shared, assigned, marks))
@@ -263,35 +273,38 @@ class KafkaLog(EventLog):
         """The log end offset of each partition: the high watermark of a fetch response.
 
         ``ListOffsets(LATEST)`` must return it (Kafka's contract) but on Tansu returns the first
-        offset of the last batch + 1, so it serves as a lower bound: the record before it is read
-        from its partition, and the high watermark of the fetch response that carried it is the end.
+        offset of the last batch + 1, so it serves as a lower bound: a probe consumer fetches from
+        the record before it, and the high watermark of a fetch answer at or past it is the end.
         """
         low, high = self._list_offsets(kt, parts, "earliest"), self._list_offsets(kt, parts, "latest")
         probe = {p: max(high[p] - 1, low[p]) for p in parts if high[p] > low[p]}
         if probe:
-            for p, seen in self._probe_high_watermarks(kt, probe).items():
+            for p, seen in self._probe_high_watermarks(kt, probe, high).items():
                 high[p] = max(high[p], seen)
         return high
 
-    def _probe_high_watermarks(self, kt: str, offsets: dict[int, int]) -> dict[int, int]:
+    def _probe_high_watermarks(self, kt: str, offsets: dict[int, int], latest: dict[int, int]) -> dict[int, int]:
         kafka = self._kafka
         with self._probe_lock:
             if self._probe is None:
                 self._probe = kafka.Consumer(self.consumer_settings(self.settings.prefix + _PROBE_GROUP, "probe"))
             probe = self._probe
+            if kt not in self._probed:  # a topic new to the client waits ~1 s for its metadata otherwise
+                probe.list_topics(kt, timeout=_TIMEOUT_S)
+                self._probed.add(kt)
             probe.assign([kafka.TopicPartition(kt, p, o) for p, o in offsets.items()])
             try:
-                waiting = set(offsets)
+                # A fetch answer at or past Kafka's LATEST carries the end: an answer older than the
+                # last append is below it on Tansu too (LATEST is past that append's first offset).
+                ends: dict[int, int] = {}
                 deadline = time.monotonic() + _CATCH_UP_S
-                while waiting and (left := deadline - time.monotonic()) > 0:
-                    message = probe.poll(left)  # returns with the first record fetched
-                    if message is not None and message.error() is None:
-                        waiting.discard(message.partition())
-                return {
-                    p: probe.get_watermark_offsets(kafka.TopicPartition(kt, p), cached=True)[1]
-                    for p in offsets
-                    if p not in waiting
-                }
+                while len(ends) < len(offsets) and time.monotonic() < deadline:
+                    probe.poll(0.005)  # the client fetches in its own threads; this only paces the loop
+                    for p in offsets:
+                        hw = probe.get_watermark_offsets(kafka.TopicPartition(kt, p), cached=True)[1]
+                        if hw >= latest[p]:
+                            ends[p] = hw
+                return ends
             except kafka.KafkaException as exc:
                 raise self._fail(f"read the end offsets of {kt!r}", exc) from None
             finally:
@@ -431,6 +444,16 @@ class KafkaLog(EventLog):
 
 # Broker answers to a commit that mean "this member is no longer in the group's generation".
 _FENCED = ("UNKNOWN_MEMBER_ID", "ILLEGAL_GENERATION", "FENCED_INSTANCE_ID", "STALE_MEMBER_EPOCH", "_ASSIGNMENT_LOST")
+# Errors a consumer's client reports while it recovers by itself (reconnects, rejoins, waits for a
+# subscribed topic to exist, restarts a partition trimmed under it at the first record kept).
+_NOTICES = (
+    "_TRANSPORT",
+    "_ALL_BROKERS_DOWN",
+    "_MAX_POLL_EXCEEDED",
+    "_AUTO_OFFSET_RESET",
+    "UNKNOWN_TOPIC_OR_PART",
+    "_PARTITION_EOF",
+)
 
 
 class KafkaConsumer(Consumer[T]):
@@ -451,10 +474,11 @@ class KafkaConsumer(Consumer[T]):
         self._closing = False
         self._trims_seen = log.trims
         self._fenced = {getattr(kafka.KafkaError, name) for name in _FENCED if hasattr(kafka.KafkaError, name)}
+        self._notices = {getattr(kafka.KafkaError, name) for name in _NOTICES if hasattr(kafka.KafkaError, name)}
         count = log.partitions(topic)
         # start="latest": the end offsets now, committed when a partition without commits is first read
         self._pins = log._ends(self._kt, list(range(count))) if options.start == "latest" and count else {}
-        group_id = log.kafka_group(group, assigned=options.partitions is not None)
+        group_id = log.kafka_group(group, topic, assigned=options.partitions is not None)
         try:
             self._client = kafka.Consumer(log.consumer_settings(group_id, options.name))
             if options.partitions is None:
@@ -574,9 +598,10 @@ class KafkaConsumer(Consumer[T]):
         for message in messages:
             error = message.error()
             if error is not None:
-                if error.code() == self._kafka.KafkaError.UNKNOWN_TOPIC_OR_PART:
-                    continue  # subscribed to a topic that does not exist yet: the client says so, and waits
-                raise LogError(f"event log {self._log.url!r}: poll of {self.topic!r} failed: {error}")
+                if error.fatal() or not (error.code() in self._notices or error.retriable()):
+                    raise LogError(f"event log {self._log.url!r}: poll of {self.topic!r} failed: {error}")
+                _LOG.info("%s: %s", self._describe(), error)  # the client recovers by itself
+                continue
             part, offset = message.partition(), message.offset()
             if part not in self._next:
                 continue  # fetched before a revoke
@@ -587,38 +612,41 @@ class KafkaConsumer(Consumer[T]):
             out.append((part, offset, b"" if value is None else value))
         return out
 
-    def _unread(self) -> dict[int, int | None]:
-        """Partitions with records in the log now that the client has not handed out: the offset to
-        reach, or None while the client has no fetch answer yet to tell."""
+    def _high_watermark(self, part: int) -> int:
+        """The high watermark of the client's last fetch answer for ``part`` (-1001 before the first)."""
+        return self._client.get_watermark_offsets(self._kafka.TopicPartition(self._kt, part), cached=True)[1]
+
+    def _unread(self) -> dict[int, int]:
+        """Partitions with records in the log now that the client has not handed out yet.
+
+        Each maps to a lower bound of its end: any high watermark the client saw, and
+        ``ListOffsets(LATEST)``, exact on Kafka, on Tansu the last batch's first offset + 1 (one
+        request, only when no fetch answer shows unread records already). A partition stays listed
+        while the records below the bound are not handed out, or while the client has no fetch answer
+        at or past the bound (the end may lie beyond it) -- :meth:`_still_unread` decides again.
+        """
         parts = [p for p in self._next if p in self._owned]
         if not parts:
             return {}
-        tp = self._kafka.TopicPartition
-        cached = {p: self._client.get_watermark_offsets(tp(self._kt, p), cached=True)[1] for p in parts}
-        want: dict[int, int | None] = {p: hw for p, hw in cached.items() if hw >= 0 and self._next[p] < hw}
-        if want:
-            return want
-        latest = self._log._list_offsets(self._kt, parts, "latest")  # a lower bound of the end on Tansu
-        for p in parts:
-            if self._next[p] < latest[p]:
-                want[p] = latest[p]
-            elif cached[p] < 0 and latest[p] > 0:
-                want[p] = None  # the end may be past LATEST (Tansu): the first fetch answer tells
-        return want
+        seen = {p: self._high_watermark(p) for p in parts}
+        behind = {p: hw for p, hw in seen.items() if self._next[p] < hw}
+        if behind:
+            return behind
+        latest = self._log._list_offsets(self._kt, parts, "latest")
+        return self._still_unread({p: max(latest[p], seen[p]) for p in parts if latest[p] > 0})
 
-    def _still_unread(self, want: dict[int, int | None]) -> dict[int, int | None]:
-        tp = self._kafka.TopicPartition
-        left: dict[int, int | None] = {}
-        for p, target in want.items():
+    def _still_unread(self, bounds: dict[int, int]) -> dict[int, int]:
+        left = {}
+        for p, bound in bounds.items():
             if p not in self._next or p not in self._owned:
                 continue
-            if target is None:
-                target = self._client.get_watermark_offsets(tp(self._kt, p), cached=True)[1]
-                if target < 0:
-                    left[p] = None
-                    continue
-            if self._next[p] < target:
-                left[p] = target
+            hw = self._high_watermark(p)
+            if self._next[p] < bound:
+                left[p] = bound  # records below the bound exist and are not handed out yet
+            elif hw < bound:
+                left[p] = bound  # no fetch answer at or past the bound yet: the end may lie beyond it
+            elif self._next[p] < hw:
+                left[p] = hw  # an answer at or past the bound is the end (an older one would be below it)
         return left
 
     def _fetch(self, max_records: int, timeout_s: float) -> list[tuple[int, int, bytes]]:
@@ -675,12 +703,13 @@ class KafkaConsumer(Consumer[T]):
 
     def _close(self) -> None:
         self._closing = True  # the client revokes everything on close: no callbacks, as on every backend
-        try:
-            if self._explicit is None and not self._joined and self._log.partitions(self.topic):
-                # Its JoinGroup may be under way: leaving in the middle of it leaves Tansu's group with a
-                # leader that never assigns, and nobody joins it again (see docs/log.md). Let it finish.
-                with contextlib.suppress(LogError):
+        if self._explicit is None and not self._joined:
+            # Its JoinGroup may be under way: leaving in the middle of it leaves Tansu's group with a
+            # leader that never assigns, and nobody joins it again (see docs/log.md). Let it finish.
+            with contextlib.suppress(LogError):
+                if self._log.partitions(self.topic):
                     self._join()
+        try:
             self._client.close()
         except self._kafka.KafkaException as exc:
             raise LogError(f"{self._describe()}: close failed: {exc}") from None
