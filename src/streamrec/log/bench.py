@@ -225,6 +225,7 @@ def _consumer_process(conn: Connection) -> None:
 
 
 def _consume_cell(conn: Connection, url: str, topic: str, group: str, batch: int, name: str) -> dict[str, Any]:
+    """One consumer's part of a run: settle in the group, hold, read and commit until "stop"."""
     actions: dict[str, int] = {}
     users: dict[str, int] = {}
     seen: dict[int, list[int]] = {}  # partition -> [records, sum of offsets]
