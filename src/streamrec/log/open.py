@@ -34,7 +34,8 @@ def open_log(url: str) -> EventLog:
     url
         ``sqlite:///path/to/file.db`` (embedded; the file is created if missing),
         ``redis://host:port/db`` (Redis >= 7.0; ``?prefix=`` sets the key prefix), or
-        ``kafka://host:port[,host:port]`` (needs ``pip install 'streamrec[kafka]'``).
+        ``kafka://host:port[,host:port]`` (needs ``pip install 'streamrec[kafka]'``; ``?prefix=``,
+        ``replication=``, ``session_s=``, ``fetch_wait_ms=``: see :mod:`streamrec.log.kafka`).
 
     Raises
     ------
