@@ -48,8 +48,9 @@ def cluster(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp("cluster")
     layout = dict(LAYOUTS[request.param])
     if request.param.startswith("kafka"):
-        broker = request.getfixturevalue("kafka_bootstrap")
-        layout["log_url"] = f"kafka://{broker}"  # its own broker per test session: plain topic names
+        broker = request.getfixturevalue("kafka_bootstrap")  # the session's broker (Tansu, or STREAMREC_KAFKA)
+        session = 2 if request.getfixturevalue("kafka_broker") is not None else 6  # Kafka's minimum is 6 s
+        layout["log_url"] = f"kafka://{broker}?session_s={session}&fetch_wait_ms=10&prefix=e2e-{folder.name}."
     config = ClusterConfig(dir=folder, api_port=0, sparse_sync_interval=f"{SYNC_S:g}s", startup_timeout_s=240, **layout)
     cluster = Cluster(config)
     try:
