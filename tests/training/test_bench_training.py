@@ -50,6 +50,7 @@ def test_bench_training_quick_prints_ratios_lags_and_an_exact_replica(bench):
 
 def test_bench_training_ranks_numbers_hang_together(bench):
     from streamrec.training.bench import examples_for_bench
+    from streamrec.training.distributed import global_slice
 
     result, stderr, _ = bench
     d = result["distributed"]
@@ -61,16 +62,22 @@ def test_bench_training_ranks_numbers_hang_together(bench):
     assert d["examples_per_s_per_rank"]["2"] == pytest.approx(rates["2"] / 2, abs=1)
     assert d["equivalence_max_abs_diff"] <= 1e-5
 
-    # The closed form, from the examples themselves: every id occurrence travels to its owner
-    # (8 bytes), its vector comes back and its gradient goes out (4 * dim bytes each way); each
-    # step, every rank also sends every rank its counts per slot (int64).
-    world, n, steps, dim = 2, d["examples"], d["steps"], d["dim"]
-    assert steps * d["batch_size"] == n
+    # The closed form, from the examples themselves: each rank sends every distinct id of a slot in
+    # its share of a batch to the id's owner with its number of occurrences (8 + 8 bytes), the
+    # vector comes back and the gradient goes out (4 * dim bytes each way); each step, every rank
+    # also sends every rank its counts per slot (int64).
+    world, n, steps, dim, size = 2, d["examples"], d["steps"], d["dim"], d["batch_size"]
+    assert steps * size == n
     data, source = examples_for_bench(n)
     assert source == d["data"] and len(data) == n
-    occurrences = sum(ids.values.numel() for ids in data.sparse.values())
+    distinct = 0
+    for step in range(steps):
+        for rank in range(world):
+            lo, hi = global_slice(size, rank, world)
+            part = data[step * size + lo : step * size + hi]
+            distinct += sum(len(np.unique(ids.values.numpy())) for ids in part.sparse.values())
     counts = steps * world * world * len(data.sparse) * 8
-    expected = (occurrences * (8 + 4 * dim + 4 * dim) + counts) / n
+    expected = (distinct * (16 + 4 * dim + 4 * dim) + counts) / n
     assert d["all_to_all_bytes_per_example"]["1"] == 0
     assert d["all_to_all_bytes_per_example"]["2"] > 0
     assert np.isclose(d["all_to_all_bytes_per_example"]["2"], expected, rtol=1e-12, atol=0)

@@ -9,26 +9,32 @@ users already run (gloo on CPU, NCCL where CUDA is present), with no server of i
   :class:`~streamrec.embedding.EmbeddingTable`: admission, expiry and the per-row optimizer state
   are applied by the owner, exactly as on one process.
 * **Forward** (TorchRec's "input dist" and "output dist", in three collectives per step for all
-  slots together): each rank sends every id occurrence of its examples to the id's owner
-  (``all_to_all`` of counts, then of ids); owners admit or look up the rows, in the order the
-  global batch holds them, and send the vectors back (``all_to_all`` of floats). The vectors a rank
-  receives become one leaf tensor per slot; pooling and the head run locally.
-* **Backward**: the leaf's gradient goes back to the owners along the same routes (one more
-  ``all_to_all``); each owner sums the gradients of a row over all ranks and checks them. Dense
+  slots together): each rank sends each distinct id of its examples, with how often it occurs, to
+  the id's owner (``all_to_all`` of counts, then of (id, occurrences) pairs); owners expand the
+  pairs back to occurrences, admit or look up the rows in the order the global batch holds them,
+  and send one vector per distinct id back (``all_to_all`` of floats). The vectors a rank receives
+  become one leaf tensor per slot; lookup by the examples' inverse index, pooling and the head run
+  locally.
+* **Backward**: the leaf's gradient (one row per distinct id, already summed over its occurrences
+  by autograd) goes back to the owners along the same routes (one more ``all_to_all``); each owner
+  sums the gradients of a row over all ranks and checks them. Dense
   parameters are data parallel: the loss is ``sum / global batch size`` on each rank and dense
   gradients are summed with one ``all_reduce``, which also carries each owner's verdict on its
   sparse gradients, so every rank's head steps identically and every owner applies its row
   optimizer only if no rank refused. A training step is six collectives in all (with the
   all-gather that agrees on the step's event time and global batch size).
 
-Why every occurrence travels, not distinct ids: admission counts sightings, and an id admitted at
-its second sighting inside a batch maps the first one to the default vector. Sending occurrences
-in global batch order makes an owner see exactly what a single process would, so **W ranks
+Why distinct ids with their counts, and why that is exact: admission counts sightings, so an owner
+must see every occurrence, but within one batch every occurrence of an id gets the same row
+(:meth:`EmbeddingTable.admit` gives earlier occurrences the row of an id admitted later in the
+batch), so one vector per distinct id is all the requester needs. The owner expands the pairs rank
+by rank, so each id's sightings arrive in the global batch's order; only the order *between*
+different ids changes, which matters to nothing but the count-min sketch's collisions. So **W ranks
 produce the same parameters as one** (``tests/training/test_distributed.py`` checks it within
-1e-5 after 50 steps). The cost is bytes: ``streamrec bench training --ranks`` reports them per
-example. The admission sketch is per shard, so its estimates are closer to exact counts than one
-process's (a count-min sketch only overestimates); with collisions in a small sketch, W ranks can
-admit an id later than one process would.
+1e-5 after 50 steps) and the bytes are per distinct id, not per occurrence (``streamrec bench
+training --ranks`` reports them per example). The admission sketch is per shard, so its estimates
+are closer to exact counts than one process's (a count-min sketch only overestimates); with
+collisions in a small sketch, W ranks can admit an id later than one process would.
 """
 
 from __future__ import annotations
@@ -105,19 +111,19 @@ def init_from_env(backend: str | None = None) -> tuple[int, int]:
 class _Lookup:
     """One forward's exchange, kept until its gradients go back to the owners.
 
-    Occurrences travel in one buffer laid out ``[rank][slot]``: what this rank sends to owner ``d``
-    for slot ``j`` is block ``(d, j)`` of ``order`` (this rank's occurrences, slot-major, sorted
-    stably by owner then slot), and what it receives from rank ``d`` for slot ``j`` is block
+    Distinct ids travel in one buffer laid out ``[rank][slot]``: what this rank sends to owner ``d``
+    for slot ``j`` is block ``(d, j)`` of ``order`` (this rank's distinct ids per slot, slot-major,
+    sorted stably by owner then slot), and what it receives from rank ``d`` for slot ``j`` is block
     ``(d, j)`` of the receive buffer. Vectors and gradients reuse the same blocks, ``dim`` floats
-    per occurrence.
+    per distinct id.
     """
 
     slots: list[str]
     dims: np.ndarray  # [S]
-    bases: np.ndarray  # [S + 1]: where each slot's occurrences start in the slot-major concatenation
-    order: np.ndarray  # this rank's occurrences in send order
-    send_counts: np.ndarray  # [W, S]: occurrences this rank sent to each owner, per slot
-    recv_counts: np.ndarray  # [W, S]: occurrences this rank received from each rank, per slot
+    bases: np.ndarray  # [S + 1]: where each slot's distinct ids start in the slot-major concatenation
+    order: np.ndarray  # this rank's distinct ids in send order
+    send_counts: np.ndarray  # [W, S]: distinct ids this rank sent to each owner, per slot
+    recv_counts: np.ndarray  # [W, S]: distinct ids this rank received from each rank, per slot
     owner_rows: list[np.ndarray]  # per slot: rows (on this owner) of the ids received, in rank order
     leaves: list[torch.Tensor]  # per slot: received vectors in the order of the slot's values
 
@@ -136,8 +142,8 @@ class ShardedEmbeddingModule(nn.Module):
     (it is collective), with the same slots. After ``loss.backward()``, :meth:`apply_gradients`
     (also collective) sends each leaf's gradient to the owners, which apply their row optimizers.
 
-    The hot path (per step, per occurrence) is NumPy and torch: one sort of this rank's
-    occurrences by owner and slot, one gather into each send buffer and one scatter out of each
+    The hot path (per step) is NumPy and torch: one ``np.unique`` per slot, one sort of this rank's
+    distinct ids by owner and slot, one gather into each send buffer and one scatter out of each
     receive buffer, per slot one admission and one ``index_add_`` — no Python loop over ids.
 
     Parameters
@@ -170,8 +176,10 @@ class ShardedEmbeddingModule(nn.Module):
         self.bytes_sent += send.nbytes
         return out.numpy()
 
-    def _route(self, values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Send every id occurrence to its owner. Returns the slot bases, the send order, the send
+    def _route(
+        self, values: list[np.ndarray], multiplicity: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Send every distinct id, with its occurrences, to its owner. Returns the slot bases, the send order, the send
         and receive counts ``[W, S]``, and the ids received (laid out ``[rank][slot]``)."""
         w, s = self.world, len(values)
         lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=s)
@@ -186,7 +194,9 @@ class ShardedEmbeddingModule(nn.Module):
             order = np.argsort(key, kind="stable")
             counts = np.bincount(key, minlength=w * s).reshape(w, s)
         recv_counts = self._all_to_all(np.ascontiguousarray(counts.reshape(-1)), [s] * w, [s] * w).reshape(w, s)
-        received = self._all_to_all(flat[order], counts.sum(1).tolist(), recv_counts.sum(1).tolist())
+        times = np.concatenate(multiplicity) if s else np.empty(0, dtype=np.int64)
+        pairs = np.stack([flat[order], times[order]], axis=1)  # (distinct id, occurrences) per row
+        received = self._all_to_all(pairs, counts.sum(1).tolist(), recv_counts.sum(1).tolist())
         return bases, order, counts, recv_counts, received
 
     # -- forward ----------------------------------------------------------------------------------
@@ -208,20 +218,31 @@ class ShardedEmbeddingModule(nn.Module):
             check_time(now)
         w = self.world
         dims = np.array([c[0].dim for c in checked], dtype=np.int64)
-        bases, order, send_counts, recv_counts, received = self._route([c[3] for c in checked])
+        # Each distinct id of a slot travels once, with how often it occurs here: the owner expands
+        # it back to occurrences for admission, and one vector (one summed gradient) comes back.
+        distinct = [np.unique(c[3], return_inverse=True, return_counts=True) for c in checked]
+        bases, order, send_counts, recv_counts, received = self._route(
+            [u for u, _, _ in distinct], [n.astype(np.int64) for _, _, n in distinct]
+        )
         # Owners: admit or look up what they received, answering into the same [rank][slot] blocks.
         recv_at, recv_float_at = _starts(recv_counts), _starts(recv_counts * dims)
         answer = np.empty(int((recv_counts * dims).sum()), dtype=np.float32)
         owner_rows: list[np.ndarray] = []
         for j, (table, _, _, _) in enumerate(checked):
             blocks = [(int(recv_at[d, j]), int(recv_counts[d, j])) for d in range(w)]
-            ids = (
+            pairs = (
                 np.concatenate([received[a : a + n] for a, n in blocks])
                 if w > 1
                 else received[blocks[0][0] :][: blocks[0][1]]
             )
+            ids = np.ascontiguousarray(pairs[:, 0])
             if train:
-                rows = table.admit(ids, now)
+                # Occurrences in the order one process would see them: rank by rank, and each rank's
+                # in its examples' order per id. An id admitted at its k-th sighting gives all of a
+                # batch's occurrences its row (EmbeddingTable.admit), so one row per distinct id.
+                occurrences = np.repeat(ids, pairs[:, 1])
+                firsts = np.cumsum(pairs[:, 1]) - pairs[:, 1]
+                rows = table.admit(occurrences, now)[firsts]
                 owner_rows.append(rows)
                 source, picks, missing = table.weight.numpy(), np.maximum(rows, 0), rows < 0
                 missing = missing if missing.any() else None
@@ -245,7 +266,8 @@ class ShardedEmbeddingModule(nn.Module):
         out: dict[str, torch.Tensor] = {}
         leaves = []
         for j, (slot, (table, ids, jagged, values)) in enumerate(zip(slots, checked, strict=True)):
-            dim, n_values = int(dims[j]), len(values)
+            dim, n_values = int(dims[j]), len(distinct[j][0])
+            inverse = torch.from_numpy(distinct[j][1].reshape(-1).astype(np.int64))
             if w == 1:
                 vectors = back[int(send_float_at[0, j]) :][: n_values * dim].reshape(n_values, dim)
             else:
@@ -258,10 +280,10 @@ class ShardedEmbeddingModule(nn.Module):
             if train:
                 leaf.requires_grad_(True)
                 leaves.append(leaf)
-            if jagged and not _one_per_bag(ids, n_values):
-                out[slot] = F.embedding_bag(torch.arange(n_values), leaf, ids.offsets, mode=table.config.pooling)
+            if jagged and not _one_per_bag(ids, len(values)):
+                out[slot] = F.embedding_bag(inverse, leaf, ids.offsets, mode=table.config.pooling)
             else:  # a bag of one pools to itself (sum and mean alike): skip embedding_bag both ways
-                out[slot] = leaf
+                out[slot] = F.embedding(inverse, leaf)
         if train:
             lookup = _Lookup(slots, dims, bases, order, send_counts, recv_counts, owner_rows, leaves)
             self._pending.append(lookup)
