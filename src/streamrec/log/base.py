@@ -315,12 +315,15 @@ class Consumer(_Closable, ABC, Generic[T]):
         if lost:
             self._owned.difference_update(gone)
             self._forget(gone)
+            self._release(gone)
             self._callback(self._on_lost, gone)
         else:
-            self._callback(self._on_revoke, gone)
-            self._owned.difference_update(gone)
-            self._forget(gone)
-        self._release(gone)
+            try:
+                self._callback(self._on_revoke, gone)
+            finally:  # a callback that raises must not keep the partitions (their leases) from the others
+                self._owned.difference_update(gone)
+                self._forget(gone)
+                self._release(gone)
 
     def _forget(self, partitions: list[int]) -> None:
         dropped = set(partitions)
