@@ -132,3 +132,13 @@ def kafka_url(kafka_bootstrap, kafka_broker):
         kafka_broker.check()
     session_s = KAFKA_SESSION_S["tansu" if kafka_broker is not None else "external"]
     return f"kafka://{kafka_bootstrap}?session_s={session_s}&fetch_wait_ms=10"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``slow`` run only when ``-m`` selects them (``-m slow``); the default run skips them."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: select with -m slow")
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(skip)
