@@ -53,7 +53,7 @@ class Sizes:
     reps: int = 15
     batch_size: int = 512
     dim: int = 16
-    ranks_batch_size: int = 4096
+    ranks_batch_size: int = 16384  # 4,096 leaves 2 ranks at ~1.0x: fixed per-step costs dominate
     ranks_reps: int = 9
     ranks_batches_per_rep: int = 2
     memory_probe_ids: int = 1_000_000
@@ -583,7 +583,7 @@ def run_bench(
     the default because steps of 512 examples are too small to split, and on a busy machine idle
     OpenMP workers spinning for cores cost both contenders 10x or more, burying the ratio in noise.
     ``ranks`` (e.g. ``[1, 2]``) adds the ranks phase: result ``distributed``, ratios
-    ``examples_per_s_W_vs_1_ranks``, global batches of ``ranks_batch_size`` (default 4,096).
+    ``examples_per_s_W_vs_1_ranks``, global batches of ``ranks_batch_size`` (default 16,384).
     """
     from streamrec.log import open_log
 
