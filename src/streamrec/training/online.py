@@ -207,6 +207,7 @@ class OnlineTrainer:
     ) -> None:
         self.trainer = trainer
         self._agreed_drained = False
+        self._until_drained = False  # set by run(); only then does an idle step ask the log what waits
         self.distributed = isinstance(trainer, DistributedTrainer)
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if self.distributed else (0, 1)
         self.config = config or OnlineConfig()
@@ -339,7 +340,9 @@ class OnlineTrainer:
         time; then every rank runs the same schedules. Returns the records polled by all ranks."""
         now = time.monotonic()
         due = [now >= self._due[k] for k in ("expiry", "snapshot", "sparse", "dense")] if self.rank == 0 else [0] * 4
-        waiting = 0.0 if polled else float(not self._caught_up())
+        # Reading end and committed offsets costs round trips (on Kafka, a probe fetch): only an idle
+        # step of a run that stops when drained needs them.
+        waiting = float(self._until_drained and not polled and not self._caught_up())
         counts = torch.tensor([float(self._stop.is_set()), float(polled), waiting], dtype=torch.float64)
         # Every partition's trained position travels too (offsets are exact in float64 below 2^53):
         # when a partition moves to another rank, the new owner re-reads from the committed offset
@@ -392,6 +395,7 @@ class OnlineTrainer:
         """Train until :meth:`stop`, ``max_seconds``, or (``until_drained``) an empty poll; then a
         final snapshot (or final syncs without a snapshot path). Returns the run's stats."""
         started = time.monotonic()
+        self._until_drained = until_drained
         next_progress = started + progress_every_s
         while not self._stop.is_set():
             polled = self.step()
