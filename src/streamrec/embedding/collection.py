@@ -12,7 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from streamrec.embedding.config import EmbeddingConfig, SlotConfig, embedding_config, load_embedding_config
+from streamrec.embedding.config import (
+    EmbeddingConfig,
+    SlotConfig,
+    embedding_config,
+    load_embedding_config,
+    slot_device,
+)
 from streamrec.embedding.delta import CollectionDelta
 from streamrec.embedding.serving import ServingCollection
 from streamrec.embedding.table import EmbeddingTable, check_time
@@ -29,6 +35,9 @@ class EmbeddingCollection:
         section as plain data (validated; errors name the key).
     seed:
         Overrides the config's seed when given.
+    device:
+        Overrides every slot's ``device`` when given (``"cpu"``, ``"cuda"``, ``"cuda:N"``): a table
+        on a GPU is a :class:`~streamrec.embedding.cuda_table.CudaEmbeddingTable`.
 
     Examples
     --------
@@ -41,14 +50,21 @@ class EmbeddingCollection:
     [('item', 1), ('user', 0)]
     """
 
-    def __init__(self, config: EmbeddingConfig | Mapping[str, SlotConfig] | Mapping[str, Any], seed: int | None = None):
+    def __init__(
+        self,
+        config: EmbeddingConfig | Mapping[str, SlotConfig] | Mapping[str, Any],
+        seed: int | None = None,
+        device: str | None = None,
+    ):
         if isinstance(config, Mapping) and config and all(isinstance(v, SlotConfig) for v in config.values()):
             config = EmbeddingConfig(slots=dict(config), seed=0 if seed is None else seed)
         config = embedding_config(config)  # type: ignore[arg-type]
         if seed is not None:
-            config = EmbeddingConfig(slots=config.slots, seed=seed)
+            config = EmbeddingConfig(slots=config.slots, seed=seed, device=config.device)
+        if device is not None:
+            config = with_device(config, device)
         self.config = config
-        self.tables = {slot: EmbeddingTable(slot, cfg, config.seed) for slot, cfg in config.slots.items()}
+        self.tables = {slot: _table(slot, cfg, config) for slot, cfg in config.slots.items()}
 
     @classmethod
     def from_toml(cls, path: str) -> EmbeddingCollection:
@@ -89,6 +105,17 @@ class EmbeddingCollection:
         replica.apply(self.export_full())
         return replica
 
+    def to(self, device: str) -> EmbeddingCollection:
+        """Move every table to ``device`` (bytes copied; nothing rehashed). Returns ``self``."""
+        from streamrec.embedding.cuda_table import CudaEmbeddingTable, check_device
+
+        check_device(device)
+        self.config = with_device(self.config, device)
+        for slot, table in list(self.tables.items()):
+            cpu = table.to_cpu() if isinstance(table, CudaEmbeddingTable) else table
+            self.tables[slot] = cpu if device == "cpu" else CudaEmbeddingTable.from_cpu(cpu, device)
+        return self
+
     def stats(self) -> dict[str, dict[str, float]]:
         """Per slot: ids held, load factor, admitted/evicted counts, bytes."""
         out = {}
@@ -103,3 +130,23 @@ class EmbeddingCollection:
                 "bytes": sum(v for k, v in memory.items() if k.endswith("_bytes")),
             }
         return out
+
+
+def with_device(config: EmbeddingConfig, device: str) -> EmbeddingConfig:
+    """``config`` with every slot on ``device`` (slot-level devices cleared)."""
+    import msgspec
+
+    from streamrec.embedding.cuda_table import check_device
+
+    check_device(device)
+    slots = {name: msgspec.structs.replace(cfg, device=None) for name, cfg in config.slots.items()}
+    return EmbeddingConfig(slots=slots, seed=config.seed, device=device)
+
+
+def _table(slot: str, cfg: SlotConfig, config: EmbeddingConfig):
+    device = slot_device(config, slot)
+    if device == "cpu":
+        return EmbeddingTable(slot, cfg, config.seed)
+    from streamrec.embedding.cuda_table import CudaEmbeddingTable
+
+    return CudaEmbeddingTable(slot, cfg, config.seed, device)

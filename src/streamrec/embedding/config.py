@@ -18,6 +18,9 @@ so a bad key or value is an error that names it::
     [embedding.slots.genres]
     dim = 16
     pooling = "mean"                     # several ids per example, averaged
+
+A table lives in host memory unless ``device = "cuda"`` (or ``"cuda:N"``) is set for the whole
+section or for one slot (``streamrec[cuda]``; see ``cuda_table.py``).
 """
 
 from __future__ import annotations
@@ -132,6 +135,7 @@ class SlotConfig(_Strict):
     pooling: how several ids of one example combine (``sum`` or ``mean``).
     capacity: ids to size the first arrays for; the table grows past it.
     sketch_width, sketch_depth: size of the admission filter (bytes = width * depth).
+    device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; unset = the collection's ``device``.
     """
 
     dim: int
@@ -143,8 +147,11 @@ class SlotConfig(_Strict):
     capacity: int = 1024
     sketch_width: int = DEFAULT_WIDTH
     sketch_depth: int = DEFAULT_DEPTH
+    device: str | None = None
 
     def __post_init__(self) -> None:
+        if self.device is not None:
+            _device("device", self.device)
         if not 1 <= self.dim <= 4096:
             raise ValueError(f"`dim` must be in 1..4096, got {self.dim!r}")
         if not 1 <= self.admit_after <= 255:
@@ -169,13 +176,26 @@ class EmbeddingConfig(_Strict):
 
     slots: dict[str, SlotConfig]
     seed: int = 0
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
+        _device("device", self.device)
         if not self.slots:
             raise ValueError("declare at least one slot under [embedding.slots.NAME]")
         for name in self.slots:
             if not name or not name.replace("_", "").replace("-", "").isalnum():
                 raise ValueError(f"`slots` names are letters, digits, '_' or '-', got {name!r}")
+
+
+def _device(name: str, value: str) -> None:
+    if not (value in ("cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit())):
+        raise ValueError(f'`{name}` must be "cpu", "cuda" or "cuda:N", got {value!r}')
+
+
+def slot_device(config: EmbeddingConfig, slot: str) -> str:
+    """Where ``slot``'s table lives: its own ``device``, else the collection's."""
+    own = config.slots[slot].device
+    return own if own is not None else config.device
 
 
 def _positive(name: str, value: float) -> None:

@@ -141,7 +141,11 @@ class EmbeddingModule(nn.Module):
             jagged = isinstance(ids, JaggedIds)
             if jagged:
                 ids.check(slot)
-            checked.append((slot, table, ids, jagged, as_ids(ids.values if jagged else ids, field=f"{slot}.ids")))
+            raw = ids.values if jagged else ids
+            on_gpu = getattr(table, "device_ids", None)  # a CudaEmbeddingTable keeps ids on its device
+            checked.append(
+                (slot, table, ids, jagged, on_gpu(raw, f"{slot}.ids") if on_gpu else as_ids(raw, f"{slot}.ids"))
+            )
         if train:
             check_time(now)
         out = {}
@@ -149,8 +153,10 @@ class EmbeddingModule(nn.Module):
             if train:
                 out[slot] = self._train_lookup(table, values, ids if jagged else None, now)
             else:
-                vectors = torch.from_numpy(table.lookup(values))
-                out[slot] = self._pool(slot, torch.arange(len(values)), vectors, ids) if jagged else vectors
+                on_gpu = isinstance(values, torch.Tensor)
+                vectors = table.lookup_tensor(values) if on_gpu else torch.from_numpy(table.lookup(values))
+                index = torch.arange(len(values), device=vectors.device)
+                out[slot] = self._pool(slot, index, vectors, ids) if jagged else vectors
         return out
 
     def _pool(self, slot: str, index: torch.Tensor, weight: torch.Tensor, ids: JaggedIds) -> torch.Tensor:
@@ -159,16 +165,22 @@ class EmbeddingModule(nn.Module):
             if isinstance(self.tables, ServingCollection)
             else self.tables[slot].config.pooling
         )
-        return F.embedding_bag(index, weight, ids.offsets, mode=mode)
+        return F.embedding_bag(index, weight, ids.offsets.to(index.device), mode=mode)
 
     def _train_lookup(
         self, table: EmbeddingTable, values: np.ndarray, jagged: JaggedIds | None, now: float
     ) -> torch.Tensor:
-        rows = torch.from_numpy(table.admit(values, now)).to(torch.int64)
-        distinct, inverse = torch.unique(rows, return_inverse=True)
-        leaf = table.weight.index_select(0, distinct.clamp(min=0))
-        if distinct.numel() and int(distinct[0]) < 0:
-            leaf[0] = torch.from_numpy(table.default)
+        if isinstance(values, torch.Tensor):  # a table on a GPU: one row per distinct id, no host trip
+            distinct, inverse = table.admit_distinct(values, now)
+            distinct = distinct.to(torch.int64)
+            leaf = table.weight.index_select(0, distinct.clamp(min=0))
+            leaf = torch.where((distinct < 0).unsqueeze(1), table.default, leaf)
+        else:
+            rows = torch.from_numpy(table.admit(values, now)).to(torch.int64)
+            distinct, inverse = torch.unique(rows, return_inverse=True)
+            leaf = table.weight.index_select(0, distinct.clamp(min=0))
+            if distinct.numel() and int(distinct[0]) < 0:
+                leaf[0] = torch.from_numpy(table.default)
         leaf.requires_grad_(True)
         self._touched.append(_Touched(table, distinct, leaf))
         if jagged is None:
@@ -196,7 +208,9 @@ class EmbeddingModule(nn.Module):
             else:
                 all_rows = torch.cat([r for r, _ in parts])
                 rows, inverse = torch.unique(all_rows, return_inverse=True)
-                grads = torch.zeros(len(rows), table.dim).index_add_(0, inverse, torch.cat([g for _, g in parts]))
+                grads = torch.zeros(len(rows), table.dim, device=rows.device).index_add_(
+                    0, inverse, torch.cat([g for _, g in parts])
+                )
             table.check_gradients(rows, grads)
             updates.append((table, rows, grads))
         for table, rows, grads in updates:

@@ -30,7 +30,7 @@ import msgspec
 import numpy as np
 
 from streamrec.embedding.collection import EmbeddingCollection
-from streamrec.embedding.config import EmbeddingConfig, embedding_config
+from streamrec.embedding.config import EmbeddingConfig, embedding_config, slot_device
 from streamrec.embedding.table import EmbeddingTable
 from streamrec.errors import SnapshotError
 
@@ -90,20 +90,33 @@ def collection_arrays(collection: EmbeddingCollection, prefix: str = "") -> dict
     return arrays
 
 
-def collection_from_arrays(arrays: Mapping[str, np.ndarray], prefix: str = "") -> EmbeddingCollection:
-    """Rebuild a collection from :func:`collection_arrays` output.
+def collection_from_arrays(
+    arrays: Mapping[str, np.ndarray], prefix: str = "", device: str | None = None
+) -> EmbeddingCollection:
+    """Rebuild a collection from :func:`collection_arrays` output (on ``device`` when given, else
+    where each slot's config puts it: the arrays are the same for a CPU and a GPU table).
 
     Raises :class:`SnapshotError` if an array is missing or does not fit the others.
     """
     try:
         config = embedding_config(json.loads(bytes(arrays[f"{prefix}config"]).decode()))
+        if device is not None:
+            from streamrec.embedding.collection import with_device
+
+            config = with_device(config, device)
         collection = EmbeddingCollection.__new__(EmbeddingCollection)
         collection.config = config
         collection.tables = {}
         for slot, slot_config in config.slots.items():
             head = f"{prefix}slot/{slot}/"
             table_arrays = {k.removeprefix(head): v for k, v in arrays.items() if k.startswith(head)}
-            collection.tables[slot] = EmbeddingTable.from_state_arrays(slot, slot_config, config.seed, table_arrays)
+            table = EmbeddingTable.from_state_arrays(slot, slot_config, config.seed, table_arrays)
+            device = slot_device(config, slot)
+            if device != "cpu":  # the snapshot format is the CPU table's, whatever the device
+                from streamrec.embedding.cuda_table import CudaEmbeddingTable
+
+                table = CudaEmbeddingTable.from_cpu(table, device)
+            collection.tables[slot] = table
     except (KeyError, ValueError, TypeError, IndexError) as exc:  # ValueError covers ConfigError and bad JSON
         raise SnapshotError(f"snapshot arrays are incomplete or inconsistent: {exc!r}") from None
     return collection
@@ -120,9 +133,9 @@ def save_collection(collection: EmbeddingCollection, path: str | Path) -> None:
         raise SnapshotError(f"cannot write a snapshot at {path}: {exc}") from exc
 
 
-def load_collection(path: str | Path) -> EmbeddingCollection:
-    """Restore a collection saved by :func:`save_collection`."""
-    return collection_from_arrays(read_arrays(path, FORMAT))
+def load_collection(path: str | Path, device: str | None = None) -> EmbeddingCollection:
+    """Restore a collection saved by :func:`save_collection` (onto ``device`` when given)."""
+    return collection_from_arrays(read_arrays(path, FORMAT), device=device)
 
 
 __all__ = [

@@ -727,8 +727,13 @@ def run_benchmark(
     threads: int = 1,
     ranks: str | None = None,
     ranks_batch_size: int | None = None,
+    device: str = "cpu",
 ) -> dict:
-    """Entry point of the CLI command."""
+    """Entry point of the CLI command (``device="cuda"``: the GPU bench of ``embedding/cuda_bench.py``)."""
+    if device != "cpu":
+        from streamrec.embedding.cuda_bench import run_training
+
+        return run_training(device, as_json=as_json, quick=quick)
     worlds = parse_ranks(ranks) if ranks else None
     result = run_bench(quick=quick, threads=threads, ranks=worlds, ranks_batch_size=ranks_batch_size)
     if as_json:

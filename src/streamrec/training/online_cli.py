@@ -76,12 +76,17 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         ranks_batch_size: int = typer.Option(
             4096, min=2, help="Global batch of the --ranks phase (split over the ranks; the same for every W)."
         ),
+        device: str = typer.Option(
+            "cpu", "--device", help='"cuda" or "cuda:N": the training step on GPU tables vs EmbeddingBag on that GPU.'
+        ),
     ) -> None:
         """Training throughput on collisionless tables vs modulo hashing (batch and online), sync lag;
         with --ranks, distributed training's scaling, bytes and equivalence."""
         from streamrec.training.bench import run_benchmark
 
-        run_benchmark(as_json=as_json, quick=quick, threads=threads, ranks=ranks, ranks_batch_size=ranks_batch_size)
+        run_benchmark(
+            as_json=as_json, quick=quick, threads=threads, ranks=ranks, ranks_batch_size=ranks_batch_size, device=device
+        )
 
 
 def _not_rank_0() -> bool:

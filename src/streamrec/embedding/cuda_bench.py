@@ -1,0 +1,362 @@
+"""``streamrec bench embedding|training --device cuda``: the GPU placement against torch on the same GPU.
+
+Every figure is timed in this process, on the same GPU, with the contenders alternating in each
+repetition (``torch.cuda.synchronize`` around each timed run); medians of the repetitions:
+
+* ``ratios.gpu_lookup_vs_embedding`` — lookup + gather (one kernel: probe both buckets, copy the
+  row) of 1 M-id Zipf batches (about 2 % absent) from a 1 M-row table, dim 16, over
+  ``F.embedding(ids % rows, weight)`` on a same-sized tensor (the collision baseline).
+* ``throughput.gpu_lookup_ids_per_s_100m`` — the same lookup on a 100 M-id table at load >= 0.9
+  (``--quick``: 10 M), and ``throughput.gpu_embedding_ids_per_s_100m`` its ``F.embedding``.
+* ``throughput.gpu_insert_ids_per_s`` — filling that table: ``admit`` of 1 M-id batches of new,
+  distinct ids (dedup, find-or-insert, row initialisation, spilled ids' cuckoo walk included),
+  into an index sized up front (as HierarchicalKV's figures are), from empty to the final load.
+* ``ratios.gpu_train_step_vs_embeddingbag`` / ``ratios.gpu_train_step_vs_torch_rowwise`` — a full
+  training step (lookup with admission, forward, backward, Adagrad on rows and head) of the
+  26-slot logistic model of ``bench embedding`` at batch 65,536, against ``nn.EmbeddingBag`` +
+  sparse ``torch.optim.Adagrad``, and against streamrec's own design written in plain torch (one
+  table for every slot, ids = rows: no hashing, admission or expiry; distinct rows gathered into
+  a leaf, row-wise Adagrad after backward).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class GpuSizes:
+    rows: int = 1_000_000
+    dim: int = 16
+    batch: int = 1_000_000
+    batches: int = 20
+    reps: int = 7
+    big_rows: int = 100_000_000
+    big_load: float = 0.93
+    big_batches: int = 10
+    insert_batch: int = 1_000_000
+    slots: int = 26
+    train_rows: int = 100_000
+    train_batch: int = 65_536
+    train_steps: int = 10
+    train_reps: int = 5
+
+
+QUICK = GpuSizes(rows=200_000, batch=200_000, batches=5, reps=3, big_rows=2_000_000, big_batches=3,
+                 insert_batch=200_000, train_rows=10_000, train_batch=8_192, train_steps=3, train_reps=2)  # fmt: skip
+SIM = GpuSizes(rows=2_000, batch=1_000, batches=1, reps=1, big_rows=4_000, big_batches=1, insert_batch=2_000,
+               slots=3, train_rows=500, train_batch=256, train_steps=1, train_reps=1)  # fmt: skip
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def race(contenders: dict[str, Callable[[], object]], reps: int, device: torch.device) -> dict[str, float]:
+    """Median seconds of each contender, alternating, after one warm-up run of each."""
+    for fn in contenders.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(reps):
+        for name, fn in contenders.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def distinct_ids(n: int, device: torch.device, generator: torch.Generator) -> torch.Tensor:
+    """``n`` distinct ids spread over all of int64, shuffled (made on the device)."""
+    raw = torch.randint(-(2**63), 2**63 - 1, (int(n * 1.001) + 64,), dtype=torch.int64, device=device,
+                        generator=generator)  # fmt: skip
+    ids = torch.unique(raw)[:n]
+    return ids[torch.randperm(ids.numel(), device=device, generator=generator)]
+
+
+def zipf_ranks(universe: int, shape: tuple[int, ...], device: torch.device, generator: torch.Generator,
+               exponent: float = 1.05) -> torch.Tensor:  # fmt: skip
+    """Ranks in ``[0, universe)`` with P(rank) ~ 1 / (rank + 1) ** exponent (inverse CDF on the device)."""
+    cdf = torch.cumsum(torch.arange(1, universe + 1, device=device, dtype=torch.float64) ** -exponent, 0)
+    cdf /= cdf[-1].clone()
+    u = torch.rand(shape, device=device, dtype=torch.float64, generator=generator)
+    return torch.searchsorted(cdf, u).clamp_(max=universe - 1)
+
+
+def _filled_table(rows: int, dim: int, device: str, load: float | None, insert_batch: int, gen: torch.Generator):
+    """A table holding ``rows`` fresh ids, its index sized for ``load``; returns (table, ids, seconds)."""
+    from streamrec.embedding.config import SGD, SlotConfig, Zeros
+    from streamrec.embedding.cuda_table import CudaEmbeddingTable
+
+    table = CudaEmbeddingTable("bench", SlotConfig(dim=dim, optimizer=SGD(), initializer=Zeros(), capacity=rows),
+                               device=device)  # fmt: skip
+    if load is not None:
+        table.index._rebuilt(math.ceil(rows / (load * 5)), None)
+    ids = distinct_ids(rows, table.device, gen)
+    _sync(table.device)
+    start = time.perf_counter()
+    for lo in range(0, rows, insert_batch):
+        table.admit_distinct(ids[lo : lo + insert_batch], now=1)
+    _sync(table.device)
+    return table, ids, time.perf_counter() - start
+
+
+def bench_lookup(s: GpuSizes, device: str, out: dict, gen: torch.Generator, big: bool) -> None:
+    rows = s.big_rows if big else s.rows
+    label = "_100m" if big and s.big_rows == 100_000_000 else ("_big" if big else "")
+    table, ids, fill_s = _filled_table(rows, s.dim, device, s.big_load if big else None, s.insert_batch, gen)
+    dev = table.device
+    if big:
+        out["throughput"]["gpu_insert_ids_per_s"] = rows / fill_s
+        out["extra"]["insert_setup"] = (
+            f"{rows:,} new distinct ids in batches of {s.insert_batch:,}, index sized for load {s.big_load}"
+        )
+    out["extra"][f"load_factor{label or '_1m'}"] = round(table.index.load_factor, 4)
+    out["extra"][f"table_ids{label or '_1m'}"] = len(table)
+    absent = distinct_ids(max(1, rows // 50), dev, gen)  # ~2 % of the universe is not in the table
+    universe = torch.cat([ids, absent])
+    n_batches = s.big_batches if big else s.batches
+    batches = [universe[zipf_ranks(universe.numel(), (s.batch,), dev, gen)] for _ in range(n_batches)]
+    weight = torch.randn(rows, s.dim, device=dev)
+    del ids
+    buffer = torch.empty(s.batch, s.dim, device=dev)
+    gather = table.index.gather
+
+    def ours() -> None:
+        for b in batches:
+            gather(b, table.weight, table.default, buffer)
+
+    def embedding() -> None:
+        for b in batches:
+            F.embedding(b % rows, weight)
+
+    # the same answer as the host-side lookup (bit-identical vectors), on one batch's first ids
+    check = batches[0][:4096]
+    assert torch.equal(gather(check, table.weight, table.default), table.weight[table.index.lookup(check).long()]
+                       .masked_fill((table.index.lookup(check) < 0).unsqueeze(1), 0.0))  # fmt: skip
+    times = race({"ours": ours, "embedding": embedding}, s.reps, dev)
+    n = n_batches * s.batch
+    out["throughput"][f"gpu_lookup_ids_per_s{label}"] = n / times["ours"]
+    out["throughput"][f"gpu_embedding_ids_per_s{label}"] = n / times["embedding"]
+    if not big:
+        out["ratios"]["gpu_lookup_vs_embedding"] = times["embedding"] / times["ours"]
+
+
+class _Logistic(nn.Module):
+    def __init__(self, slots: int, dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(slots * dim, 1)
+
+    def forward(self, embeddings: list[torch.Tensor]) -> torch.Tensor:
+        return self.linear(torch.cat(embeddings, dim=1)).squeeze(1)
+
+
+def bench_train_step(s: GpuSizes, device: str, out: dict, gen: torch.Generator) -> None:
+    from streamrec.embedding.collection import EmbeddingCollection
+    from streamrec.embedding.config import Adagrad, SlotConfig
+    from streamrec.embedding.cuda_table import torch_device
+    from streamrec.embedding.module import EmbeddingModule
+
+    dev = torch_device(device)
+    torch.manual_seed(0)
+    names = [f"c{i}" for i in range(s.slots)]
+    universes = {name: distinct_ids(s.train_rows, dev, gen) for name in names}
+    steps = []
+    for _ in range(s.train_steps):
+        ranks = zipf_ranks(s.train_rows, (s.slots, s.train_batch), dev, gen)
+        labels = (torch.rand(s.train_batch, device=dev, generator=gen) < 0.25).float()
+        steps.append((ranks, {n: universes[n][ranks[i]] for i, n in enumerate(names)}, labels))
+    lr = 0.05
+
+    tables = EmbeddingCollection({n: SlotConfig(dim=s.dim, optimizer=Adagrad(lr=lr), capacity=s.train_rows)
+                                  for n in names}, device=device)  # fmt: skip
+    module = EmbeddingModule(tables)
+    head = _Logistic(s.slots, s.dim).to(dev)
+    head_opt = torch.optim.Adagrad(head.parameters(), lr=lr)
+
+    def ours() -> None:
+        for _, features, labels in steps:
+            emb = module(features, now=1)
+            loss = F.binary_cross_entropy_with_logits(head([emb[n] for n in names]), labels)
+            head_opt.zero_grad()
+            loss.backward()
+            head_opt.step()
+            module.apply_gradients()
+
+    bags = nn.ModuleList(nn.EmbeddingBag(s.train_rows, s.dim, mode="sum", sparse=True) for _ in names).to(dev)
+    bag_head = _Logistic(s.slots, s.dim).to(dev)
+    bag_opt = torch.optim.Adagrad([*bags.parameters(), *bag_head.parameters()], lr=lr)
+    offsets = torch.arange(s.train_batch, device=dev)
+
+    def embeddingbag() -> None:
+        for _, features, labels in steps:
+            emb = [bag(features[n] % s.train_rows, offsets) for bag, n in zip(bags, names, strict=True)]
+            loss = F.binary_cross_entropy_with_logits(bag_head(emb), labels)
+            bag_opt.zero_grad()
+            loss.backward()
+            bag_opt.step()
+
+    # streamrec's design in plain torch: one table for all slots, ids are rows (no hashing).
+    weight = torch.randn(s.slots * s.train_rows, s.dim, device=dev) * 0.01
+    acc = torch.zeros_like(weight)
+    row_head = _Logistic(s.slots, s.dim).to(dev)
+    row_opt = torch.optim.Adagrad(row_head.parameters(), lr=lr)
+    slot_base = (torch.arange(s.slots, device=dev) * s.train_rows).unsqueeze(1)
+
+    def rowwise() -> None:
+        for ranks, _, labels in steps:
+            flat = (ranks + slot_base).reshape(-1)
+            distinct, inverse = torch.unique(flat, return_inverse=True)
+            leaf = weight.index_select(0, distinct).requires_grad_(True)
+            emb = F.embedding(inverse.view(s.slots, s.train_batch), leaf)
+            loss = F.binary_cross_entropy_with_logits(row_head(list(emb.unbind(0))), labels)
+            row_opt.zero_grad()
+            loss.backward()
+            row_opt.step()
+            grad = leaf.grad
+            state = acc.index_select(0, distinct).addcmul_(grad, grad)
+            acc.index_copy_(0, distinct, state)
+            weight.index_copy_(0, distinct, leaf.detach().addcdiv_(grad, state.sqrt_().add_(1e-10), value=-lr))
+
+    times = race({"ours": ours, "embeddingbag": embeddingbag, "rowwise": rowwise}, s.train_reps, dev)
+    # where our step's time goes (synchronised phases, one pass), and one kernel launch's cost
+    phases = {"lookup": 0.0, "head_and_backward": 0.0, "sparse_update": 0.0}
+    for _, features, labels in steps:
+        _sync(dev)
+        t0 = time.perf_counter()
+        emb = module(features, now=1)
+        _sync(dev)
+        t1 = time.perf_counter()
+        loss = F.binary_cross_entropy_with_logits(head([emb[n] for n in names]), labels)
+        head_opt.zero_grad()
+        loss.backward()
+        head_opt.step()
+        _sync(dev)
+        t2 = time.perf_counter()
+        module.apply_gradients()
+        _sync(dev)
+        phases["lookup"] += t1 - t0
+        phases["head_and_backward"] += t2 - t1
+        phases["sparse_update"] += time.perf_counter() - t2
+    for name, t in phases.items():
+        out["extra"][f"ours_ms_per_step_{name}"] = round(1000 * t / len(steps), 3)
+    table = tables[names[0]]
+    one = universes[names[0]][:1]
+    for _ in range(3):
+        table.index.lookup(one)
+    _sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(200):
+        table.index.lookup(one)
+    _sync(dev)
+    out["extra"]["numba_launch_us"] = round((time.perf_counter() - t0) / 200 * 1e6, 1)
+    n = s.train_steps * s.train_batch
+    for name, t in times.items():
+        out["throughput"][f"gpu_train_examples_per_s_{name}"] = n / t
+    out["ratios"]["gpu_train_step_vs_embeddingbag"] = times["embeddingbag"] / times["ours"]
+    out["ratios"]["gpu_train_step_vs_torch_rowwise"] = times["rowwise"] / times["ours"]
+    out["extra"]["train_setup"] = (
+        f"{s.slots} slots x {s.train_rows:,} ids, dim {s.dim}, batch {s.train_batch:,}, "
+        f"{s.train_steps} steps per timed run, Zipf(1.05) ids, Adagrad lr {lr}"
+    )
+
+
+GOALS = {
+    "gpu_lookup_vs_embedding": (">=", 8.0),
+    "gpu_lookup_ids_per_s_100m": (">=", 8e9),
+    "gpu_insert_ids_per_s": (">=", 1e9),
+    "gpu_train_step_vs_embeddingbag": (">=", 15.0),
+    "gpu_train_step_vs_torch_rowwise": (">=", 1.0),
+}
+
+
+def _sizes(quick: bool, device: torch.device) -> GpuSizes:
+    if device.type != "cuda":
+        return SIM  # the simulator: a smoke run of the same code
+    return QUICK if quick else GpuSizes()
+
+
+def _header(device: torch.device) -> dict:
+    import numba
+
+    info = {"device": str(device), "torch": torch.__version__, "numba": numba.__version__}
+    try:
+        import numba_cuda
+
+        info["numba_cuda"] = getattr(numba_cuda, "__version__", "?")
+    except ImportError:
+        pass
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        info["gpu"] = "numba CUDA simulator (no GPU: sizes are a smoke test)"
+    return info
+
+
+def _finish(out: dict, as_json: bool, title: str) -> dict:
+    out["ratios"] = {k: round(v, 3) for k, v in out["ratios"].items()}
+    out["throughput"] = {k: round(v) for k, v in out["throughput"].items()}
+    goals = {}
+    for key, (_, bound) in GOALS.items():
+        value = out["ratios"].get(key, out["throughput"].get(key))
+        if value is not None:
+            goals[key] = bool(value >= bound)
+    out["goals_met"] = goals
+    if as_json:
+        print(json.dumps(out))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"{title} on {out['gpu']} (ratios > 1: streamrec faster)")
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        table.add_column("goal", justify="right")
+        for section in ("ratios", "throughput"):
+            for key, value in out[section].items():
+                goal = GOALS.get(key)
+                table.add_row(key, f"{value:,.3f}" if section == "ratios" else f"{value:,.0f}",
+                              f"{goal[0]} {goal[1]:g}" if goal else "")  # fmt: skip
+        Console().print(table)
+    return out
+
+
+def run_embedding(device: str = "cuda", as_json: bool = False, quick: bool = False) -> dict:
+    """``streamrec bench embedding --device cuda``."""
+    from streamrec.embedding.cuda_table import torch_device
+
+    dev = torch_device(device)
+    s = _sizes(quick, dev)
+    gen = torch.Generator(device=dev).manual_seed(42)
+    out = {**_header(dev), "ratios": {}, "throughput": {}, "extra": {}}
+    for big in (False, True):
+        print(f"bench embedding --device {device}: lookup at {s.big_rows if big else s.rows:,} ids", file=sys.stderr)
+        bench_lookup(s, device, out, gen, big)
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()  # the 1 M table's memory back before the 100 M one
+    return _finish(out, as_json, "streamrec bench embedding")
+
+
+def run_training(device: str = "cuda", as_json: bool = False, quick: bool = False) -> dict:
+    """``streamrec bench training --device cuda``."""
+    from streamrec.embedding.cuda_table import torch_device
+
+    dev = torch_device(device)
+    s = _sizes(quick, dev)
+    gen = torch.Generator(device=dev).manual_seed(7)
+    out = {**_header(dev), "ratios": {}, "throughput": {}, "extra": {}}
+    print(f"bench training --device {device}: {s.slots}-slot step at batch {s.train_batch:,}", file=sys.stderr)
+    bench_train_step(s, device, out, gen)
+    return _finish(out, as_json, "streamrec bench training")

@@ -1,0 +1,480 @@
+"""The GPU kernels of a table in GPU memory (Numba's CUDA target), over the CPU table's layout.
+
+Why these shapes (see ``cuckoo.py`` for the index itself):
+
+* The index is the *same* array as on the CPU: buckets of 8 int64 words (5 keys, then 5 int32
+  rows in the same 64-byte line), the same murmur3 bucket functions and seeds. A table moves
+  between host and GPU memory by copying bytes, never by rehashing, and a snapshot taken from
+  either is the other's.
+* Every kernel takes a batch of *distinct* ids (the table deduplicates with ``torch.unique``
+  first, which also gives the per-id occurrence counts admission needs), so no two threads ever
+  work on the same id: a lookup, an admission count, a row taken from the free list and a slot
+  claimed each belong to one thread.
+* Find-or-insert (:func:`find_admit`) is one pass: a thread finds its id in its two buckets (a
+  present id's row is read), else counts it in the admission sketch (``atomic.max`` on the
+  conservative-update counters: estimates still never undercount), takes a row (an
+  ``atomic.add`` ticket into the free list, then past the high-water mark) and claims an empty
+  slot with a compare-and-swap on the slot's row word (-1 -> -2, then the key, a fence, the row),
+  in the emptier of its two buckets. Claims never move a stored id, so concurrent finds stay
+  correct. Only ids whose two buckets are both full go to a second kernel that runs the CPU's
+  random-walk (cuckoo kicks) on one thread; at the loads the table runs at they are a small
+  fraction, and a walk that fails grows the index on the device (:func:`rebuild_claim` + the same
+  walk into 1.5x the buckets), nothing lost.
+* The optimizer kernels update a row's weights and state in place, one thread per (row,
+  coordinate), with the CPU optimizers' float32 arithmetic in the same order, so the two
+  placements agree to ~1 ulp.
+
+Under ``NUMBA_ENABLE_CUDASIM=1`` the same kernels run on the CPU (slowly: thousands of ids, not
+millions), which is how the test suite checks them on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda
+
+BUCKET = 5
+STRIDE = 8
+MAX_KICKS = 500
+
+_M1 = np.uint64(0xFF51AFD7ED558CCD)
+_M2 = np.uint64(0xC4CEB9FE1A85EC53)
+_S33 = np.uint64(33)
+_S32 = np.uint64(32)
+_S40 = np.uint64(40)
+_S13 = np.uint64(13)
+_S7 = np.uint64(7)
+_S17 = np.uint64(17)
+_ONE = np.uint64(1)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_INV24 = 1.0 / (1 << 24)
+_EMPTY = np.int32(-1)
+_CLAIMED = np.int32(-2)
+
+
+# -- device functions (the CPU's cuckoo.py / admission.py / initializers.py, line for line) --------
+@cuda.jit(device=True, inline=True)
+def mix64(x):
+    x ^= x >> _S33
+    x *= _M1
+    x ^= x >> _S33
+    x *= _M2
+    x ^= x >> _S33
+    return x
+
+
+@cuda.jit(device=True, inline=True)
+def bucket_of(key, seed, n_buckets):
+    h = mix64(np.uint64(key) ^ seed)
+    return np.int64(((h >> _S32) * np.uint64(n_buckets)) >> _S32)
+
+
+@cuda.jit(device=True, inline=True)
+def row_at(p):
+    return p + (p & ~7) + 10
+
+
+@cuda.jit(device=True, inline=True)
+def find_in(keys, rows, base1, base2, key):
+    for j in range(BUCKET):
+        p = base1 + j
+        if keys[p] == key and rows[row_at(p)] >= 0:
+            return p
+    for j in range(BUCKET):
+        p = base2 + j
+        if keys[p] == key and rows[row_at(p)] >= 0:
+            return p
+    return -1
+
+
+@cuda.jit(device=True, inline=True)
+def _empties(rows, base):
+    n = 0
+    for j in range(BUCKET):
+        if rows[row_at(base + j)] == _EMPTY:
+            n += 1
+    return n
+
+
+@cuda.jit(device=True, inline=True)
+def _claim_in(keys, rows, base, key, row):
+    for j in range(BUCKET):
+        p = base + j
+        r = row_at(p)
+        if rows[r] == _EMPTY and cuda.atomic.cas(rows, r, _EMPTY, _CLAIMED) == _EMPTY:
+            keys[p] = key
+            cuda.threadfence()
+            rows[r] = row
+            return True
+    return False
+
+
+@cuda.jit(device=True, inline=True)
+def claim(keys, rows, base1, base2, key, row):
+    """Put (key, row) in an empty slot of the emptier bucket (then the other) by compare-and-swap."""
+    if _empties(rows, base2) > _empties(rows, base1):
+        base1, base2 = base2, base1
+    if _claim_in(keys, rows, base1, key, row):
+        return True
+    return _claim_in(keys, rows, base2, key, row)
+
+
+@cuda.jit(device=True, inline=True)
+def _place_in_bucket(keys, rows, bucket, key, row):
+    base = bucket * STRIDE
+    for j in range(BUCKET):
+        r = row_at(base + j)
+        if rows[r] < 0:
+            keys[base + j] = key
+            rows[r] = row
+            return True
+    return False
+
+
+@cuda.jit(device=True, inline=True)
+def _xorshift(state):
+    x = np.uint64(state[0])
+    x ^= x << _S13
+    x ^= x >> _S7
+    x ^= x << _S17
+    state[0] = np.int64(x)
+    return x
+
+
+@cuda.jit(device=True, inline=True)
+def insert_walk(keys, rows, n_buckets, seed1, seed2, key, row, rng, status):
+    """The CPU's ``insert_new`` (random walk of cuckoo kicks); on failure the homeless pair goes
+    to ``status[1:3]`` and False is returned."""
+    b1 = bucket_of(key, seed1, n_buckets)
+    if _place_in_bucket(keys, rows, b1, key, row):
+        return True
+    b2 = bucket_of(key, seed2, n_buckets)
+    if _place_in_bucket(keys, rows, b2, key, row):
+        return True
+    bucket = b1 if (_xorshift(rng) & _ONE) == 0 else b2
+    for _ in range(MAX_KICKS):
+        p = bucket * STRIDE + np.int64(_xorshift(rng) % np.uint64(BUCKET))
+        victim_key = keys[p]
+        victim_row = rows[row_at(p)]
+        keys[p] = key
+        rows[row_at(p)] = row
+        key = victim_key
+        row = victim_row
+        v1 = bucket_of(key, seed1, n_buckets)
+        alt = bucket_of(key, seed2, n_buckets) if v1 == bucket else v1
+        if _place_in_bucket(keys, rows, alt, key, row):
+            return True
+        bucket = alt
+    status[1] = key
+    status[2] = row
+    return False
+
+
+@cuda.jit(device=True, inline=True)
+def _cell(key, seed, r, width):
+    h = mix64(np.uint64(key) ^ seed ^ (np.uint64(r + 1) * _GOLDEN))
+    return np.int64(((h >> _S32) * np.uint64(width)) >> _S32)
+
+
+@cuda.jit(device=True, inline=True)
+def sketch_observe_n(counts, width, seed, key, occurrences, threshold):
+    """``occurrences`` of ``key`` counted at once (conservative update, saturating at 255);
+    ``counts`` is the [depth, width] sketch flattened (int32 cells holding 0..255)."""
+    depth = counts.shape[0] // width
+    estimate = 255
+    for r in range(depth):
+        c = counts[r * width + _cell(key, seed, r, width)]
+        if c < estimate:
+            estimate = c
+    new = estimate + occurrences
+    if new > 255:
+        new = 255
+    for r in range(depth):
+        cuda.atomic.max(counts, r * width + _cell(key, seed, r, width), np.int32(new))
+    return new >= threshold
+
+
+@cuda.jit(device=True, inline=True)
+def _unit(seed, key, counter):
+    h = mix64(mix64(np.uint64(key) ^ seed) + np.uint64(counter + 1) * _GOLDEN)
+    return np.float64(h >> _S40) * _INV24
+
+
+# -- kernels ----------------------------------------------------------------------------------------
+@cuda.jit
+def lookup_rows(keys, rows, n_buckets, seed1, seed2, ids, out):
+    i = cuda.grid(1)
+    if i < ids.shape[0]:
+        key = ids[i]
+        p = find_in(
+            keys, rows, bucket_of(key, seed1, n_buckets) * STRIDE, bucket_of(key, seed2, n_buckets) * STRIDE, key
+        )
+        out[i] = rows[row_at(p)] if p >= 0 else -1
+
+
+@cuda.jit
+def lookup_gather(keys, rows, n_buckets, seed1, seed2, ids, weights, default, out, lanes):
+    """``lanes`` threads per id: each probes (the same line, one transaction) and copies every
+    ``lanes``-th coordinate, so a row is read and written in coalesced pieces."""
+    t = cuda.grid(1)
+    i = t // lanes
+    lane = t - i * lanes
+    if i >= ids.shape[0]:
+        return
+    key = ids[i]
+    p = find_in(keys, rows, bucket_of(key, seed1, n_buckets) * STRIDE, bucket_of(key, seed2, n_buckets) * STRIDE, key)
+    dim = weights.shape[1]
+    if p >= 0:
+        r = rows[row_at(p)]
+        for d in range(lane, dim, lanes):
+            out[i, d] = weights[r, d]
+    else:
+        for d in range(lane, dim, lanes):
+            out[i, d] = default[d]
+
+
+@cuda.jit
+def find_admit(
+    keys, rows, n_buckets, seed1, seed2,
+    ids, occurrences, out,
+    last_update, dirty, now,
+    counts, width, sketch_seed, threshold,
+    free, free_count, high_water,
+    tickets, new_ids, new_rows, spill_ids, spill_rows,
+):  # fmt: skip
+    """Find-or-insert of distinct ``ids``; ``out[i]`` = row or -1 (not admitted yet).
+
+    ``tickets[0]`` counts the new rows (the k-th takes ``free[free_count-1-k]``, then
+    ``high_water + k - free_count``: the CPU's order), ``tickets[1]`` the ids whose two buckets
+    were full (``spill_*``: placed afterwards by :func:`insert_spilled`).
+    """
+    i = cuda.grid(1)
+    if i >= ids.shape[0]:
+        return
+    key = ids[i]
+    base1 = bucket_of(key, seed1, n_buckets) * STRIDE
+    base2 = bucket_of(key, seed2, n_buckets) * STRIDE
+    p = find_in(keys, rows, base1, base2, key)
+    if p >= 0:
+        r = rows[row_at(p)]
+        out[i] = r
+        if last_update[r] < now:
+            last_update[r] = now
+        return
+    if threshold > 1 and not sketch_observe_n(counts, width, sketch_seed, key, occurrences[i], threshold):
+        out[i] = -1
+        return
+    k = cuda.atomic.add(tickets, 0, 1)
+    r = free[free_count - 1 - k] if k < free_count else np.int32(high_water + k - free_count)
+    out[i] = r
+    last_update[r] = now
+    dirty[r] = 1
+    new_ids[k] = key
+    new_rows[k] = r
+    if not claim(keys, rows, base1, base2, key, r):
+        s = cuda.atomic.add(tickets, 1, 1)
+        spill_ids[s] = key
+        spill_rows[s] = r
+
+
+@cuda.jit
+def insert_spilled(keys, rows, n_buckets, seed1, seed2, spill_ids, spill_rows, n, start, rng, status):
+    """One thread places ``spill[start:n]`` by random walk; ``status[0]`` = -1 when all are in,
+    else the index of the pair whose walk failed (``status[1:3]``: the pair left homeless)."""
+    if cuda.grid(1) != 0:
+        return
+    for i in range(start, n):
+        if not insert_walk(keys, rows, n_buckets, seed1, seed2, spill_ids[i], spill_rows[i], rng, status):
+            status[0] = i
+            return
+    status[0] = -1
+
+
+@cuda.jit
+def rebuild_claim(old_keys, old_rows, keys, rows, n_buckets, seed1, seed2, tickets, spill_ids, spill_rows):
+    """Growth: every held (key, row) of the old buckets claims a slot in the new ones."""
+    t = cuda.grid(1)
+    if t >= (old_keys.shape[0] // STRIDE) * BUCKET:
+        return
+    p = (t // BUCKET) * STRIDE + t % BUCKET
+    r = old_rows[row_at(p)]
+    if r < 0:
+        return
+    key = old_keys[p]
+    if not claim(
+        keys, rows, bucket_of(key, seed1, n_buckets) * STRIDE, bucket_of(key, seed2, n_buckets) * STRIDE, key, r
+    ):
+        s = cuda.atomic.add(tickets, 1, 1)
+        spill_ids[s] = key
+        spill_rows[s] = r
+
+
+@cuda.jit
+def claim_given(keys, rows, n_buckets, seed1, seed2, ids, new_rows, tickets, spill_ids, spill_rows):
+    """Insert of distinct absent ids with given rows: claims, the full-bucket ones spilled."""
+    i = cuda.grid(1)
+    if i >= ids.shape[0]:
+        return
+    key = ids[i]
+    r = new_rows[i]
+    if not claim(
+        keys, rows, bucket_of(key, seed1, n_buckets) * STRIDE, bucket_of(key, seed2, n_buckets) * STRIDE, key, r
+    ):
+        s = cuda.atomic.add(tickets, 1, 1)
+        spill_ids[s] = key
+        spill_rows[s] = r
+
+
+@cuda.jit
+def init_rows(weights, new_rows, new_ids, n, kind, a, b, seed):
+    """Initial vectors of new rows, one thread per coordinate: the CPU initializer's formulas."""
+    t = cuda.grid(1)
+    dim = weights.shape[1]
+    k = t // dim
+    if k >= n:
+        return
+    d = t - k * dim
+    r = new_rows[k]
+    key = new_ids[k]
+    if kind == 0:
+        weights[r, d] = 0.0
+    elif kind == 1:
+        weights[r, d] = a + (b - a) * _unit(seed, key, d)
+    else:
+        u1 = _unit(seed, key, 2 * d) + 0.5 * _INV24
+        u2 = _unit(seed, key, 2 * d + 1)
+        weights[r, d] = a + b * math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+
+
+@cuda.jit
+def delete_ids(keys, rows, n_buckets, seed1, seed2, ids, tickets, freed, freed_ids):
+    i = cuda.grid(1)
+    if i >= ids.shape[0]:
+        return
+    key = ids[i]
+    p = find_in(keys, rows, bucket_of(key, seed1, n_buckets) * STRIDE, bucket_of(key, seed2, n_buckets) * STRIDE, key)
+    if p >= 0:
+        k = cuda.atomic.add(tickets, 0, 1)
+        freed[k] = rows[row_at(p)]
+        freed_ids[k] = key
+        rows[row_at(p)] = -1
+
+
+@cuda.jit
+def evict_older(keys, rows, last_update, cutoff, tickets, out_positions, out_rows):
+    """Expiry sweep: one thread per slot; a held row idle since before ``cutoff`` is released."""
+    t = cuda.grid(1)
+    if t >= (keys.shape[0] // STRIDE) * BUCKET:
+        return
+    p = (t // BUCKET) * STRIDE + t % BUCKET
+    r = rows[row_at(p)]
+    if r >= 0 and last_update[r] < cutoff:
+        k = cuda.atomic.add(tickets, 0, 1)
+        out_positions[k] = p
+        out_rows[k] = r
+        rows[row_at(p)] = -1
+
+
+@cuda.jit
+def collect_dirty(keys, rows, dirty, tickets, out_positions):
+    """Touched-row delta: positions of held rows marked dirty (and the marks cleared)."""
+    t = cuda.grid(1)
+    if t >= (keys.shape[0] // STRIDE) * BUCKET:
+        return
+    p = (t // BUCKET) * STRIDE + t % BUCKET
+    r = rows[row_at(p)]
+    if r >= 0 and dirty[r] != 0:
+        dirty[r] = 0
+        k = cuda.atomic.add(tickets, 0, 1)
+        out_positions[k] = p
+
+
+@cuda.jit
+def forget_many(counts, width, seed, ids, amount):
+    """Evicted ids: their sketch counters lowered by ``amount`` (not below 0), race-free by CAS."""
+    t = cuda.grid(1)
+    depth = counts.shape[0] // width
+    i = t // depth
+    if i >= ids.shape[0]:
+        return
+    r = t - i * depth
+    j = r * width + _cell(ids[i], seed, r, width)
+    old = counts[j]
+    while True:
+        new = old - amount if old >= amount else 0
+        seen = cuda.atomic.cas(counts, j, old, np.int32(new))
+        if seen == old:
+            return
+        old = seen
+
+
+# -- the fused row optimizers (one thread per (row, coordinate); rows distinct) ------------------
+@cuda.jit
+def sgd_rows(weights, rows, grads, lr):
+    t = cuda.grid(1)
+    dim = weights.shape[1]
+    k = t // dim
+    if k < rows.shape[0]:
+        d = t - k * dim
+        r = rows[k]
+        weights[r, d] = weights[r, d] - lr * grads[k, d]
+
+
+@cuda.jit
+def adagrad_rows(weights, acc, rows, grads, clr, eps):
+    t = cuda.grid(1)
+    dim = weights.shape[1]
+    k = t // dim
+    if k < rows.shape[0]:
+        d = t - k * dim
+        r = rows[k]
+        g = grads[k, d]
+        s = acc[r, d] + g * g
+        acc[r, d] = s
+        weights[r, d] = weights[r, d] - clr * (g / (math.sqrt(s) + eps))
+
+
+@cuda.jit
+def adam_rows(weights, exp_avg, exp_avg_sq, rows, grads, one_minus_b1, one_minus_b2, step_size, eps):
+    t = cuda.grid(1)
+    dim = weights.shape[1]
+    k = t // dim
+    if k < rows.shape[0]:
+        d = t - k * dim
+        r = rows[k]
+        g = grads[k, d]
+        m_old = exp_avg[r, d]
+        v_old = exp_avg_sq[r, d]
+        m_update = (g - m_old) * one_minus_b1
+        v_update = (g * g - v_old) * one_minus_b2
+        m = m_old + m_update
+        v = v_old + v_update
+        exp_avg[r, d] = m
+        exp_avg_sq[r, d] = v
+        weights[r, d] = weights[r, d] + (-step_size) * ((m_update + m_old) / (math.sqrt(v_update + v_old) + eps))
+
+
+@cuda.jit
+def ftrl_rows(weights, z_state, n_state, rows, grads, alpha, beta, l1, l2):
+    t = cuda.grid(1)
+    dim = weights.shape[1]
+    k = t // dim
+    if k < rows.shape[0]:
+        d = t - k * dim
+        r = rows[k]
+        g = grads[k, d]
+        w = weights[r, d]
+        n = n_state[r, d]
+        n_new = n + g * g
+        root = math.sqrt(n_new)
+        sigma = (root - math.sqrt(n)) / alpha
+        z = z_state[r, d] + (g - sigma * w)
+        z_state[r, d] = z
+        n_state[r, d] = n_new
+        if abs(z) <= l1:
+            weights[r, d] = 0.0
+        else:
+            sign = np.float32(1.0) if z > 0 else np.float32(-1.0)
+            weights[r, d] = -(z - sign * l1) / ((beta + root) / alpha + l2)

@@ -1,0 +1,727 @@
+"""A slot's training table in GPU memory: the CPU table's layout, hash and seeds, GPU kernels.
+
+:class:`CudaEmbeddingTable` answers the same calls as :class:`~streamrec.embedding.table.EmbeddingTable`
+(``admit``, ``apply_gradients``, ``lookup``, ``rows_of``, ``evict_expired``, ``export_delta``,
+``export_full``, ``state_arrays``) with every per-id step a kernel of ``cuda_kernels.py``; rows,
+optimizer state, ``last_update``, ``dirty``, the free list, the admission sketch and the cuckoo
+buckets are torch tensors on the GPU (so a batch's leaf gathers with one ``index_select``, and
+numba kernels read the same memory through ``__cuda_array_interface__``, on torch's stream).
+
+What stays the same as on the CPU, by construction:
+
+* the index's bytes: :meth:`CudaEmbeddingTable.to_cpu` / :meth:`from_cpu` copy buckets, seeds, the
+  seed key and counter, and every row array, so a table moves CPU <-> GPU without rehashing and
+  :meth:`state_arrays` writes exactly the CPU snapshot format (the sketch as uint8);
+* a new row's initial vector (the same counter-based generator), the optimizers' arithmetic,
+  the order rows are taken from the free list, admission after ``admit_after`` occurrences.
+
+What differs: ids are deduplicated per batch before admission, so the sketch sees a batch's
+occurrences of an id at once (the same counts unless two ids of one batch share every sketch cell);
+ids land in the emptier of their two buckets, so positions (not contents) differ from a CPU table
+fed the same ids; growth is decided before a batch as well as on a failed walk (projected load
+above 0.97); a hash flood the index cannot place raises :class:`IndexFloodError` instead of
+refusing the one id.
+
+``device="cuda"`` under ``NUMBA_ENABLE_CUDASIM=1`` runs the same kernels in Numba's CUDA simulator
+with the tensors in host memory: that is how the tests run without a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+from dataclasses import astuple
+
+import msgspec
+import numpy as np
+import torch
+
+from streamrec.embedding.config import FTRL, SGD, Adagrad, Adam, SlotConfig
+from streamrec.embedding.cuckoo import (
+    BUCKET,
+    GROW_LOAD,
+    GROWTH,
+    MAX_REHASHES,
+    MIN_GROWTH_LOAD,
+    REHASHES_BEFORE_GROWTH,
+    STRIDE,
+    CuckooIndex,
+    _keyed_seed,
+    py_mix64,
+)
+from streamrec.embedding.delta import TableDelta
+from streamrec.embedding.initializers import initializer_params
+from streamrec.embedding.optimizers import make_optimizer
+from streamrec.embedding.table import EmbeddingTable, TableStats, check_time, table_seed
+from streamrec.errors import IndexFloodError, InvalidInputError, NonFiniteGradientError, StreamrecError
+
+_MASK64 = (1 << 64) - 1
+PREGROW_LOAD = 0.97  # a batch that could push the index past this load grows it first
+
+
+class DeviceUnavailableError(StreamrecError, RuntimeError):
+    """``device="cuda"`` was asked for where no CUDA GPU (nor the simulator) is available."""
+
+    def __init__(self, device: str, reason: str) -> None:
+        self.device = device
+        super().__init__(f"device {device!r}: {reason}")
+
+
+def check_device(device: object, field: str = "device") -> str:
+    """``"cpu"``, ``"cuda"`` or ``"cuda:N"``; anything else raises naming ``field``."""
+    if isinstance(device, str):
+        if device == "cpu" or device == "cuda":
+            return device
+        if device.startswith("cuda:") and device[5:].isdigit():
+            return device
+    raise InvalidInputError(field, device, 'device must be "cpu", "cuda" or "cuda:N"')
+
+
+def simulated() -> bool:
+    """True when numba's CUDA target is its CPU simulator (``NUMBA_ENABLE_CUDASIM=1``)."""
+    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+
+def torch_device(device: str) -> torch.device:
+    """Where a ``device="cuda[:N]"`` table keeps its tensors: that GPU, or host memory under the
+    simulator. Raises :class:`DeviceUnavailableError` (one line, no traceback needed) otherwise."""
+    device = check_device(device)
+    if device == "cpu":
+        return torch.device("cpu")
+    if simulated():
+        return torch.device("cpu")
+    try:
+        from numba import cuda  # noqa: F401
+    except ImportError:
+        raise DeviceUnavailableError(device, "the GPU path needs numba-cuda (pip install 'streamrec[cuda]')") from None
+    if not torch.cuda.is_available():
+        raise DeviceUnavailableError(
+            device,
+            "no CUDA GPU is available to torch (torch.cuda.is_available() is False); "
+            "set NUMBA_ENABLE_CUDASIM=1 to run the GPU kernels on the CPU simulator",
+        )
+    target = torch.device(device)
+    if target.index is not None and target.index >= torch.cuda.device_count():
+        raise DeviceUnavailableError(device, f"only {torch.cuda.device_count()} CUDA device(s) present")
+    return target
+
+
+class _Launcher:
+    """Launches numba kernels on torch's current stream, with tensors passed zero-copy."""
+
+    def __init__(self, device: torch.device) -> None:
+        from numba import cuda
+
+        self.cuda = cuda
+        self.device = device
+        self.sim = device.type != "cuda"
+        self._streams: dict[int, object] = {}
+
+    def arr(self, t: torch.Tensor):
+        if self.sim:  # wrapped, not handed over as numpy: the simulator would copy in and out
+            from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+            return FakeCUDAArray(t.numpy())
+        return self.cuda.from_cuda_array_interface(t.__cuda_array_interface__, owner=t, sync=False)
+
+    def stream(self):
+        if self.sim:
+            return 0
+        handle = torch.cuda.current_stream(self.device).cuda_stream
+        s = self._streams.get(handle)
+        if s is None:
+            s = self._streams[handle] = self.cuda.external_stream(handle)
+        return s
+
+    def __call__(self, kernel, n: int, *args, threads: int = 256) -> None:
+        if n <= 0:
+            return
+        if self.sim:
+            threads = min(threads, 64)
+        kernel[(n + threads - 1) // threads, threads, self.stream()](*args)
+
+
+def _kernels():
+    from streamrec.embedding import cuda_kernels
+
+    return cuda_kernels
+
+
+class CudaCuckooIndex:
+    """The cuckoo index of ``cuckoo.py`` in device memory: same buckets, seeds and seed key.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> index = CudaCuckooIndex.from_cpu(CuckooIndex(capacity=16, seed=1), "cuda")  # doctest: +SKIP
+    """
+
+    def __init__(self, launcher: _Launcher) -> None:
+        self.launch = launcher
+        self.device = launcher.device
+
+    # -- construction and transfer -------------------------------------------------------------
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray], launcher: _Launcher) -> CudaCuckooIndex:
+        index = cls(launcher)
+        secret = state.get("secret")
+        index._key = bytes(np.asarray(secret, dtype=np.uint8)) if secret is not None else secrets.token_bytes(16)
+        n_buckets, size, s1, s2, rng, counter = (int(np.uint64(v)) for v in state["meta"])
+        index.n_buckets, index.size = n_buckets, size
+        index.seed1, index.seed2 = np.uint64(s1), np.uint64(s2)
+        index.rng = torch.tensor([rng - (1 << 64) if rng >= 1 << 63 else rng], dtype=torch.int64, device=index.device)
+        index._seed_counter = counter
+        index.growth_loads = [float(x) for x in state.get("growth_loads", ())]
+        index.rehash_loads = [float(x) for x in state.get("rehash_loads", ())]
+        buckets = np.ascontiguousarray(state["buckets"], dtype=np.int64)
+        index._set_buckets(torch.from_numpy(buckets.copy()).to(index.device))
+        return index
+
+    @classmethod
+    def from_cpu(cls, index: CuckooIndex, launcher: _Launcher) -> CudaCuckooIndex:
+        return cls.from_state(index.state(), launcher)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The arrays of :meth:`CuckooIndex.state` (host copies): the CPU snapshot format."""
+        rng = int(self.rng.cpu()[0]) & _MASK64
+        out = {
+            "buckets": self.buckets.cpu().numpy(),
+            "meta": np.array(
+                [self.n_buckets, self.size, self.seed1, self.seed2, rng, self._seed_counter], dtype=np.uint64
+            ),
+            "growth_loads": np.array(self.growth_loads, dtype=np.float64),
+            "rehash_loads": np.array(self.rehash_loads, dtype=np.float64),
+            "secret": np.frombuffer(self._key, dtype=np.uint8),
+        }
+        return out
+
+    def to_cpu(self) -> CuckooIndex:
+        return CuckooIndex.from_state(self.state())
+
+    def _set_buckets(self, buckets: torch.Tensor) -> None:
+        self.buckets = buckets
+        self.rows_t = buckets.view(torch.int32)
+        self.k = self.launch.arr(buckets)
+        self.r = self.launch.arr(self.rows_t)
+
+    def _next_seed(self) -> np.uint64:
+        self._seed_counter = (self._seed_counter + int(np.uint64(0x9E3779B97F4A7C15))) & _MASK64
+        return _keyed_seed(self._key, self._seed_counter)
+
+    # -- sizes ---------------------------------------------------------------------------------
+    @property
+    def positions(self) -> int:
+        return self.n_buckets * BUCKET
+
+    @property
+    def load_factor(self) -> float:
+        return self.size / self.positions
+
+    @property
+    def nbytes(self) -> int:
+        return self.buckets.numel() * 8
+
+    # -- per-id operations -----------------------------------------------------------------------
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """Rows of ``ids`` (int64 tensor on the device), -1 where absent."""
+        out = torch.empty(ids.shape[0], dtype=torch.int32, device=self.device)
+        K = _kernels()
+        self.launch(K.lookup_rows, ids.shape[0], self.k, self.r, self.n_buckets, self.seed1, self.seed2,
+                    self.launch.arr(ids), self.launch.arr(out))  # fmt: skip
+        return out
+
+    def gather(self, ids: torch.Tensor, weights: torch.Tensor, default: torch.Tensor, out: torch.Tensor | None = None):
+        """``weights[row of id]`` (``default`` where absent), one fused probe-and-copy kernel."""
+        dim = weights.shape[1]
+        if out is None:
+            out = torch.empty((ids.shape[0], dim), dtype=weights.dtype, device=self.device)
+        lanes = 1 << max(0, min(5, (dim - 1).bit_length()))
+        a = self.launch.arr
+        self.launch(_kernels().lookup_gather, ids.shape[0] * lanes, self.k, self.r, self.n_buckets, self.seed1,
+                    self.seed2, a(ids), a(weights), a(default), a(out), lanes)  # fmt: skip
+        return out
+
+    def insert(self, ids: torch.Tensor, rows: torch.Tensor) -> None:
+        """Insert distinct absent ``ids`` with ``rows`` (both on the device), growing as needed."""
+        n = ids.shape[0]
+        if n == 0:
+            return
+        self.reserve(n)
+        tickets = torch.zeros(2, dtype=torch.int64, device=self.device)
+        spill_ids = torch.empty(n, dtype=torch.int64, device=self.device)
+        spill_rows = torch.empty(n, dtype=torch.int32, device=self.device)
+        K, a = _kernels(), self.launch.arr
+        # find_admit with admission off and rows given: reuse rebuild_claim's shape instead.
+        self.launch(K.claim_given, n, self.k, self.r, self.n_buckets, self.seed1, self.seed2, a(ids), a(rows),
+                    a(tickets), a(spill_ids), a(spill_rows))  # fmt: skip
+        self.size += n
+        self.place_spilled(spill_ids, spill_rows, int(tickets[1]))
+
+    def reserve(self, incoming: int) -> None:
+        """Grow before a batch that could take the index past ``PREGROW_LOAD``."""
+        needed = self.size + incoming
+        if needed > PREGROW_LOAD * self.positions:
+            target = max(math.ceil(self.n_buckets * GROWTH), math.ceil(needed / (0.9 * BUCKET)))
+            load = self.load_factor
+            for n_buckets in [target, *(math.ceil(target * 1.1**k) for k in range(1, MAX_REHASHES))]:
+                if self._rebuilt(n_buckets, None):
+                    self.growth_loads.append(load)
+                    return
+            raise IndexFloodError(0, -1, load, MAX_REHASHES, min_growth_load=MIN_GROWTH_LOAD)
+
+    def place_spilled(self, spill_ids: torch.Tensor, spill_rows: torch.Tensor, n: int) -> None:
+        """Random-walk the pairs whose buckets were full; a failed walk grows the index (on the
+        device) with the homeless pair, then the walk resumes after it."""
+        start = 0
+        status = torch.zeros(3, dtype=torch.int64, device=self.device)
+        while start < n:
+            a = self.launch.arr
+            self.launch(_kernels().insert_spilled, 1, self.k, self.r, self.n_buckets, self.seed1, self.seed2,
+                        a(spill_ids), a(spill_rows), n, start, a(self.rng), a(status), threads=1)  # fmt: skip
+            stopped, hk, hr = (int(x) for x in status.cpu())
+            if stopped < 0:
+                return
+            self.grow(homeless=(hk, hr))
+            start = stopped + 1
+
+    def grow(self, homeless: tuple[int, int] | None = None) -> None:
+        """The CPU's policy (``CuckooIndex.grow``): fresh seeds in place below
+        ``MIN_GROWTH_LOAD``, a few tries then 1.5x up to ``GROW_LOAD``, 1.5x above it."""
+        held = self.size - (1 if homeless is not None else 0)
+        load = held / self.positions
+        if load < MIN_GROWTH_LOAD:
+            targets = [self.n_buckets] * MAX_REHASHES
+        else:
+            targets = [self.n_buckets] * (REHASHES_BEFORE_GROWTH if load < GROW_LOAD else 0)
+            targets.append(math.ceil(self.n_buckets * GROWTH))
+            for _ in range(MAX_REHASHES - 1):
+                targets.append(math.ceil(targets[-1] * 1.1))
+        n_before = self.n_buckets
+        for n_buckets in targets:
+            if self._rebuilt(n_buckets, homeless):
+                (self.growth_loads if n_buckets > n_before else self.rehash_loads).append(load)
+                return
+        self.size = held
+        key, row = homeless if homeless is not None else (0, -1)
+        raise IndexFloodError(key, row, load, len(targets), min_growth_load=MIN_GROWTH_LOAD)
+
+    def _rebuilt(self, n_buckets: int, homeless: tuple[int, int] | None) -> bool:
+        """One try on the device: fresh seeds, ``n_buckets``, every held pair (parallel claims,
+        then the walk for the spilled) and ``homeless``; the old buckets stay unless all fit."""
+        if n_buckets >= 2**32:
+            raise MemoryError("cuckoo index cannot exceed 2**32 buckets")
+        old = (self.buckets, self.n_buckets, self.seed1, self.seed2, self._seed_counter)
+        new = torch.zeros(n_buckets * STRIDE, dtype=torch.int64, device=self.device)
+        new.view(torch.int32).view(n_buckets, 2 * STRIDE)[:, 10:] = -1
+        seed1, seed2 = self._next_seed(), self._next_seed()
+        K, a = _kernels(), self.launch.arr
+        held = self.size + 1
+        tickets = torch.zeros(2, dtype=torch.int64, device=self.device)
+        spill_ids = torch.empty(held, dtype=torch.int64, device=self.device)
+        spill_rows = torch.empty(held, dtype=torch.int32, device=self.device)
+        nk, nr = a(new), a(new.view(torch.int32))
+        self.launch(K.rebuild_claim, old[1] * BUCKET, self.k, self.r, nk, nr, n_buckets, seed1, seed2,
+                    a(tickets), a(spill_ids), a(spill_rows))  # fmt: skip
+        n = int(tickets[1])
+        if homeless is not None:
+            spill_ids[n] = homeless[0]
+            spill_rows[n] = homeless[1]
+            n += 1
+        status = torch.zeros(3, dtype=torch.int64, device=self.device)
+        if n:
+            self.launch(K.insert_spilled, 1, nk, nr, n_buckets, seed1, seed2, a(spill_ids), a(spill_rows), n, 0,
+                        a(self.rng), a(status), threads=1)  # fmt: skip
+            if int(status[0].cpu()) >= 0:
+                return False
+        self.n_buckets, self.seed1, self.seed2 = n_buckets, seed1, seed2
+        self._set_buckets(new)
+        del old
+        return True
+
+    def delete(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Remove ``ids`` (absent ones ignored); returns (rows freed, their ids)."""
+        ids = torch.unique(ids)
+        tickets = torch.zeros(1, dtype=torch.int64, device=self.device)
+        freed = torch.empty(ids.shape[0], dtype=torch.int32, device=self.device)
+        freed_ids = torch.empty(ids.shape[0], dtype=torch.int64, device=self.device)
+        a = self.launch.arr
+        self.launch(_kernels().delete_ids, ids.shape[0], self.k, self.r, self.n_buckets, self.seed1, self.seed2,
+                    a(ids), a(tickets), a(freed), a(freed_ids))  # fmt: skip
+        n = int(tickets[0])
+        self.size -= n
+        return freed[:n], freed_ids[:n]
+
+    def items(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All (ids, rows) held, in position order (device tensors)."""
+        keys = self.buckets.view(self.n_buckets, STRIDE)[:, :BUCKET]
+        rows = self.rows_t.view(self.n_buckets, 2 * STRIDE)[:, 10 : 10 + BUCKET]
+        held = rows >= 0
+        return keys[held], rows[held]
+
+    def positions_to_items(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = torch.sort(positions).values
+        return self.buckets[positions], self.rows_t[positions + (positions & ~7) + 10]
+
+
+class CudaEmbeddingTable:
+    """One slot's training table in GPU memory (see the module docstring).
+
+    Parameters are those of :class:`EmbeddingTable`, plus ``device`` (``"cuda"`` or ``"cuda:N"``).
+    Ids may be numpy arrays, lists or tensors on any device; the read calls return host numpy
+    (``lookup``, ``rows_of``: as the CPU table) and :meth:`lookup_tensor` / :meth:`admit_distinct`
+    keep everything on the device for training.
+    """
+
+    def __init__(self, slot: str, config: SlotConfig, seed: int = 0, device: str = "cuda") -> None:
+        # Seeds, sketch and counters from a one-row CPU table; the arrays are sized on the device.
+        cpu = EmbeddingTable(slot, msgspec.structs.replace(config, capacity=1), seed)
+        cpu.config = config
+        self._setup(cpu, device)
+        self._ensure_rows(config.capacity, exact=True)
+        n_buckets = max(1, math.ceil(config.capacity / (0.9 * BUCKET)))
+        if n_buckets > self.index.n_buckets:
+            self.index._rebuilt(n_buckets, None)
+
+    @classmethod
+    def from_cpu(cls, table: EmbeddingTable, device: str = "cuda") -> CudaEmbeddingTable:
+        """A GPU copy of ``table``: the same index bytes, rows, state and counters."""
+        out = cls.__new__(cls)
+        out._setup(table, device)
+        return out
+
+    def _setup(self, cpu: EmbeddingTable, device: str) -> None:
+        self.device_name = check_device(device)
+        self.device = torch_device(self.device_name)
+        self.launch = _Launcher(self.device)
+        self.slot, self.config, self.dim, self.seed = cpu.slot, cpu.config, cpu.dim, cpu.seed
+        self.optimizer = make_optimizer(self.config.optimizer)
+        self.step = cpu.step
+        self._stats = TableStats(*astuple(cpu.stats))
+        self._unadmitted = torch.zeros((), dtype=torch.int64, device=self.device)
+        self._init = initializer_params(self.config.initializer)
+        self.index = CudaCuckooIndex.from_cpu(cpu.index, self.launch)
+        dev = self.device
+        self._weights = torch.from_numpy(np.ascontiguousarray(cpu._weights)).to(dev, copy=True)
+        self._state = {k: torch.from_numpy(np.ascontiguousarray(v)).to(dev, copy=True) for k, v in cpu._state.items()}
+        self._last_update = torch.from_numpy(cpu._last_update.astype(np.int64)).to(dev)  # uint32 seconds, widened
+        self._dirty = torch.from_numpy(cpu._dirty).to(dev, copy=True)
+        self._free = torch.from_numpy(cpu._free[: int(cpu._alloc[0])].copy()).to(dev)
+        self._high_water, self._capacity = int(cpu._alloc[1]), int(cpu._alloc[2])
+        self.sketch_counts = (
+            torch.from_numpy(cpu.sketch.counts.astype(np.int32)).to(dev) if cpu.sketch is not None else None
+        )
+        self.sketch_seed = cpu.sketch.seed if cpu.sketch is not None else np.uint64(0)
+        self._evicted: list[torch.Tensor] = (
+            [torch.from_numpy(np.concatenate(cpu._evicted)).to(dev)] if cpu._evicted else []
+        )
+        self.default = torch.zeros(self.dim, dtype=torch.float32, device=dev)
+        self._views()
+
+    def _views(self) -> None:
+        a = self.launch.arr
+        self._w = a(self._weights)
+        self._s = {k: a(v) for k, v in self._state.items()}
+        self._lu = a(self._last_update)
+        self._d = a(self._dirty)
+        counts = self.sketch_counts if self.sketch_counts is not None else torch.zeros((1, 1), dtype=torch.int32)
+        self._sk_t = counts.to(self.device).view(-1)
+        self._sk = a(self._sk_t)
+        self._sk_width = counts.shape[1]
+
+    # -- sizes ---------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.index.size
+
+    @property
+    def stats(self) -> TableStats:
+        self._stats.unadmitted_lookups += int(self._unadmitted)
+        self._unadmitted.zero_()
+        return self._stats
+
+    @property
+    def row_capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """All rows as a device tensor (rows beyond ``len`` are unused)."""
+        return self._weights
+
+    def memory(self) -> dict[str, int]:
+        rows = self.row_capacity
+        return {
+            "ids": len(self),
+            "vector_bytes": rows * self.dim * 4,
+            "optimizer_bytes": rows * self.dim * 4 * len(self._state),
+            "index_bytes": self.index.nbytes,
+            "row_metadata_bytes": self._last_update.numel() * 4 + self._dirty.numel() + self._free.numel() * 4,
+            "sketch_bytes": self.sketch_counts.numel() if self.sketch_counts is not None else 0,
+        }
+
+    # -- ids in --------------------------------------------------------------------------------
+    def device_ids(self, ids: object, field: str = "ids") -> torch.Tensor:
+        """``ids`` as a 1-D int64 tensor on this table's device; bad input raises naming ``field``."""
+        if isinstance(ids, torch.Tensor):
+            if ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+                raise InvalidInputError(field, f"tensor of {ids.dtype}", "ids must be an integer tensor (int64)")
+            if ids.dim() != 1:
+                raise InvalidInputError(field, f"shape {tuple(ids.shape)}", "ids must be 1-D")
+            return ids.to(self.device, torch.int64).contiguous()
+        from streamrec.embedding.table import as_ids
+
+        return torch.from_numpy(as_ids(ids, field)).to(self.device)
+
+    # -- the training path ---------------------------------------------------------------------
+    def admit_distinct(self, ids: object, now: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row of each distinct id or -1, index of each occurrence's distinct id): the training
+        lookup of a batch, on the device. Admission counts every occurrence."""
+        ids = self.device_ids(ids)
+        t = int(check_time(now))
+        distinct, inverse, counts = torch.unique(ids, return_inverse=True, return_counts=True)
+        n = distinct.shape[0]
+        out = torch.empty(n, dtype=torch.int32, device=self.device)
+        if n == 0:
+            return out, inverse
+        self.index.reserve(n)
+        self._ensure_rows(self._high_water + max(0, n - self._free.numel()))
+        tickets = torch.zeros(2, dtype=torch.int64, device=self.device)
+        new_ids = torch.empty(n, dtype=torch.int64, device=self.device)
+        new_rows = torch.empty(n, dtype=torch.int32, device=self.device)
+        spill_ids = torch.empty(n, dtype=torch.int64, device=self.device)
+        spill_rows = torch.empty(n, dtype=torch.int32, device=self.device)
+        free = self._free if self._free.numel() else torch.zeros(1, dtype=torch.int32, device=self.device)
+        ix, a, K = self.index, self.launch.arr, _kernels()
+        self.launch(
+            K.find_admit, n, ix.k, ix.r, ix.n_buckets, ix.seed1, ix.seed2,
+            a(distinct), a(counts.to(torch.int32)), a(out),
+            self._lu, self._d, np.int64(t),
+            self._sk, self._sk_width, self.sketch_seed, self.config.admit_after,
+            a(free), self._free.numel(), self._high_water,
+            a(tickets), a(new_ids), a(new_rows), a(spill_ids), a(spill_rows),
+        )  # fmt: skip
+        n_new, n_spill = (int(x) for x in tickets.cpu())
+        if n_new:
+            used_free = min(n_new, self._free.numel())
+            self._free = self._free[: self._free.numel() - used_free]
+            self._high_water += n_new - used_free
+            ix.size += n_new
+            self._stats.admitted += n_new
+            ix.place_spilled(spill_ids, spill_rows, n_spill)
+            self._initialize(new_ids[:n_new], new_rows[:n_new])
+        self._unadmitted += (counts * (out < 0)).sum()  # stays on the device: no sync
+        return out, inverse
+
+    def admit(self, ids: object, now: float) -> np.ndarray:
+        """Rows of ``ids`` for a training step, as :meth:`EmbeddingTable.admit` (host int32)."""
+        rows, inverse = self.admit_distinct(ids, now)
+        return rows[inverse].cpu().numpy() if rows.numel() else np.empty(0, dtype=np.int32)
+
+    def _initialize(self, ids: torch.Tensor, rows: torch.Tensor) -> None:
+        kind, lo, hi = self._init
+        a = self.launch.arr
+        self.launch(_kernels().init_rows, ids.shape[0] * self.dim, self._w, a(rows), a(ids), ids.shape[0], kind,
+                    float(lo), float(hi), self.seed)  # fmt: skip
+        if self._state:
+            r = rows.to(torch.int64)
+            for name, array in self._state.items():
+                array[r] = self.optimizer.initial_state(name)
+
+    def _ensure_rows(self, needed: int, exact: bool = False) -> None:
+        if needed <= self._capacity:
+            return
+        capacity = needed if exact else max(needed, int(self._capacity * 1.5) + 16)
+        if capacity > 2**31 - 1:
+            raise MemoryError(f"slot {self.slot}: more than 2**31 rows")
+        used = self._high_water
+
+        def grown(t: torch.Tensor, fill: float = 0) -> torch.Tensor:
+            new = torch.full((capacity, *t.shape[1:]), fill, dtype=t.dtype, device=self.device)
+            new[:used] = t[:used]
+            return new
+
+        self._weights = grown(self._weights)
+        self._state = {k: grown(v, self.optimizer.initial_state(k)) for k, v in self._state.items()}
+        self._last_update = grown(self._last_update)
+        self._dirty = grown(self._dirty)
+        self._capacity = capacity
+        self._views()
+
+    def apply_gradients(self, rows: torch.Tensor, grads: torch.Tensor, *, distinct: bool = True) -> None:
+        """One fused optimizer step on ``rows`` with per-row ``grads`` (device tensors).
+
+        ``distinct=False`` sums the gradients of repeated rows first (on the device). Checks come
+        first: a bad shape or a NaN/inf gradient raises and changes nothing.
+        """
+        self.check_gradients(rows, grads)
+        if rows.numel() == 0:
+            return
+        rows = rows.to(self.device)
+        grads = grads.to(self.device, torch.float32)
+        if not distinct:
+            rows, inverse = torch.unique(rows, return_inverse=True)
+            grads = torch.zeros((rows.numel(), self.dim), device=self.device).index_add_(0, inverse, grads)
+        grads = grads.contiguous()
+        self.step += 1
+        c, a, K, n = self.config.optimizer, self.launch.arr, _kernels(), rows.numel() * self.dim
+        r, g, f32 = a(rows.contiguous()), a(grads), np.float32
+        if isinstance(c, SGD):
+            self.launch(K.sgd_rows, n, self._w, r, g, f32(c.lr))
+        elif isinstance(c, Adagrad):
+            clr = c.lr / (1 + (self.step - 1) * c.lr_decay)
+            self.launch(K.adagrad_rows, n, self._w, self._s["sum"], r, g, f32(clr), f32(c.eps))
+        elif isinstance(c, Adam):
+            step_size = c.lr * math.sqrt(1 - c.beta2**self.step) / (1 - c.beta1**self.step)
+            self.launch(K.adam_rows, n, self._w, self._s["exp_avg"], self._s["exp_avg_sq"], r, g,
+                        f32(1 - c.beta1), f32(1 - c.beta2), f32(step_size), f32(c.eps))  # fmt: skip
+        elif isinstance(c, FTRL):
+            self.launch(K.ftrl_rows, n, self._w, self._s["z"], self._s["n"], r, g, f32(c.alpha), f32(c.beta),
+                        f32(c.l1), f32(c.l2))  # fmt: skip
+        else:  # pragma: no cover - config validation admits these four only
+            raise TypeError(f"unknown optimizer config {c!r}")
+        self._dirty[rows] = 1
+
+    def check_gradients(self, rows: torch.Tensor, grads: torch.Tensor) -> None:
+        """Raise :class:`InvalidInputError` (or ``NonFiniteGradientError``) for a bad update."""
+        if not isinstance(rows, torch.Tensor) or rows.dtype != torch.int64 or rows.dim() != 1:
+            raise InvalidInputError(f"{self.slot}.rows", rows, "rows must be a 1-D int64 tensor")
+        if not isinstance(grads, torch.Tensor) or not grads.is_floating_point():
+            raise InvalidInputError(f"{self.slot}.grads", type(grads).__name__, "gradient must be a float tensor")
+        if tuple(grads.shape) != (rows.numel(), self.dim):
+            raise InvalidInputError(
+                f"{self.slot}.grads", tuple(grads.shape), f"gradient must have shape ({rows.numel()}, {self.dim})"
+            )
+        if rows.numel() == 0:
+            return
+        lo, hi, finite = torch.stack(
+            [rows.min().to(torch.float64), rows.max().to(torch.float64), torch.isfinite(grads).all().to(torch.float64)]
+        ).tolist()
+        if lo < 0 or hi >= self._high_water:
+            raise InvalidInputError(f"{self.slot}.rows", rows.cpu(), "rows must be rows of this table")
+        if not finite:
+            bad = int((~torch.isfinite(grads)).any(dim=1).nonzero()[0, 0])
+            raise NonFiniteGradientError(
+                f"{self.slot}.grads", grads[bad].tolist(), "gradient holds NaN or infinity; nothing was updated"
+            )
+
+    # -- the read path -------------------------------------------------------------------------
+    def lookup_tensor(self, ids: object) -> torch.Tensor:
+        """Vectors of ``ids`` as a device tensor (default vector where absent): one kernel."""
+        return self.index.gather(self.device_ids(ids), self._weights, self.default)
+
+    def lookup(self, ids: object) -> np.ndarray:
+        """Vectors of ``ids`` (host float32 [n, dim]); absent ids get the default vector."""
+        return self.lookup_tensor(ids).cpu().numpy()
+
+    def rows_of(self, ids: object) -> np.ndarray:
+        """Rows of ``ids`` without admitting or touching them (-1 = absent), host int32."""
+        return self.index.lookup(self.device_ids(ids)).cpu().numpy()
+
+    # -- expiry, delete, export ----------------------------------------------------------------
+    def evict_expired(self, now: float) -> int:
+        """Remove rows idle for longer than the TTL at event time ``now`` (one sweep kernel)."""
+        t = int(check_time(now))
+        if self.config.ttl is None:
+            return 0
+        cutoff = t - int(self.config.ttl)
+        if cutoff <= 0 or len(self) == 0:
+            return 0
+        ix = self.index
+        tickets = torch.zeros(1, dtype=torch.int64, device=self.device)
+        positions = torch.empty(len(self), dtype=torch.int64, device=self.device)
+        rows = torch.empty(len(self), dtype=torch.int32, device=self.device)
+        a = self.launch.arr
+        self.launch(_kernels().evict_older, ix.positions, ix.k, ix.r, self._lu, np.int64(cutoff), a(tickets),
+                    a(positions), a(rows))  # fmt: skip
+        n = int(tickets[0])
+        if n:
+            ix.size -= n
+            order = torch.argsort(positions[:n])
+            ids = ix.buckets[positions[:n][order]]
+            freed = rows[:n][order]
+            self._release(ids, freed)
+        return n
+
+    def delete(self, ids: object) -> int:
+        """Remove ``ids`` now (absent ones ignored): rows freed, ids reported as evicted."""
+        freed, freed_ids = self.index.delete(self.device_ids(ids))
+        if freed.numel():
+            self._release(freed_ids, freed)
+        return int(freed.numel())
+
+    def _release(self, ids: torch.Tensor, rows: torch.Tensor) -> None:
+        self._dirty[rows.to(torch.int64)] = 0
+        self._free = torch.cat([self._free, rows])
+        self._evicted.append(ids)
+        self._stats.evicted += ids.numel()
+        if self.sketch_counts is not None:
+            a = self.launch.arr
+            self.launch(_kernels().forget_many, ids.numel() * self.sketch_counts.shape[0], self._sk, self._sk_width,
+                        self.sketch_seed, a(ids.contiguous()), self.config.admit_after)  # fmt: skip
+
+    def export_delta(self) -> TableDelta:
+        """Ids and vectors changed, and ids evicted, since the previous export (one sweep kernel)."""
+        ix = self.index
+        tickets = torch.zeros(1, dtype=torch.int64, device=self.device)
+        positions = torch.empty(max(1, len(self)), dtype=torch.int64, device=self.device)
+        a = self.launch.arr
+        self.launch(_kernels().collect_dirty, ix.positions, ix.k, ix.r, self._d, a(tickets), a(positions))
+        n = int(tickets[0])
+        ids, rows = ix.positions_to_items(positions[:n])
+        vectors = self._weights[rows.to(torch.int64)]
+        evicted = torch.cat(self._evicted).cpu().numpy() if self._evicted else np.empty(0, dtype=np.int64)
+        self._evicted = []
+        return TableDelta(self.slot, ids.cpu().numpy(), vectors.cpu().numpy(), evicted)
+
+    def export_full(self) -> TableDelta:
+        ids, rows = self.index.items()
+        return TableDelta(
+            self.slot, ids.cpu().numpy(), self._weights[rows.to(torch.int64)].cpu().numpy(), np.empty(0, np.int64)
+        )
+
+    # -- transfer and snapshots ----------------------------------------------------------------
+    def to_cpu(self) -> EmbeddingTable:
+        """The same table in host memory (an :class:`EmbeddingTable`), bytes for bytes."""
+        table = EmbeddingTable.from_state_arrays(self.slot, self.config, 0, self.state_arrays())
+        table.seed = self.seed  # the table's own seed (the collection seed is not kept per table)
+        if table.sketch is not None:
+            table.sketch.seed = self.sketch_seed
+        return table
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The CPU table's snapshot arrays (``EmbeddingTable.state_arrays``), copied to the host."""
+        used = self._high_water
+        stats = self.stats
+        arrays = {f"index.{k}": v for k, v in self.index.state().items()}
+        free = self._free.cpu().numpy()
+        arrays.update(
+            {
+                "weights": self._weights[:used].cpu().numpy(),
+                "last_update": self._last_update[:used].cpu().numpy().astype(np.uint32),
+                "dirty": self._dirty[:used].cpu().numpy(),
+                "free": free,
+                "alloc": np.array([free.shape[0], used, self._capacity, self.index.size], dtype=np.int64),
+                "counters": np.array([self.step, *astuple(stats)], np.int64),
+                "evicted": torch.cat(self._evicted).cpu().numpy() if self._evicted else np.empty(0, dtype=np.int64),
+            }
+        )
+        arrays.update({f"state.{k}": v[:used].cpu().numpy() for k, v in self._state.items()})
+        if self.sketch_counts is not None:
+            arrays["sketch"] = self.sketch_counts.cpu().numpy().astype(np.uint8)
+        return arrays
+
+    @classmethod
+    def from_state_arrays(
+        cls, slot: str, config: SlotConfig, seed: int, arrays: dict[str, np.ndarray], device: str = "cuda"
+    ) -> CudaEmbeddingTable:
+        return cls.from_cpu(EmbeddingTable.from_state_arrays(slot, config, seed, arrays), device)
+
+
+def make_table(slot: str, config: SlotConfig, seed: int, device: str) -> EmbeddingTable | CudaEmbeddingTable:
+    """The table of one slot on ``device`` (``"cpu"`` -> :class:`EmbeddingTable`)."""
+    if check_device(device) == "cpu":
+        return EmbeddingTable(slot, config, seed)
+    return CudaEmbeddingTable(slot, config, seed, device)
+
+
+_ = (py_mix64, table_seed)  # the seeds of a GPU table are the CPU table's (same helpers)
