@@ -23,6 +23,12 @@ nvidia-smi -L | tee "$LOGS/gpu.txt"
 echo "== GPU tests"
 $PYTHON -m pytest -q -p no:cacheprovider tests/embedding/test_embedding_cuda.py 2>&1 | tee "$LOGS/gpu-tests.log"
 tests_rc=${PIPESTATUS[0]}
+if [ "$tests_rc" != 0 ]; then  # again through numba's own launch path: tells a launch bug from a kernel bug
+  echo "== GPU tests, STREAMREC_CUDA_DIRECT_LAUNCH=0"
+  STREAMREC_CUDA_DIRECT_LAUNCH=0 $PYTHON -m pytest -q -p no:cacheprovider tests/embedding/test_embedding_cuda.py \
+    2>&1 | tail -5 | tee "$LOGS/gpu-tests-dispatcher.log"
+  [ "${PIPESTATUS[0]}" = 0 ] && export STREAMREC_CUDA_DIRECT_LAUNCH=0
+fi
 echo "== bench embedding --device cuda"
 $PYTHON -m streamrec bench embedding --device cuda --json >"$LOGS/bench-embedding.json" 2>"$LOGS/bench-embedding.log"
 emb_rc=$?
@@ -33,7 +39,7 @@ train_rc=$?
 tail -3 "$LOGS/bench-training.log"; cat "$LOGS/bench-training.json"
 
 $PYTHON - "$LOGS" "$tests_rc" "$emb_rc" "$train_rc" "$start" <<'PY'
-import datetime, json, pathlib, re, sys, time
+import datetime, json, os, pathlib, re, sys, time
 logs, tests_rc, emb_rc, train_rc, start = sys.argv[1], *map(int, sys.argv[2:])
 def load(name):
     try:
@@ -54,6 +60,7 @@ result = {
               "exit_code": tests_rc, "summary": summary, **counts},
     "bench_embedding": {"exit_code": emb_rc, **emb},
     "bench_training": {"exit_code": train_rc, **train},
+    "direct_launch": os.environ.get("STREAMREC_CUDA_DIRECT_LAUNCH", "1") != "0",
     "seconds": round(time.time() - start, 1),
 }
 text = json.dumps(result, indent=2)

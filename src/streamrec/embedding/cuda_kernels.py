@@ -17,9 +17,9 @@ Why these shapes (see ``cuckoo.py`` for the index itself):
   slot with a compare-and-swap on the slot's row word (-1 -> -2, then the key, a fence, the row),
   in the emptier of its two buckets. Claims never move a stored id, so concurrent finds stay
   correct. Only ids whose two buckets are both full go to a second kernel that runs the CPU's
-  random-walk (cuckoo kicks) on one thread; at the loads the table runs at they are a small
-  fraction, and a walk that fails grows the index on the device (:func:`rebuild_claim` + the same
-  walk into 1.5x the buckets), nothing lost.
+  random walk (cuckoo kicks), all in parallel (:func:`walk_spilled`: a spin lock per bucket
+  guards each swap); a walk that fails grows the index on the device (:func:`rebuild_claim` + the
+  same walks into 1.5x the buckets), nothing lost.
 * The optimizer kernels update a row's weights and state in place, one thread per (row,
   coordinate), with the CPU optimizers' float32 arithmetic in the same order, so the two
   placements agree to ~1 ulp.
@@ -33,6 +33,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+if not hasattr(np, "row_stack"):  # numba-cuda overloads np.row_stack at import; NumPy 2.5 removed it
+    np.row_stack = np.vstack
+
 from numba import cuda
 
 BUCKET = 5
@@ -122,18 +126,6 @@ def claim(keys, rows, base1, base2, key, row):
 
 
 @cuda.jit(device=True, inline=True)
-def _place_in_bucket(keys, rows, bucket, key, row):
-    base = bucket * STRIDE
-    for j in range(BUCKET):
-        r = row_at(base + j)
-        if rows[r] < 0:
-            keys[base + j] = key
-            rows[r] = row
-            return True
-    return False
-
-
-@cuda.jit(device=True, inline=True)
 def _xorshift(state):
     x = np.uint64(state[0])
     x ^= x << _S13
@@ -141,35 +133,6 @@ def _xorshift(state):
     x ^= x << _S17
     state[0] = np.int64(x)
     return x
-
-
-@cuda.jit(device=True, inline=True)
-def insert_walk(keys, rows, n_buckets, seed1, seed2, key, row, rng, status):
-    """The CPU's ``insert_new`` (random walk of cuckoo kicks); on failure the homeless pair goes
-    to ``status[1:3]`` and False is returned."""
-    b1 = bucket_of(key, seed1, n_buckets)
-    if _place_in_bucket(keys, rows, b1, key, row):
-        return True
-    b2 = bucket_of(key, seed2, n_buckets)
-    if _place_in_bucket(keys, rows, b2, key, row):
-        return True
-    bucket = b1 if (_xorshift(rng) & _ONE) == 0 else b2
-    for _ in range(MAX_KICKS):
-        p = bucket * STRIDE + np.int64(_xorshift(rng) % np.uint64(BUCKET))
-        victim_key = keys[p]
-        victim_row = rows[row_at(p)]
-        keys[p] = key
-        rows[row_at(p)] = row
-        key = victim_key
-        row = victim_row
-        v1 = bucket_of(key, seed1, n_buckets)
-        alt = bucket_of(key, seed2, n_buckets) if v1 == bucket else v1
-        if _place_in_bucket(keys, rows, alt, key, row):
-            return True
-        bucket = alt
-    status[1] = key
-    status[2] = row
-    return False
 
 
 @cuda.jit(device=True, inline=True)
@@ -280,16 +243,49 @@ def find_admit(
 
 
 @cuda.jit
-def insert_spilled(keys, rows, n_buckets, seed1, seed2, spill_ids, spill_rows, n, start, rng, status):
-    """One thread places ``spill[start:n]`` by random walk; ``status[0]`` = -1 when all are in,
-    else the index of the pair whose walk failed (``status[1:3]``: the pair left homeless)."""
-    if cuda.grid(1) != 0:
+def walk_spilled(keys, rows, n_buckets, seed1, seed2, locks, spill_ids, spill_rows, n, walk_seed, tickets, fail_ids,
+                 fail_rows):  # fmt: skip
+    """Every spilled pair walks in parallel, one thread each: claim a slot in either bucket of
+    the pair in hand; else lock one of its buckets (a spin lock per bucket: ``atomic.cas``), swap
+    the pair with a random *held* slot there, unlock, and carry the evicted pair to its other
+    bucket. Claims only take empty slots and swaps only held ones, so they never meet; no finds
+    run meanwhile. A walk longer than ``MAX_KICKS`` leaves its pair in ``fail_*`` (tickets[0]):
+    the host grows the index with them."""
+    i = cuda.grid(1)
+    if i >= n:
         return
-    for i in range(start, n):
-        if not insert_walk(keys, rows, n_buckets, seed1, seed2, spill_ids[i], spill_rows[i], rng, status):
-            status[0] = i
+    key = spill_ids[i]
+    row = spill_rows[i]
+    state = cuda.local.array(1, dtype=np.int64)
+    state[0] = np.int64(mix64(np.uint64(walk_seed) ^ (np.uint64(i + 1) * _GOLDEN)) | _ONE)
+    b1 = bucket_of(key, seed1, n_buckets)
+    b2 = bucket_of(key, seed2, n_buckets)
+    bucket = b1 if (_xorshift(state) & _ONE) == 0 else b2
+    for _ in range(MAX_KICKS):
+        if claim(keys, rows, b1 * STRIDE, b2 * STRIDE, key, row):
             return
-    status[0] = -1
+        while cuda.atomic.cas(locks, bucket, 0, 1) != 0:
+            pass
+        cuda.threadfence()
+        p = bucket * STRIDE + np.int64(_xorshift(state) % np.uint64(BUCKET))
+        r = row_at(p)
+        victim_row = rows[r]
+        if victim_row >= 0:
+            victim_key = keys[p]
+            keys[p] = key
+            rows[r] = row
+            cuda.threadfence()
+            cuda.atomic.exch(locks, bucket, 0)
+            key = victim_key
+            row = victim_row
+            b1 = bucket_of(key, seed1, n_buckets)
+            b2 = bucket_of(key, seed2, n_buckets)
+            bucket = b2 if b1 == bucket else b1
+        else:
+            cuda.atomic.exch(locks, bucket, 0)
+    f = cuda.atomic.add(tickets, 0, 1)
+    fail_ids[f] = key
+    fail_rows[f] = row
 
 
 @cuda.jit
