@@ -261,7 +261,8 @@ def bench_train_step(s: GpuSizes, device: str, out: dict, gen: torch.Generator) 
     for _ in range(200):
         table.index.lookup(one)
     _sync(dev)
-    out["extra"]["numba_launch_us"] = round((time.perf_counter() - t0) / 200 * 1e6, 1)
+    out["extra"]["lookup_call_us"] = round((time.perf_counter() - t0) / 200 * 1e6, 1)  # one id: launch + alloc
+    out["extra"]["kernel_launches"] = dict(table.launch.launches)  # direct cuLaunchKernel vs numba's dispatcher
     n = s.train_steps * s.train_batch
     for name, t in times.items():
         out["throughput"][f"gpu_train_examples_per_s_{name}"] = n / t

@@ -178,19 +178,31 @@ def lookup_rows(keys, rows, n_buckets, seed1, seed2, ids, out):
 
 
 @cuda.jit
-def lookup_gather(keys, rows, n_buckets, seed1, seed2, ids, weights, default, out, lanes):
-    """``lanes`` threads per id: each probes (the same line, one transaction) and copies every
-    ``lanes``-th coordinate, so a row is read and written in coalesced pieces."""
+def lookup_gather(keys, rows, n_buckets, seed1, seed2, ids, weights, default, out, lanes, shuffle):
+    """``lanes`` threads per id (a power of two <= 32, so a group never straddles a warp): the
+    group's first thread probes the two buckets, a warp shuffle hands the row to the others, and
+    each copies every ``lanes``-th coordinate, so a row moves in coalesced pieces while the
+    hashing and the bucket scan run once per id. ``shuffle=False`` (the simulator, which has no
+    shuffles) has every thread probe for itself: the same answer, 16x the hashing."""
     t = cuda.grid(1)
     i = t // lanes
     lane = t - i * lanes
-    if i >= ids.shape[0]:
+    valid = i < ids.shape[0]
+    r = np.int32(-1)
+    if valid and (lane == 0 or not shuffle):
+        key = ids[i]
+        base1 = bucket_of(key, seed1, n_buckets) * STRIDE
+        base2 = bucket_of(key, seed2, n_buckets) * STRIDE
+        p = find_in(keys, rows, base1, base2, key)
+        if p >= 0:
+            r = rows[row_at(p)]
+    # every thread of the warp takes part (out-of-range ones too): the shuffle needs the full mask
+    if shuffle:
+        r = cuda.shfl_sync(0xFFFFFFFF, r, cuda.laneid - lane)
+    if not valid:
         return
-    key = ids[i]
-    p = find_in(keys, rows, bucket_of(key, seed1, n_buckets) * STRIDE, bucket_of(key, seed2, n_buckets) * STRIDE, key)
     dim = weights.shape[1]
-    if p >= 0:
-        r = rows[row_at(p)]
+    if r >= 0:
         for d in range(lane, dim, lanes):
             out[i, d] = weights[r, d]
     else:

@@ -127,6 +127,7 @@ class _Launcher:
         self.sim = device.type != "cuda"
         self._streams: dict[int, object] = {}
         self._compiled: dict[tuple, tuple | None] = {}
+        self.launches = {"direct": 0, "dispatcher": 0}
 
     def arr(self, t: torch.Tensor):
         if self.sim:  # wrapped, not handed over as numpy: the simulator would copy in and out
@@ -158,6 +159,7 @@ class _Launcher:
             self._dispatch(kernel, key, args, blocks, threads, stream, first=entry is False)
             return
         func, ctypes_types = entry
+        self.launches["direct"] += 1
         values: list = []
         for a in args:
             if isinstance(a, torch.Tensor):
@@ -183,6 +185,7 @@ class _Launcher:
             for a in args
         ]
         kernel[blocks, threads, self._numba_stream(stream)](*converted)
+        self.launches["dispatcher"] += 1
         if not first or os.environ.get("STREAMREC_CUDA_DIRECT_LAUNCH", "1") == "0":
             return
         self._compiled[key] = None  # the dispatcher stays in use unless all below works
@@ -318,7 +321,7 @@ class CudaCuckooIndex:
         lanes = 1 << max(0, min(5, (dim - 1).bit_length()))
         a = self.launch.arr
         self.launch(_kernels().lookup_gather, ids.shape[0] * lanes, self.k, self.r, self.n_buckets, self.seed1,
-                    self.seed2, a(ids), a(weights), a(default), a(out), lanes)  # fmt: skip
+                    self.seed2, a(ids), a(weights), a(default), a(out), lanes, 0 if self.launch.sim else 1)  # fmt: skip
         return out
 
     def insert(self, ids: torch.Tensor, rows: torch.Tensor) -> None:
@@ -634,13 +637,17 @@ class CudaEmbeddingTable:
         self._capacity = capacity
         self._views()
 
-    def apply_gradients(self, rows: torch.Tensor, grads: torch.Tensor, *, distinct: bool = True) -> None:
+    def apply_gradients(
+        self, rows: torch.Tensor, grads: torch.Tensor, *, distinct: bool = True, checked: bool = False
+    ) -> None:
         """One fused optimizer step on ``rows`` with per-row ``grads`` (device tensors).
 
         ``distinct=False`` sums the gradients of repeated rows first (on the device). Checks come
-        first: a bad shape or a NaN/inf gradient raises and changes nothing.
+        first: a bad shape or a NaN/inf gradient raises and changes nothing (``checked=True``: the
+        caller ran :meth:`check_gradients` on these very tensors, as the module does).
         """
-        self.check_gradients(rows, grads)
+        if not checked:
+            self.check_gradients(rows, grads)
         if rows.numel() == 0:
             return
         rows = rows.to(self.device)

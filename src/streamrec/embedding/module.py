@@ -214,7 +214,10 @@ class EmbeddingModule(nn.Module):
             table.check_gradients(rows, grads)
             updates.append((table, rows, grads))
         for table, rows, grads in updates:
-            table.apply_gradients(rows, grads)
+            if hasattr(table, "device_ids"):  # a GPU table: checked above, once (each check is a sync)
+                table.apply_gradients(rows, grads, checked=True)
+            else:
+                table.apply_gradients(rows, grads)
 
     def discard_gradients(self) -> None:
         """Forget lookups made since the last :meth:`apply_gradients` (e.g. after a bad batch)."""
