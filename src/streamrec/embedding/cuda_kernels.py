@@ -178,36 +178,39 @@ def lookup_rows(keys, rows, n_buckets, seed1, seed2, ids, out):
 
 
 @cuda.jit
-def lookup_gather(keys, rows, n_buckets, seed1, seed2, ids, weights, default, out, lanes, shuffle):
-    """``lanes`` threads per id (a power of two <= 32, so a group never straddles a warp): the
-    group's first thread probes the two buckets, a warp shuffle hands the row to the others, and
-    each copies every ``lanes``-th coordinate, so a row moves in coalesced pieces while the
-    hashing and the bucket scan run once per id. ``shuffle=False`` (the simulator, which has no
-    shuffles) has every thread probe for itself: the same answer, 16x the hashing."""
+def lookup_gather(keys, rows, n_buckets, seed1, seed2, ids, weights, default, out, dim, shift, shuffle):
+    """``2**shift`` threads per id (at most 32, so a group never straddles a warp): the group's
+    first thread probes the two buckets, a warp shuffle hands the row to the others, and each
+    copies every ``2**shift``-th coordinate, so a row moves in coalesced pieces while the hashing
+    and the bucket scan run once per id. ``weights`` and ``out`` are flat (row-major, ``dim``
+    wide) and the thread -> (id, lane) split is shifts, not divisions: this kernel is bound by
+    instructions, not by memory. ``shuffle=0`` (the simulator, which has no shuffles) has every
+    thread probe for itself: the same answer."""
     t = cuda.grid(1)
-    i = t // lanes
-    lane = t - i * lanes
+    lanes = 1 << shift
+    i = t >> shift
+    lane = t & (lanes - 1)
     valid = i < ids.shape[0]
     r = np.int32(-1)
-    if valid and (lane == 0 or not shuffle):
+    if valid and (lane == 0 or shuffle == 0):
         key = ids[i]
         base1 = bucket_of(key, seed1, n_buckets) * STRIDE
         base2 = bucket_of(key, seed2, n_buckets) * STRIDE
         p = find_in(keys, rows, base1, base2, key)
         if p >= 0:
             r = rows[row_at(p)]
-    # every thread of the warp takes part (out-of-range ones too): the shuffle needs the full mask
-    if shuffle:
+    if shuffle != 0:  # every thread of the warp takes part (out-of-range ones too): full mask
         r = cuda.shfl_sync(0xFFFFFFFF, r, cuda.laneid - lane)
     if not valid:
         return
-    dim = weights.shape[1]
+    dst = i * dim
     if r >= 0:
+        src = np.int64(r) * dim
         for d in range(lane, dim, lanes):
-            out[i, d] = weights[r, d]
+            out[dst + d] = weights[src + d]
     else:
         for d in range(lane, dim, lanes):
-            out[i, d] = default[d]
+            out[dst + d] = default[d]
 
 
 @cuda.jit
