@@ -273,9 +273,43 @@ def test_without_a_gpu_device_cuda_is_one_clear_error(monkeypatch):
     with pytest.raises(DeviceUnavailableError, match="no CUDA GPU"):
         CudaEmbeddingTable("s", SlotConfig(dim=2))
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0", "OMP_NUM_THREADS": "1"}
-    for command in (["bench", "embedding", "--device", "cuda", "--json"], ["bench", "training", "--device", "cuda"]):
+    commands = (
+        ["bench", "embedding", "--device", "cuda", "--json"],
+        ["bench", "training", "--device", "cuda"],
+        ["train", "batch", "--data", "ml-100k", "--device", "cuda"],
+        ["train", "online", "--log", "sqlite:///unused.db", "--snapshot", "unused.npz", "--device", "cuda"],
+    )
+    for command in commands:
         done = subprocess.run([sys.executable, "-m", "streamrec", *command], env=env, capture_output=True, text=True,
                               timeout=120)  # fmt: skip
         assert done.returncode != 0
         lines = (done.stdout + done.stderr).strip().splitlines()
         assert len(lines) == 1 and "no CUDA GPU" in lines[0], lines
+
+
+def test_a_trainer_on_gpu_tables_matches_the_cpu_trainer_and_its_snapshot_moves_back(tmp_path):
+    """``train batch|online --device cuda`` in small: DeepFM over GPU tables (head and batches on
+    the trainer's device) against the same model on CPU tables; the snapshot restores on the CPU."""
+    from streamrec.config import convert
+    from streamrec.models import ModelConfig, build_model
+    from streamrec.training.bench import synthetic_examples
+    from streamrec.training.defaults import default_slot
+    from streamrec.training.snapshot import load_trainer, save_trainer
+    from streamrec.training.trainer import Trainer
+
+    data = synthetic_examples(256, seed=3)
+    embedding = {"slots": {slot: default_slot() for slot in data.sparse}}
+    model_config = convert({"kind": "deepfm", "n_dense": 0}, ModelConfig, "model")
+    trainers = []
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        tables = EmbeddingCollection(embedding, seed=1, device=device)
+        trainers.append(Trainer(build_model(model_config, tables), device=device))
+    for trainer in trainers:
+        trainer.train(data[:192], batch_size=64)
+    cpu_logits, gpu_logits = (t.predict_logits(data[192:]) for t in trainers)
+    np.testing.assert_allclose(gpu_logits, cpu_logits, atol=1e-4, rtol=0)
+    save_trainer(tmp_path / "gpu.npz", trainers[1])
+    restored, _ = load_trainer(tmp_path / "gpu.npz", device="cpu")
+    assert isinstance(restored.model.embeddings.tables["c0"], EmbeddingTable)
+    np.testing.assert_allclose(restored.predict_logits(data[192:]), gpu_logits, atol=1e-6, rtol=0)

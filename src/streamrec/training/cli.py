@@ -40,6 +40,9 @@ def train_batch(
     config: Path | None = typer.Option(None, help="TOML with [embedding], [model], [train] sections."),
     seed: int = typer.Option(0),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the results."),
+    device: str = typer.Option(
+        "cpu", "--device", help='"cuda" or "cuda:N": tables, head and batches on that GPU (one process).'
+    ),
     ranks: int = typer.Option(
         1,
         "--ranks",
@@ -55,6 +58,12 @@ def train_batch(
 
     found = rank_from_env()
     world = found[1] if found else ranks
+    if device != "cpu":
+        from streamrec.embedding.cuda_table import torch_device
+
+        torch_device(device)  # no GPU: one line now, before any data is read
+        if world > 1:
+            raise InvalidInputError("--device", device, "the GPU placement trains in one process (no --ranks)")
     if found and ranks > 1 and ranks != world:
         raise InvalidInputError("--ranks", ranks, f"this process is a rank of WORLD_SIZE={world}; they must agree")
     if out is None:
@@ -68,7 +77,9 @@ def train_batch(
         args += (["--config", str(config)] if config else []) + (["--json"] if as_json else [])
         raise typer.Exit(launch_local(args, world))
     if world == 1:
-        summary = run_batch(data, model, epochs, batch_size, test_fraction, out, config, seed, quiet=as_json)
+        summary = run_batch(
+            data, model, epochs, batch_size, test_fraction, out, config, seed, quiet=as_json, device=device
+        )
     else:
         summary = run_batch_rank(data, model, epochs, batch_size, test_fraction, out, config, seed, quiet=as_json)
     if as_json and summary is not None:
@@ -85,6 +96,7 @@ def run_batch(
     config: Path | None = None,
     seed: int = 0,
     quiet: bool = False,
+    device: str = "cpu",
 ) -> dict:
     import time
 
@@ -103,8 +115,8 @@ def run_batch(
     dataset = load_dataset(data)
     embedding, model_config, train_config = configs_for(dataset, model_kind, config)
     torch.manual_seed(seed)
-    tables = EmbeddingCollection(embedding, seed=seed)
-    trainer = Trainer(build_model(model_config, tables), train_config)
+    tables = EmbeddingCollection(embedding, seed=seed, device=device)
+    trainer = Trainer(build_model(model_config, tables), train_config, device=device)
     train, test = split_for(dataset, test_fraction)
     steps_per_epoch = (len(train) + batch_size - 1) // batch_size
     history = []

@@ -248,9 +248,14 @@ class OnlineTrainer:
 
     @classmethod
     def from_snapshot(
-        cls, snapshot_path: str | Path, log: EventLog | str, config: OnlineConfig | None = None
+        cls,
+        snapshot_path: str | Path,
+        log: EventLog | str,
+        config: OnlineConfig | None = None,
+        device: str | None = None,
     ) -> OnlineTrainer:
-        """Restore the trainer saved at ``snapshot_path`` and continue it online, snapshotting there."""
+        """Restore the trainer saved at ``snapshot_path`` and continue it online, snapshotting there
+        (one process only: on ``device`` when given)."""
         path = Path(snapshot_path)
         # W ranks write sharded snapshots (a directory). Given the batch stage's one-file snapshot,
         # they go beside it, to <file>.shards/, which later runs prefer once it holds a manifest.
@@ -266,7 +271,7 @@ class OnlineTrainer:
         if is_sharded(shards_home):
             trainer, extra = load_shard(shards_home, 0, 1)
             return cls(trainer, log, shards_home, config, extra)
-        trainer, extra = load_trainer(path)
+        trainer, extra = load_trainer(path, device=device)
         return cls(trainer, log, path, config, extra)
 
     # -- the loop ---------------------------------------------------------------------------

@@ -35,6 +35,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         ranks: int = typer.Option(
             1, "--ranks", min=1, help="Train as W local ranks (sharded tables; like torchrun, which also works)."
         ),
+        device: str = typer.Option(
+            "cpu", "--device", help='"cuda" or "cuda:N": restore tables and head onto that GPU (one process).'
+        ),
     ) -> None:
         """Continue a snapshot online: train from 'examples', publish updates to 'model-updates'.
 
@@ -47,6 +50,13 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
         from streamrec.training.launch import launch_local, rank_from_env
 
+        if device != "cpu":
+            from streamrec.embedding.cuda_table import torch_device
+            from streamrec.errors import InvalidInputError
+
+            torch_device(device)  # no GPU: one line now
+            if ranks > 1 or rank_from_env() is not None:
+                raise InvalidInputError("--device", device, "the GPU placement trains in one process (no --ranks)")
         if ranks > 1 and rank_from_env() is None:
             raise typer.Exit(launch_local(sys.argv[1:], ranks, threads=threads or 1))
         if rank_from_env() is not None:
@@ -57,6 +67,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         summary = run_online(
             log, snapshot, sparse_sync_interval, dense_sync_interval, snapshot_interval, expiry_interval,
             batch_size, group, max_seconds, until_drained, threads=threads, quiet=as_json or _not_rank_0(),
+            device=device,
         )  # fmt: skip
         if as_json:
             print(json.dumps(summary))
@@ -117,6 +128,7 @@ def run_online(
     until_drained: bool = False,
     threads: int = 0,
     quiet: bool = False,
+    device: str = "cpu",
 ) -> dict:
     """Run the online stage as the CLI does; returns the summary."""
     import msgspec
@@ -141,7 +153,7 @@ def run_online(
     if threads:
         torch.set_num_threads(threads)
     console = Console(stderr=True, quiet=quiet)
-    online = OnlineTrainer.from_snapshot(snapshot, log, config)
+    online = OnlineTrainer.from_snapshot(snapshot, log, config, device=device)
     online.install_signal_handlers()
     # Compiled (or loaded) before the first poll, so the first examples do not wait for LLVM.
     console.print(f"train online: kernels ready in {warm_embedding():.1f} s")

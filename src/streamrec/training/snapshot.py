@@ -42,7 +42,8 @@ def save_trainer(path: str | Path, trainer: Trainer, extra: dict[str, Any] | Non
     if not isinstance(tables, EmbeddingCollection):
         raise TypeError("only models on training EmbeddingCollections can be snapshotted")
     buffer = io.BytesIO()
-    torch.save({"head": trainer.model.head.state_dict(), "optimizer": trainer.dense_optimizer.state_dict()}, buffer)
+    head = {k: v.detach().cpu() for k, v in trainer.model.head.state_dict().items()}  # host tensors, any device
+    torch.save({"head": head, "optimizer": trainer.dense_optimizer.state_dict()}, buffer)
     meta = {
         "model": msgspec.to_builtins(trainer.model.config),
         "train": msgspec.to_builtins(trainer.config),
@@ -64,14 +65,15 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return json.loads(bytes(read_arrays(path, FORMAT)["meta"]).decode())
 
 
-def load_trainer(path: str | Path) -> tuple[Trainer, dict[str, Any]]:
-    """Rebuild the trainer saved at ``path``; returns it and the snapshot's ``extra`` dict."""
+def load_trainer(path: str | Path, device: str | None = None) -> tuple[Trainer, dict[str, Any]]:
+    """Rebuild the trainer saved at ``path`` (tables and head on ``device`` when given, else
+    where the snapshot's embedding config puts the tables); returns it and the ``extra`` dict."""
     arrays = read_arrays(path, FORMAT)
     meta = json.loads(bytes(arrays["meta"]).decode())
-    tables = collection_from_arrays(arrays, prefix="emb/")
+    tables = collection_from_arrays(arrays, prefix="emb/", device=device)
     model = build_model(convert(meta["model"], ModelConfig, "model"), tables)
-    trainer = Trainer(model, convert(meta["train"], TrainConfig, "train"))
-    dense = torch.load(io.BytesIO(bytes(arrays["dense"])), weights_only=True)
+    trainer = Trainer(model, convert(meta["train"], TrainConfig, "train"), device=device)
+    dense = torch.load(io.BytesIO(bytes(arrays["dense"])), weights_only=True, map_location="cpu")
     model.head.load_state_dict(dense["head"])
     trainer.dense_optimizer.load_state_dict(dense["optimizer"])
     trainer.examples_seen = int(meta["examples_seen"])

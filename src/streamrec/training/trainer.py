@@ -55,9 +55,17 @@ def _dense_optimizer(kind: str, params, lr: float) -> torch.optim.Optimizer:
 class Trainer:
     """Steps a :class:`RankingModel`; ``examples_seen`` and ``steps`` count its progress."""
 
-    def __init__(self, model: RankingModel, config: TrainConfig | None = None) -> None:
+    def __init__(self, model: RankingModel, config: TrainConfig | None = None, device: str | None = None) -> None:
         self.model = model
         self.config = config or TrainConfig()
+        # ``device="cuda"``: the dense head and each batch's dense features and labels live on
+        # that GPU (the tables' own ``device`` places them); logits come back to the host.
+        self.device = torch.device("cpu")
+        if device is not None and device != "cpu":
+            from streamrec.embedding.cuda_table import torch_device
+
+            self.device = torch_device(device)
+            model.to(self.device)
         self.dense_optimizer = _dense_optimizer(
             self.config.dense_optimizer, model.dense_parameters(), self.config.dense_lr
         )
@@ -72,6 +80,7 @@ class Trainer:
     def train_step(self, batch: ExampleBatch) -> torch.Tensor:
         """One update on ``batch``; returns its logits from before the update (detached)."""
         self.model.train()
+        batch = self.on_device(batch)
         logits = self.model(batch)
         loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
         self.dense_optimizer.zero_grad()
@@ -84,7 +93,16 @@ class Trainer:
         self.model.apply_sparse_gradients()
         self.examples_seen += len(batch)
         self.steps += 1
-        return logits.detach()
+        return logits.detach().cpu()
+
+    def on_device(self, batch: ExampleBatch) -> ExampleBatch:
+        """``batch`` with its dense features, labels and sample rates on the trainer's device
+        (ids stay where they are: each table moves its own; event times stay on the host)."""
+        if self.device.type == "cpu":
+            return batch
+        dev = self.device
+        return ExampleBatch(batch.sparse, batch.dense.to(dev), batch.labels.to(dev), batch.sample_rate.to(dev),
+                            batch.time)  # fmt: skip
 
     def train(
         self,
@@ -113,7 +131,7 @@ class Trainer:
     def predict_logits(self, data: ExampleBatch, batch_size: int = 4096) -> np.ndarray:
         """Logits of every example, read-only (no admission, no timestamps, no updates)."""
         self.model.eval()
-        out = [self.model(b).numpy() for b in data.batches(batch_size)]
+        out = [self.model(self.on_device(b)).cpu().numpy() for b in data.batches(batch_size)]
         self.model.train()
         return np.concatenate(out) if out else np.empty(0, dtype=np.float32)
 
