@@ -53,7 +53,7 @@ from streamrec.embedding.cuckoo import (
 from streamrec.embedding.delta import TableDelta
 from streamrec.embedding.initializers import initializer_params
 from streamrec.embedding.optimizers import make_optimizer
-from streamrec.embedding.table import EmbeddingTable, TableStats, check_time, table_seed
+from streamrec.embedding.table import EmbeddingTable, TableStats, check_time
 from streamrec.errors import IndexFloodError, InvalidInputError, NonFiniteGradientError, StreamrecError
 
 _MASK64 = (1 << 64) - 1
@@ -230,11 +230,8 @@ def _kernels():
 class CudaCuckooIndex:
     """The cuckoo index of ``cuckoo.py`` in device memory: same buckets, seeds and seed key.
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> index = CudaCuckooIndex.from_cpu(CuckooIndex(capacity=16, seed=1), "cuda")  # doctest: +SKIP
-    """
+    Built from a CPU index (:meth:`from_cpu`) or its snapshot arrays (:meth:`from_state`);
+    :meth:`to_cpu` and :meth:`state` give them back, byte for byte."""
 
     def __init__(self, launcher: _Launcher) -> None:
         self.launch = launcher
@@ -817,6 +814,3 @@ def make_table(slot: str, config: SlotConfig, seed: int, device: str) -> Embeddi
     if check_device(device) == "cpu":
         return EmbeddingTable(slot, config, seed)
     return CudaEmbeddingTable(slot, config, seed, device)
-
-
-_ = (py_mix64, table_seed)  # the seeds of a GPU table are the CPU table's (same helpers)
