@@ -1,5 +1,5 @@
 """Training: the example batch, the trainer (batch and online stages), snapshots and sync."""
 
-from streamrec.training.batch import ExampleBatch
+from streamrec.batch import ExampleBatch
 
 __all__ = ["ExampleBatch"]

@@ -48,11 +48,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from streamrec.batch import ExampleBatch
 from streamrec.embedding import EmbeddingCollection
 from streamrec.embedding.module import JaggedIds, SparseInput
 from streamrec.embedding.table import as_ids, check_time
 from streamrec.errors import InvalidInputError, NonFiniteGradientError
-from streamrec.training.batch import ExampleBatch
 from streamrec.training.trainer import TrainConfig, Trainer
 
 __all__ = [

@@ -51,11 +51,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from streamrec.batch import ExampleBatch
 from streamrec.embedding import EmbeddingCollection
 from streamrec.errors import ConfigError
 from streamrec.log import EventLog, open_log
 from streamrec.records import Example
-from streamrec.training.batch import ExampleBatch
 from streamrec.training.distributed import DistributedTrainer
 from streamrec.training.shards import is_sharded, load_shard, reshard, save_sharded
 from streamrec.training.snapshot import load_trainer, save_trainer

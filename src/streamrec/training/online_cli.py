@@ -119,9 +119,9 @@ def run_online(
     from rich.console import Console
     from rich.live import Live
 
+    from streamrec.embedding.warmup import warm_embedding
     from streamrec.errors import SnapshotError
     from streamrec.training.online import OnlineConfig, OnlineStats, OnlineTrainer, parse_duration
-    from streamrec.warmup import warm_embedding
 
     if not snapshot.is_file() and not (snapshot / "manifest.json").is_file():
         raise SnapshotError(f"--snapshot: {str(snapshot)!r} does not exist (write one with `streamrec train batch`)")
