@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from streamrec.cluster.control import launcher_cmdline, read_running, running_file
-from streamrec.cluster.process import Child, stop_all
+from streamrec.cluster.process import Child, redis_answers, stop_all
 from streamrec.errors import InvalidInputError, StreamrecError
 
 __all__ = ["Cluster", "ClusterConfig"]
@@ -334,7 +334,7 @@ class Cluster:
             return
         if cfg.redis_url is not None:
             self.redis_url = cfg.redis_url
-            if not _redis_answers(self.redis_url):
+            if not redis_answers(self.redis_url):
                 raise StreamrecError(f"--redis {self.redis_url}: no Redis answers PING there")
             self.log_url = cfg.log_url or self.redis_url
             return
@@ -351,7 +351,7 @@ class Cluster:
         ]  # fmt: skip
         url = self.redis_url
         self.log_url = cfg.log_url or self.redis_url
-        child = Child("redis", args, self.dir / "logs" / "redis.log", lambda: _redis_answers(url), f"{cfg.host}:{port}")
+        child = Child("redis", args, self.dir / "logs" / "redis.log", lambda: redis_answers(url), f"{cfg.host}:{port}")
         self._launch([child])
 
     def _start_parts(self) -> None:
@@ -444,19 +444,6 @@ class Cluster:
             time.sleep(0.1)
         for child in children:
             self.say(f"{child.name} ready after {child.ready_after_s:.1f} s")
-
-
-def _redis_answers(url: str) -> bool:
-    import redis
-
-    try:
-        client = redis.Redis.from_url(url.split("?", 1)[0], socket_connect_timeout=1.0, socket_timeout=1.0)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except (redis.RedisError, OSError):
-        return False
 
 
 def _api_version(url: str) -> int:

@@ -46,7 +46,7 @@ import zstandard
 
 from streamrec.errors import InvalidInputError, StreamrecError
 from streamrec.profiles.config import ProfilesConfig, profiles_config
-from streamrec.profiles.events import MAX_TIME, EntityKeyer, SlotRows, build_specs, events_to_rows
+from streamrec.profiles.events import MAX_TIME, EntityKeyer, SlotRows, SlotSpec, build_specs, events_to_rows
 from streamrec.profiles.profile import Profile, ProfileBlob, SlotData, blob_arrays, decode_untrusted, slot_to_blob
 from streamrec.profiles.query import FeaturePlan, SlotWindows, WindowPlan, answer, plan_feature, single_number
 from streamrec.profiles.slices import merge_rows
@@ -185,6 +185,10 @@ class ProfileStore:
     def now(self) -> float:
         """The store's clock (wall time, the injected clock, or the event watermark)."""
         return self._clock() if self._clock is not None else self._watermark
+
+    def slot_spec(self, name: str) -> SlotSpec | None:
+        """The compiled spec of slot ``name`` (``None`` if the config declares no such slot)."""
+        return self._spec_by_name.get(name)
 
     def entity_key(self, entity_type: str, entity_id: str) -> bytes:
         """Keyed 16-byte hash of an entity; the only form in which entities are stored or logged."""
