@@ -110,7 +110,7 @@ class ClusterConfig:
     grace_s: float = 10.0
 
     def __post_init__(self) -> None:
-        from streamrec.training.online import parse_duration
+        from streamrec.config import parse_duration
 
         self.dir = Path(self.dir)
         if not 1 <= self.nodes <= 64:
@@ -122,7 +122,7 @@ class ClusterConfig:
         if not 0 < self.negative_rate <= 1:
             raise InvalidInputError("negative_rate", self.negative_rate, "must be in (0, 1]")
         for name in ("sparse_sync_interval", "dense_sync_interval", "snapshot_interval"):
-            parse_duration(name, getattr(self, name))
+            parse_duration(getattr(self, name), name, positive=True)
         if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://")):
             raise InvalidInputError("redis_url", self.redis_url, "expected redis://host:port/db")
         if self.log_url is not None and not self.log_url.startswith(("redis://", "rediss://", "kafka://")):

@@ -5,7 +5,7 @@ write-ahead log, and windowed feature queries (structured or SQL).
 See ``docs/profiles.md`` for formats, invariants and failure behaviour.
 """
 
-from streamrec.profiles.config import ProfilesConfig, SlotConfig, Tier, load_profiles_config, profiles_config
+from streamrec.profiles.config import ProfilesConfig, ProfileSlotConfig, Tier, load_profiles_config, profiles_config
 from streamrec.profiles.sql import SqlError
 from streamrec.profiles.store import ProfileStore
 from streamrec.profiles.types import Feature, FeatureQuery, FeatureResult, QueryResult, SqlResult, WriteResult
@@ -14,10 +14,10 @@ __all__ = [
     "Feature",
     "FeatureQuery",
     "FeatureResult",
+    "ProfileSlotConfig",
     "ProfileStore",
     "ProfilesConfig",
     "QueryResult",
-    "SlotConfig",
     "SqlError",
     "SqlResult",
     "Tier",

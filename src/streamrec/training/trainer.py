@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from streamrec.batch import ExampleBatch
-from streamrec.metrics import auc, log_loss
 from streamrec.models.hashed import HashedEmbeddingModule
 from streamrec.models.ranking import RankingModel
+from streamrec.quality import auc, log_loss
 
 
 class TrainConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
