@@ -75,7 +75,7 @@ def owner_of(ids: np.ndarray, world: int) -> np.ndarray:
     distribution (sequential ids included) and unrelated to the cuckoo index's own hashes.
 
     >>> owner_of(np.arange(6), 1).tolist(), owner_of(np.arange(6), 3).tolist()
-    ([0, 0, 0, 0, 0, 0], [1, 2, 2, 1, 0, 0])
+    ([0, 0, 0, 0, 0, 0], [0, 1, 1, 0, 0, 1])
     """
     if world == 1:
         return np.zeros(len(ids), dtype=np.int64)
