@@ -24,6 +24,8 @@ from streamrec.models.hashed import HashedEmbeddingModule
 from streamrec.models.ranking import RankingModel
 from streamrec.quality import auc, log_loss
 
+__all__ = ["TrainConfig", "Trainer"]
+
 
 class TrainConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The ``[train]`` section."""
