@@ -58,11 +58,11 @@ def test_after_the_embedding_warm_up_training_and_serving_compile_nothing(tmp_pa
     out = _run(
         f"""
         import json, numpy as np
-        from streamrec.warmup import warm_embedding
+        from streamrec.embedding.warmup import warm_embedding
         from streamrec.log import open_log
         from streamrec.training.online import OnlineConfig, OnlineTrainer
         from streamrec.training.serving_model import ServingModel
-        from streamrec.training.batch import ExampleBatch
+        from streamrec.batch import ExampleBatch
         from streamrec.training.updates import ModelUpdate
         from test_online_support import make_examples, write_snapshot
 
@@ -100,7 +100,7 @@ def test_after_the_profiles_warm_up_writes_merges_and_queries_compile_nothing(tm
     out = _run(
         """
         import dataclasses, json, time
-        from streamrec.warmup import warm_profiles
+        from streamrec.profiles.warmup import warm_profiles
         from streamrec.profiles.bench import QUICK, bench_config, generate_events, request_features
         from streamrec.profiles.store import ProfileStore
         from streamrec.profiles.types import FeatureQuery

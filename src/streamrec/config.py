@@ -27,8 +27,23 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
-def parse_duration(value: Any, key: str = "duration") -> float:
-    """Seconds in ``value``: a number of seconds or a string such as ``"5m"``, ``"7d"``."""
+def parse_duration(value: Any, key: str = "duration", *, positive: bool = False) -> float:
+    """Seconds in ``value``: a number of seconds or a number with a unit, ``ms s m h d w``.
+
+    The one duration parser of streamrec: TTLs, windows and the trainer's sync schedules all read
+    ``"1w"``, ``"250ms"`` or ``90`` alike. ``positive`` refuses 0 (an interval that must elapse);
+    without it 0 is allowed (a TTL or window of 0 where the caller gives it a meaning). Errors are
+    :class:`~streamrec.errors.ConfigError` naming ``key``.
+
+    Examples
+    --------
+    >>> parse_duration("5m"), parse_duration("250ms"), parse_duration("1w"), parse_duration(3)
+    (300.0, 0.25, 604800.0, 3.0)
+    >>> parse_duration(0, "online.sparse_sync_interval", positive=True)
+    Traceback (most recent call last):
+    ...
+    streamrec.errors.ConfigError: config key 'online.sparse_sync_interval': duration must be > 0 seconds, got 0
+    """
     if isinstance(value, bool):
         raise ConfigError(key, f"expected a duration such as '30d' or seconds, got {value!r}")
     if isinstance(value, int | float):
@@ -36,9 +51,11 @@ def parse_duration(value: Any, key: str = "duration") -> float:
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
     else:
-        raise ConfigError(key, f"expected a duration such as '30d', '12h', '90s' or seconds, got {value!r}")
+        raise ConfigError(key, f"expected a duration such as '30d', '12h', '90s', '250ms' or seconds, got {value!r}")
     if not seconds >= 0 or seconds == float("inf"):
         raise ConfigError(key, f"duration must be a finite number of seconds >= 0, got {value!r}")
+    if positive and seconds == 0:
+        raise ConfigError(key, f"duration must be > 0 seconds, got {value!r}")
     return seconds
 
 

@@ -122,8 +122,8 @@ def run_demo(
     from streamrec.datasets import find_dataset, load_movielens
     from streamrec.embedding import EmbeddingCollection, EmbeddingModule
     from streamrec.errors import InvalidInputError
-    from streamrec.metrics import auc
     from streamrec.models.fm import FactorizationMachine
+    from streamrec.quality import auc
 
     console = Console(stderr=quiet)
     path = data or find_dataset("ml-100k")
@@ -228,7 +228,7 @@ def _popularity_auc(ml, split: int) -> float:
     """AUC of scoring each test rating by its item's smoothed positive rate in the training part."""
     import numpy as np
 
-    from streamrec.metrics import auc
+    from streamrec.quality import auc
 
     labels = ml.rating >= 4
     n_items = int(ml.item.max()) + 1

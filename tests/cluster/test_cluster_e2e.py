@@ -91,8 +91,8 @@ def _impressions(log: Any, consumer: Any, request_id: str, n: int) -> list[Any]:
 
 
 def _batch(impressions: list[Any], plan: Any):
+    from streamrec.batch import ExampleBatch
     from streamrec.records import Example
-    from streamrec.training.batch import ExampleBatch
 
     examples = [Example(sparse=i.sparse, dense=i.dense, label=0.0, time=i.time) for i in impressions]
     return ExampleBatch.from_examples(examples, plan.slots, plan.n_dense)

@@ -83,6 +83,13 @@ def test_to_toml_writes_nested_tables_arrays_of_tables_and_escapes():
     }
 
 
+def test_to_toml_refuses_what_toml_cannot_hold_naming_the_key():
+    with pytest.raises(ConfigError, match=r"'profiles\.slots\.x\.alpha'.*non-finite"):
+        to_toml({"profiles": {"slots": {"x": {"alpha": float("nan")}}}})
+    with pytest.raises(ConfigError, match=r"'serving\.when'.*datetime"):
+        to_toml({"serving": {"when": __import__("datetime").datetime(2026, 1, 1)}})
+
+
 def test_the_initial_snapshot_fits_the_serving_plan_and_a_foreign_one_is_refused(tmp_path):
     from streamrec.serving.features import default_plan
     from streamrec.training.serving_model import ServingModel

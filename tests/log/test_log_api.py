@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import doctest
 import re
 
 import msgspec
 import pytest
 
-import streamrec.log.base
-import streamrec.records
 from streamrec.errors import InvalidInputError, LogError
 from streamrec.log import Envelope, open_log
 from streamrec.records import ActionEvent
@@ -184,9 +181,3 @@ def test_closed_log_and_consumer_refuse_use(logs):
     log.close()
     with pytest.raises(LogError, match="closed"):
         log.append("actions", [click(0)])
-
-
-def test_docstring_examples_run():
-    for module in (streamrec.log.base, streamrec.records):
-        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-        assert result.failed == 0 and result.attempted > 0, module.__name__

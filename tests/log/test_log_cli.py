@@ -62,3 +62,17 @@ def test_lag_reports_each_partition_and_the_sums(tmp_path):
     assert report["groups"]["fresh"]["lags"] == ends
     text = CliRunner().invoke(app(), ["log", "lag", url, "actions", "profiles"]).output
     assert f"partition 1: end {ends[1]}, committed {ends[1]}, lag 0" in text
+
+
+def test_create_topics_makes_each_count_and_refuses_a_bad_spec_or_another_count(tmp_path):
+    url = f"sqlite:///{tmp_path}/log.db"
+    result = CliRunner().invoke(app(), ["log", "create-topics", url, "actions:3", "model-updates"])
+    assert result.exit_code == 0, result.output
+    with open_log(url) as log:
+        assert (len(log.end_offsets("actions")), len(log.end_offsets("model-updates"))) == (3, 1)
+    again = CliRunner().invoke(app(), ["log", "create-topics", url, "actions:3"])  # same count: a no-op
+    assert again.exit_code == 0, again.output
+    other = CliRunner().invoke(app(), ["log", "create-topics", url, "actions:2"])
+    assert other.exit_code != 0 and "actions" in str(other.exception)
+    bad = CliRunner().invoke(app(), ["log", "create-topics", url, "examples:0"])
+    assert bad.exit_code != 0 and "examples:0" in str(bad.exception)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from streamrec.batch import ExampleBatch
 from streamrec.embedding import EmbeddingCollection, SlotConfig
 from streamrec.log import open_log
 from streamrec.models.ranking import ModelConfig, build_model
@@ -21,7 +22,6 @@ from streamrec.profiles import ProfileClient
 from streamrec.records import ActionEvent
 from streamrec.serving import Recommender, RecommenderConfig, default_plan, serving_profiles_config
 from streamrec.serving.retrieval import RetrievalConfig
-from streamrec.training.batch import ExampleBatch
 from streamrec.training.serving_model import ServingModel
 from streamrec.training.snapshot import save_trainer
 from streamrec.training.trainer import TrainConfig, Trainer

@@ -1,10 +1,8 @@
 """History for the batch stage (events, Impressions, Parquet, the event log), the shapes a recommender
-may answer in, and the docstring examples of every sim module."""
+may answer in. (The sim's docstring examples run in tests/test_docstring_examples.py.)"""
 
 from __future__ import annotations
 
-import doctest
-import importlib
 import json
 
 import pyarrow.parquet as pq
@@ -87,10 +85,3 @@ def test_a_recommender_returning_an_unknown_item_is_named():
 
     with pytest.raises(InvalidInputError, match="item"):
         InProcessDriver(World(seed=0, n_users=50), Bad()).run(minutes=5)
-
-
-@pytest.mark.parametrize("name", ["config", "world", "policies", "driver", "history"])
-def test_docstring_examples(name):
-    module = importlib.import_module(f"streamrec.sim.{name}")
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from streamrec.batch import ExampleBatch
 from streamrec.embedding import EmbeddingCollection, SlotConfig
 from streamrec.embedding.config import FTRL, SGD, Adagrad, Adam
 from streamrec.models.ranking import ModelConfig, build_model
 from streamrec.records import Example
-from streamrec.training.batch import ExampleBatch
 
 SLOTS = ["user", "item", "tag"]
 N_DENSE = 3

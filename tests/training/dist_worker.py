@@ -16,7 +16,7 @@ import dist_data
 import numpy as np
 import torch
 
-from streamrec.metrics import auc
+from streamrec.quality import auc
 from streamrec.training.distributed import DistributedTrainer, ShardedEmbeddingModule, global_slice, init_from_env
 from streamrec.training.shards import load_shard, save_sharded
 from streamrec.training.trainer import TrainConfig

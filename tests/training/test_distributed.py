@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from streamrec.metrics import auc
+from streamrec.quality import auc
 from streamrec.redis_server import free_port
 from streamrec.training.distributed import global_slice, owner_of
 from streamrec.training.trainer import TrainConfig, Trainer

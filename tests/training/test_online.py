@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 from test_online_support import BACKENDS, log_url_for, make_examples, write_snapshot
 
+from streamrec.config import parse_duration
 from streamrec.errors import ConfigError
 from streamrec.log import open_log
-from streamrec.training.online import OnlineConfig, OnlineTrainer, parse_duration
+from streamrec.training.online import OnlineConfig, OnlineTrainer
 from streamrec.training.serving_model import ServingModel
 from streamrec.training.snapshot import read_meta
 
@@ -187,11 +188,14 @@ def test_sync_schedules_run_on_wall_clock_intervals(tmp_path):
 
 
 def test_bad_schedule_values_raise_config_errors_naming_the_key():
-    assert parse_duration("x", "10s") == 10.0 and parse_duration("x", "5m") == 300.0
+    assert parse_duration("10s", "x", positive=True) == 10.0 and parse_duration("5m", "x", positive=True) == 300.0
     with pytest.raises(ConfigError, match="sparse_sync_interval"):
-        parse_duration("sparse_sync_interval", "soon")
+        parse_duration("soon", "sparse_sync_interval", positive=True)
     with pytest.raises(ConfigError, match="snapshot_interval"):
-        parse_duration("snapshot_interval", "-3s")
+        parse_duration("-3s", "snapshot_interval", positive=True)
+    with pytest.raises(ConfigError, match=r"online\.expiry_interval"):
+        OnlineConfig(expiry_interval="soon")
+    assert OnlineConfig(snapshot_interval="1w").snapshot_interval == 7 * 86400.0  # as a TTL reads it
     with pytest.raises(ConfigError, match=r"online\.dense_sync_interval"):
         OnlineConfig(dense_sync_interval=0)
     with pytest.raises(ConfigError, match=r"online\.batch_size"):

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from test_online_support import BACKENDS, N_DENSE, SLOTS, log_url_for, write_snapshot
 
+from streamrec.batch import ExampleBatch
 from streamrec.joiner import Joiner
 from streamrec.log import open_log
 from streamrec.records import ActionEvent, Example, Impression
-from streamrec.training.batch import ExampleBatch
 from streamrec.training.online import OnlineConfig, OnlineTrainer
 from streamrec.training.serving_model import ServingModel
 from streamrec.training.snapshot import read_meta

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from test_online_support import N_DENSE, SLOTS, make_examples, write_snapshot
 
+from streamrec.batch import ExampleBatch
 from streamrec.log import open_log
-from streamrec.training.batch import ExampleBatch
 from streamrec.training.serving_model import ServingModel
 from streamrec.training.shards import load_shard, read_manifest
 

@@ -56,7 +56,7 @@ def make_examples(n: int, start_time: float = 1_000.0, seed: int = 0, users: int
 
 def write_snapshot(path: Path, batch_examples: int = 256, seed: int = 0) -> int:
     """A batch-stage snapshot trained on ``batch_examples`` examples; returns its ``examples_seen``."""
-    from streamrec.training.batch import ExampleBatch
+    from streamrec.batch import ExampleBatch
 
     trainer = new_trainer(seed)
     if batch_examples:

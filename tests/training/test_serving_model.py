@@ -13,10 +13,10 @@ import pytest
 import torch
 from test_online_support import BACKENDS, MODEL, N_DENSE, SLOTS, log_url_for, make_examples, write_snapshot
 
+from streamrec.batch import ExampleBatch
 from streamrec.errors import InvalidInputError
 from streamrec.log import open_log
 from streamrec.models.ranking import build_head
-from streamrec.training.batch import ExampleBatch
 from streamrec.training.online import OnlineConfig, OnlineTrainer
 from streamrec.training.serving_model import ServingModel
 from streamrec.training.updates import ModelUpdate, decode_dense, encode_dense

@@ -6,8 +6,8 @@ which rows an event feeds), and the API reads slots the default config lacks
 (``serving_profiles_config``). ``profiles serve`` and ``profiles ingest`` take a TOML file, so the
 launcher writes ``cluster.toml`` with the *complete* ``[profiles]`` (every slot spelled out,
 durations in seconds), the ``[serving]`` section and the ``[joiner]`` section, and hands that one
-file to every process. There is no TOML writer in the standard library, so :func:`to_toml` emits
-the small subset these sections need.
+file to every process (written with ``tomli_w``: the standard library reads TOML but does not
+write it).
 
 The online trainer continues a snapshot, and the API's model must score the serving plan's
 columns. When the user gives no snapshot, :func:`initial_snapshot` saves an *untrained* DeepFM of
@@ -23,81 +23,40 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import tomli_w
 
 from streamrec.errors import ConfigError, InvalidInputError
 
 __all__ = ["check_snapshot", "cluster_config", "initial_snapshot", "to_toml"]
 
 
-def _scalar(value: Any, key: str) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ConfigError(key, f"cannot write a non-finite number to TOML (got {value!r})")
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_scalar(v, key) for v in value) + "]"
+def _plain(value: Any, key: str) -> Any:
+    """``value`` ready for ``tomli_w``: ``None`` left out, non-finite floats and other types refused by key."""
     if isinstance(value, Mapping):
-        return (
-            "{" + ", ".join(f"{_key(k)} = {_scalar(v, f'{key}.{k}')}" for k, v in value.items() if v is not None) + "}"
-        )
-    raise ConfigError(key, f"cannot write {type(value).__name__} to TOML")
-
-
-def _key(name: str) -> str:
-    bare = name.replace("_", "").replace("-", "").isalnum()
-    return name if bare and name.isascii() else _scalar(name, name)
-
-
-def _is_table_array(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, Mapping) for v in value)
-
-
-def _table(path: str, table: Mapping[str, Any], out: list[str]) -> None:
-    simple = {k: v for k, v in table.items() if v is not None and not isinstance(v, Mapping)}
-    simple = {k: v for k, v in simple.items() if not _is_table_array(v)}
-    # A table of scalars only (e.g. a slot's ``reduce``) reads best inline; a section stays a section.
-    inline = {
-        k: v
-        for k, v in table.items()
-        if path and isinstance(v, Mapping) and all(not isinstance(x, Mapping | list) or x == [] for x in v.values())
-    }
-    if path and (simple or inline or not table):
-        out.append(f"\n[{path}]")
-    for k, v in simple.items():
-        out.append(f"{_key(k)} = {_scalar(v, f'{path}.{k}')}")
-    for k, v in inline.items():
-        out.append(f"{_key(k)} = {_scalar(v, f'{path}.{k}')}")
-    for k, v in table.items():
-        sub = f"{path}.{_key(k)}" if path else _key(k)
-        if isinstance(v, Mapping) and k not in inline:
-            _table(sub, v, out)
-        elif _is_table_array(v):
-            for item in v:
-                out.append(f"\n[[{sub}]]")
-                for ik, iv in item.items():
-                    if iv is not None:
-                        out.append(f"{_key(ik)} = {_scalar(iv, f'{sub}.{ik}')}")
+        return {str(k): _plain(v, f"{key}.{k}" if key else str(k)) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_plain(v, key) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, f"cannot write a non-finite number to TOML (got {value!r})")
+    if not isinstance(value, bool | int | float | str):
+        raise ConfigError(key, f"cannot write {type(value).__name__} to TOML")
+    return value
 
 
 def to_toml(data: Mapping[str, Any]) -> str:
-    """``data`` as TOML: nested tables, arrays of tables, scalars and lists; ``None`` values left out.
+    """``data`` as TOML (written by ``tomli_w``): nested tables, arrays of tables, scalars and lists;
+    ``None`` values left out (TOML has no null).
 
     Examples
     --------
-    >>> print(to_toml({"joiner": {"window": "10m", "positive_actions": ["click"]}}).strip())
+    >>> print(to_toml({"joiner": {"window": "10m", "positive_actions": ["click"], "seed": None}}).strip())
     [joiner]
     window = "10m"
-    positive_actions = ["click"]
+    positive_actions = [
+        "click",
+    ]
     """
-    out: list[str] = []
-    _table("", data, out)
-    return "\n".join(out).lstrip("\n") + "\n"
+    return tomli_w.dumps(_plain(data, ""))
 
 
 def cluster_config(

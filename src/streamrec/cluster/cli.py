@@ -58,6 +58,13 @@ def up(
     startup_timeout: float = typer.Option(180.0, "--startup-timeout", help="Seconds every process may take to start."),
     grace: float = typer.Option(10.0, "--grace", help="Seconds a process may take to stop before SIGKILL."),
     as_json: bool = typer.Option(False, "--json", help="Print the endpoints as one JSON object once ready."),
+    print_units: str | None = typer.Option(
+        None,
+        "--print",
+        help="Start nothing: prepare --dir and print the processes as units for a supervisor "
+        "(systemd), also written to DIR/systemd/.",
+    ),
+    unit_prefix: str = typer.Option("streamrec", "--unit-prefix", help="With --print: the units' name prefix."),
 ) -> None:
     """Start Redis, the profile nodes, the profile ingest, the joiner, the online trainer and the API.
 
@@ -66,6 +73,9 @@ def up(
 
     Stays in the foreground: Ctrl-C or SIGTERM stops every process (SIGTERM, then SIGKILL after
     --grace); if one dies, it says which with the tail of its log, stops the rest and exits 1.
+
+    With --print systemd it starts nothing: it prepares --dir as a start would and writes one
+    systemd unit per process (the same command lines) and a target (docs/cluster.md).
     """
     from rich.console import Console
 
@@ -80,8 +90,11 @@ def up(
         snapshot_interval=snapshot_interval, negative_rate=negative_rate, window=window, snapshot=snapshot,
         config=config, startup_timeout_s=startup_timeout, grace_s=grace,
     )  # fmt: skip
-    stopping = {"flag": False}
     cluster = Cluster(cfg, say=lambda msg: console.print(f"[dim]cluster:[/] {msg}"))
+    if print_units is not None:
+        _print_units(cluster, print_units, unit_prefix)
+        return
+    stopping = {"flag": False}
 
     def on_term(*_: object) -> None:
         if not cluster.started:
@@ -109,6 +122,26 @@ def up(
     finally:
         cluster.stop()
     console.print("cluster: stopped")
+
+
+def _print_units(cluster, kind: str, prefix: str) -> None:
+    from streamrec.cluster.units import systemd_units
+    from streamrec.errors import InvalidInputError
+
+    if kind != "systemd":
+        raise InvalidInputError("--print", kind, "the one format is 'systemd' (no container image ships for compose)")
+    if not prefix or not prefix.replace("-", "").replace("_", "").isalnum():
+        raise InvalidInputError("--unit-prefix", prefix, "letters, digits, '-' and '_' only")
+    units = systemd_units(cluster.plan(), cluster.dir, prefix=prefix, grace_s=cluster.config.grace_s)
+    folder = cluster.dir / "systemd"
+    folder.mkdir(exist_ok=True)
+    for name, text in units.items():
+        (folder / name).write_text(text)
+        typer.echo(f"# ==> {name} <==\n{text}")
+    typer.echo(
+        f"# Install: sudo cp {folder}/* /etc/systemd/system/ && sudo systemctl daemon-reload "
+        f"&& sudo systemctl start {prefix}.target"
+    )
 
 
 @cluster_app.command("status")

@@ -28,6 +28,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psutil
+
+from streamrec.cluster.process import redis_answers
 from streamrec.errors import StreamrecError
 
 __all__ = ["CONSUMER_GROUPS", "down", "launcher_cmdline", "read_running", "running_file", "status"]
@@ -46,42 +49,32 @@ def running_file(directory: Path) -> Path:
     return Path(directory) / "run" / "up.json"
 
 
-def _cmdline(proc: Path) -> str:
-    """The command line of a ``/proc/<pid>`` folder, arguments joined by spaces."""
-    return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-
-
 def launcher_cmdline() -> str:
     """This process's command line as :func:`_runs` reads it back (what ``up.json`` records)."""
     try:
-        return _cmdline(Path("/proc/self"))
-    except OSError:  # no /proc
+        return " ".join(psutil.Process().cmdline())
+    except psutil.Error:
         return ""
 
 
 def _runs(pid: int | None, marker: str) -> bool:
     """True if ``pid`` runs a command whose line contains ``marker`` (a reused pid does not count).
 
-    Reads Linux's ``/proc`` (a zombie, dead but not yet reaped by its parent, does not run);
-    elsewhere only whether the pid exists.
+    A zombie (dead but not yet reaped by its parent) does not run. Where psutil cannot read another
+    user's command line, an existing pid counts as running.
     """
     if pid is None:
         return False
-    if not Path("/proc/self").exists():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass  # it exists, owned by someone else
-        return True
-    proc = Path(f"/proc/{pid}")
     try:
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        line = _cmdline(proc)
-    except (OSError, IndexError):
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        line = " ".join(proc.cmdline())
+    except psutil.AccessDenied:
+        return psutil.pid_exists(pid)
+    except psutil.Error:  # gone (NoSuchProcess) or a zombie psutil could not read
         return False
-    return state != "Z" and marker in line
+    return marker.strip() in line
 
 
 def _marker(name: str) -> str:
@@ -113,19 +106,17 @@ def _api_health(url: str) -> tuple[bool, str]:
 
 
 def _redis_health(url: str) -> tuple[bool, str]:
-    from streamrec.cluster.launcher import _redis_answers
-
-    return (True, "PONG") if _redis_answers(url) else (False, "no PING answer")
+    return (True, "PONG") if redis_answers(url) else (False, "no PING answer")
 
 
 def _node_health(address: str) -> tuple[bool, str]:
-    from streamrec.profiles.client import _GrpcNode
+    from streamrec.profiles import ProfileClient
 
-    node = _GrpcNode(address, timeout=2.0)
+    client = ProfileClient([address], timeout=2.0)
     try:
-        state = node.health()
+        state = client.health()[address]
     finally:
-        node.close()
+        client.close()
     return state == "SERVING", state
 
 

@@ -45,10 +45,23 @@ from pathlib import Path
 from typing import Any
 
 from streamrec.cluster.control import launcher_cmdline, read_running, running_file
-from streamrec.cluster.process import Child, stop_all
+from streamrec.cluster.process import Child, redis_answers, stop_all
 from streamrec.errors import InvalidInputError, StreamrecError
 
-__all__ = ["Cluster", "ClusterConfig"]
+__all__ = ["Cluster", "ClusterConfig", "PartCommand"]
+
+
+@dataclass(frozen=True)
+class PartCommand:
+    """One process of a cluster: its ``name``, command line, the processes it needs started first
+    (``after``) and the address it serves, if any. :meth:`Cluster.start` runs these;
+    ``cluster up --print`` writes them as systemd units (``units.py``)."""
+
+    name: str
+    args: list[str]
+    after: tuple[str, ...] = ()
+    address: str = ""
+    oneshot: bool = False  # runs to completion before the ones after it start (the topics)
 
 
 @dataclass
@@ -110,7 +123,7 @@ class ClusterConfig:
     grace_s: float = 10.0
 
     def __post_init__(self) -> None:
-        from streamrec.training.online import parse_duration
+        from streamrec.config import parse_duration
 
         self.dir = Path(self.dir)
         if not 1 <= self.nodes <= 64:
@@ -122,7 +135,7 @@ class ClusterConfig:
         if not 0 < self.negative_rate <= 1:
             raise InvalidInputError("negative_rate", self.negative_rate, "must be in (0, 1]")
         for name in ("sparse_sync_interval", "dense_sync_interval", "snapshot_interval"):
-            parse_duration(name, getattr(self, name))
+            parse_duration(getattr(self, name), name, positive=True)
         if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://")):
             raise InvalidInputError("redis_url", self.redis_url, "expected redis://host:port/db")
         if self.log_url is not None and not self.log_url.startswith(("redis://", "rediss://", "kafka://")):
@@ -182,6 +195,8 @@ class Cluster:
         self.layout: dict[str, Any] = {}  # cluster.json: the ports fixed at the first start
         self.serving_config: dict[str, Any] = {}  # cluster.toml's content
         self.started = False
+        self._redis_args: list[str] | None = None  # the Redis this launcher starts, if any
+        self._api_port = config.api_port
 
     # -- life cycle ---------------------------------------------------------------------------
     def __enter__(self) -> Cluster:
@@ -327,42 +342,111 @@ class Cluster:
             if cfg.snapshot is not None:
                 self.say(f"model: {self.snapshot} exists and continues; --snapshot {cfg.snapshot} is not used")
 
-    def _start_redis(self) -> None:
+    def _resolve_log(self) -> list[str] | None:
+        """Set ``redis_url`` and ``log_url``; the command line of the Redis to start here, if any."""
         cfg = self.config
         if not cfg.needs_redis:
             self.log_url = str(cfg.log_url)
-            return
+            return None
         if cfg.redis_url is not None:
             self.redis_url = cfg.redis_url
-            if not _redis_answers(self.redis_url):
-                raise StreamrecError(f"--redis {self.redis_url}: no Redis answers PING there")
             self.log_url = cfg.log_url or self.redis_url
-            return
+            return None
         binary = shutil.which("redis-server")
         if binary is None:
             raise StreamrecError("redis-server not found on PATH (apt-get install redis-server), or pass --redis URL")
         port = self.layout["redis_port"]
         self.redis_url = f"redis://{cfg.host}:{port}/0"
+        self.log_url = cfg.log_url or self.redis_url
         folder = self.dir / "redis"
         folder.mkdir(exist_ok=True)
-        args = [
+        return [
             binary, "--port", str(port), "--bind", cfg.host, "--dir", str(folder), "--save", "",
             "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "yes", "--loglevel", "warning",
         ]  # fmt: skip
+
+    def _start_redis(self) -> None:
+        cfg = self.config
+        self._redis_args = args = self._resolve_log()
+        if args is None:
+            if cfg.needs_redis and not redis_answers(self.redis_url):
+                raise StreamrecError(f"--redis {self.redis_url}: no Redis answers PING there")
+            return
         url = self.redis_url
-        self.log_url = cfg.log_url or self.redis_url
-        child = Child("redis", args, self.dir / "logs" / "redis.log", lambda: _redis_answers(url), f"{cfg.host}:{port}")
+        child = Child("redis", args, self.dir / "logs" / "redis.log", lambda: redis_answers(url), url.split("/")[2])
         self._launch([child])
+
+    def commands(self) -> list[PartCommand]:
+        """Every process of the cluster as the launcher starts it, in start order (after :meth:`plan`)."""
+        cfg = self.config
+        conf = str(self.config_file)
+        run = self.dir / "run"
+        nodes = ",".join(self.node_addresses)
+        out = []
+        if self._redis_args is not None:
+            out.append(PartCommand("redis", self._redis_args, (), self.redis_url.split("/")[2]))
+        base = ("redis",) if self._redis_args is not None else ()
+        topics = [f"{t}:{cfg.partitions}" for t in ("actions", "impressions", "examples")] + ["model-updates:1"]
+        out.append(PartCommand("topics", _python("log", "create-topics", self.log_url, *topics), base, oneshot=True))
+        base += ("topics",)
+        node_names = tuple(f"node-{i}" for i in range(len(self.node_addresses)))
+        for name, address in zip(node_names, self.node_addresses, strict=True):
+            args = _python(
+                "profiles", "serve", "--config", conf, "--path", str(self.dir / "nodes" / name),
+                "--host", cfg.host, "--port", address.rpartition(":")[2], "--metrics-port", "0",
+                "--ready-file", str(run / f"{name}.json"),
+            )  # fmt: skip
+            out.append(PartCommand(name, args, base, address))
+        for i in range(cfg.ingest):
+            name = "ingest" if cfg.ingest == 1 else f"ingest-{i}"
+            args = _python(
+                "profiles", "ingest", "--log", self.log_url, "--profiles", nodes, "--config", conf,
+                "--ready-file", str(run / f"{name}.json"),
+            )  # fmt: skip
+            out.append(PartCommand(name, args, base + node_names))
+        for i in range(cfg.joiners):
+            name = "joiner" if cfg.joiners == 1 else f"joiner-{i}"
+            args = _python(
+                "joiner", "--log", self.log_url, "--config", conf, "--state-dir", str(self.dir / "joiner"),
+                "--ready-file", str(run / f"{name}.json"),
+            )  # fmt: skip
+            out.append(PartCommand(name, args, base))
+        args = _python(
+            "train", "online", "--log", self.log_url, "--snapshot", str(self.snapshot),
+            "--sparse-sync-interval", cfg.sparse_sync_interval, "--dense-sync-interval", cfg.dense_sync_interval,
+            "--snapshot-interval", cfg.snapshot_interval, "--threads", "1", "--ranks", str(cfg.trainers),
+        )  # fmt: skip
+        out.append(PartCommand("trainer", args, base))
+        args = _python(
+            "serve", "--host", cfg.host, "--port", str(self._api_port), "--log", self.log_url, "--profiles", nodes,
+            "--snapshot", str(self.snapshot), "--follow", "--config", conf,
+            "--sample-rate", repr(float(self.serving_config["serving"]["sample_rate"])), "--threads", "1",
+        )  # fmt: skip
+        out.append(PartCommand("api", args, base + node_names, self.api_url))
+        return out
+
+    def plan(self) -> list[PartCommand]:
+        """Prepare the folder (config, model, fixed ports) as :meth:`start` does, start nothing, and
+        return the processes :meth:`start` would run (what ``cluster up --print`` writes out)."""
+        self._prepare()
+        self._redis_args = self._resolve_log()
+        self._choose_api_port()
+        return self.commands()
+
+    def _choose_api_port(self) -> None:
+        self._api_port = self.config.api_port
+        if self._api_port == 0:
+            from streamrec.redis_server import free_port
+
+            self._api_port = free_port()
+        self.api_url = f"http://{self.config.host}:{self._api_port}"
 
     def _start_parts(self) -> None:
         from streamrec.log import open_log
         from streamrec.training.snapshot import read_meta
 
         cfg = self.config
-        conf = str(self.config_file)
         logs = self.dir / "logs"
-        run = self.dir / "run"
-        nodes = ",".join(self.node_addresses)
         log = open_log(self.log_url)
         try:
             for topic in ("actions", "impressions", "examples"):
@@ -370,51 +454,19 @@ class Cluster:
             log.create_topic("model-updates", partitions=1)  # one order of updates for every replica
             updates_before = log.end_offset("model-updates")
             version_before = int(read_meta(self.snapshot)["extra"].get("online", {}).get("version", 0))
-            children = []
-            for i, address in enumerate(self.node_addresses):
-                ready_file = run / f"node-{i}.json"
-                args = _python(
-                    "profiles", "serve", "--config", conf, "--path", str(self.dir / "nodes" / f"node-{i}"),
-                    "--host", cfg.host, "--port", address.rpartition(":")[2], "--metrics-port", "0",
-                    "--ready-file", str(ready_file),
-                )  # fmt: skip
-                children.append(Child(f"node-{i}", args, logs / f"node-{i}.log", ready_file.exists, address))
-            for i in range(cfg.ingest):
-                name = "ingest" if cfg.ingest == 1 else f"ingest-{i}"
-                ready = run / f"{name}.json"
-                args = _python(
-                    "profiles", "ingest", "--log", self.log_url, "--profiles", nodes, "--config", conf,
-                    "--ready-file", str(ready),
-                )  # fmt: skip
-                children.append(Child(name, args, logs / f"{name}.log", ready.exists))
-            for i in range(cfg.joiners):
-                name = "joiner" if cfg.joiners == 1 else f"joiner-{i}"
-                ready = run / f"{name}.json"
-                args = _python(
-                    "joiner", "--log", self.log_url, "--config", conf, "--state-dir", str(self.dir / "joiner"),
-                    "--ready-file", str(ready),
-                )  # fmt: skip
-                children.append(Child(name, args, logs / f"{name}.log", ready.exists))
-            args = _python(
-                "train", "online", "--log", self.log_url, "--snapshot", str(self.snapshot),
-                "--sparse-sync-interval", cfg.sparse_sync_interval, "--dense-sync-interval", cfg.dense_sync_interval,
-                "--snapshot-interval", cfg.snapshot_interval, "--threads", "1", "--ranks", str(cfg.trainers),
-            )  # fmt: skip
-            trainer_ready = lambda: log.end_offset("model-updates") > updates_before  # noqa: E731
-            children.append(Child("trainer", args, logs / "trainer.log", trainer_ready))
-            api_port = cfg.api_port
-            if api_port == 0:
-                from streamrec.redis_server import free_port
-
-                api_port = free_port()
-            self.api_url = f"http://{cfg.host}:{api_port}"
-            args = _python(
-                "serve", "--host", cfg.host, "--port", str(api_port), "--log", self.log_url, "--profiles", nodes,
-                "--snapshot", str(self.snapshot), "--follow", "--config", conf,
-                "--sample-rate", repr(float(self.serving_config["serving"]["sample_rate"])), "--threads", "1",
-            )  # fmt: skip
+            self._choose_api_port()
+            run = self.dir / "run"
             api = self.api_url
-            children.append(Child("api", args, logs / "api.log", lambda: _api_version(api) > version_before, api))
+            ready = {
+                "trainer": lambda: log.end_offset("model-updates") > updates_before,
+                "api": lambda: _api_version(api) > version_before,
+            }
+            children = []
+            for part in self.commands():
+                if part.name in ("redis", "topics"):
+                    continue  # Redis runs already; the topics were created above, in this process
+                check = ready.get(part.name) or (run / f"{part.name}.json").exists
+                children.append(Child(part.name, part.args, logs / f"{part.name}.log", check, part.address))
             self._launch(children)
         finally:
             log.close()
@@ -444,19 +496,6 @@ class Cluster:
             time.sleep(0.1)
         for child in children:
             self.say(f"{child.name} ready after {child.ready_after_s:.1f} s")
-
-
-def _redis_answers(url: str) -> bool:
-    import redis
-
-    try:
-        client = redis.Redis.from_url(url.split("?", 1)[0], socket_connect_timeout=1.0, socket_timeout=1.0)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except (redis.RedisError, OSError):
-        return False
 
 
 def _api_version(url: str) -> int:

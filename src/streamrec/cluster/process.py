@@ -21,7 +21,7 @@ from pathlib import Path
 
 from streamrec.errors import StreamrecError
 
-__all__ = ["Child", "ProcessDiedError"]
+__all__ = ["Child", "ProcessDiedError", "redis_answers", "stop_all"]
 
 
 class ProcessDiedError(StreamrecError):
@@ -162,3 +162,17 @@ def stop_all(children: Sequence[Child], grace_s: float) -> None:
             note = f" (SIGKILL after a {grace_s:g} s grace period)"
         with child.log.open("ab") as out:
             out.write(f"=== {time.strftime('%H:%M:%S')} stopped, exit code {child.returncode()}{note}\n".encode())
+
+
+def redis_answers(url: str) -> bool:
+    """True if a Redis server answers ``PING`` at ``url`` within a second (the readiness probe of ``redis``)."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url.split("?", 1)[0], socket_connect_timeout=1.0, socket_timeout=1.0)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.RedisError, OSError):
+        return False

@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import torch
 
+from streamrec.batch import ExampleBatch
 from streamrec.embedding import JaggedIds
 from streamrec.errors import InvalidInputError
-from streamrec.training.batch import ExampleBatch
 
 DENSE = [f"I{i}" for i in range(1, 14)]
 SLOTS = [f"C{i}" for i in range(1, 27)]

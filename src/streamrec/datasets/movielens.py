@@ -110,8 +110,8 @@ def movielens_examples(ml: MovieLens):
     """
     import torch
 
+    from streamrec.batch import ExampleBatch
     from streamrec.embedding import JaggedIds
-    from streamrec.training.batch import ExampleBatch
 
     genre_ids = {i: np.array([feature_id(f"genre={g}") for g in gs], dtype=np.int64) for i, gs in ml.genres.items()}
     empty = np.empty(0, dtype=np.int64)

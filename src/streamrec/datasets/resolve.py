@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streamrec.batch import ExampleBatch
 from streamrec.errors import InvalidInputError
-from streamrec.training.batch import ExampleBatch
 
 
 @dataclass

@@ -24,10 +24,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import torch
 
+from streamrec.batch import ExampleBatch
 from streamrec.datasets.movielens import feature_id
 from streamrec.embedding import JaggedIds
 from streamrec.errors import InvalidInputError
-from streamrec.training.batch import ExampleBatch
 
 RESERVED = ("label", "time", "sample_rate")
 

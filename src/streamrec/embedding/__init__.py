@@ -2,6 +2,19 @@
 optimizers, deltas for serving replicas, snapshots, and a PyTorch module on top.
 
 See ``docs/embedding.md`` for formats, invariants and failure behaviour.
+
+Examples
+--------
+A million random 64-bit ids, each gets a row of its own (a hashed table of the same size would
+merge many of them):
+
+>>> import numpy as np
+>>> from streamrec.embedding import EmbeddingTable, SlotConfig
+>>> table = EmbeddingTable("user", SlotConfig(dim=4))
+>>> ids = np.unique(np.random.default_rng(0).integers(-2**63, 2**63 - 1, 1_000_000))
+>>> rows = table.admit(ids, now=0.0)
+>>> print(f"{len(ids):,} ids -> {len(np.unique(rows)):,} rows")
+1,000,000 ids -> 1,000,000 rows
 """
 
 from streamrec.embedding.collection import EmbeddingCollection

@@ -27,8 +27,8 @@ import torch
 
 from streamrec.datasets.resolve import Dataset
 from streamrec.embedding import EmbeddingCollection
-from streamrec.metrics import auc
 from streamrec.models import ModelConfig, build_hashed_model, build_model
+from streamrec.quality import auc
 from streamrec.training.defaults import configs_for, split_for
 from streamrec.training.snapshot import load_trainer, save_trainer
 from streamrec.training.trainer import Trainer

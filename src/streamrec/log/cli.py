@@ -1,4 +1,4 @@
-"""Commands of the event log: ``streamrec log tail``, ``streamrec log lag``, ``streamrec bench log``.
+"""Commands of the event log: ``streamrec log tail``, ``log lag``, ``log create-topics``, ``bench log``.
 
 ``tail`` decodes payloads without a record type (msgpack maps become JSON objects), so it can read
 any topic, including records added after this file was written; raw payloads that are not msgpack
@@ -44,6 +44,26 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                         record = {"base64": base64.b64encode(envelope.record).decode()}
                     typer.echo(json.dumps({"offset": envelope.offset, "record": record}, default=repr))
                 shown += len(batch)
+
+    @log_app.command("create-topics")
+    def create_topics(
+        url: str = typer.Argument(..., help="Event log URL"),
+        topics: list[str] = typer.Argument(..., help="TOPIC or TOPIC:PARTITIONS (default 1 partition)"),
+    ) -> None:
+        """Create topics with their partition counts; an existing topic must have that count already."""
+        from streamrec.errors import InvalidInputError
+        from streamrec.log import open_log
+
+        wanted = []
+        for spec in topics:
+            name, _, count = spec.partition(":")
+            if not name or (count and not count.isdigit()) or (count and int(count) < 1):
+                raise InvalidInputError("topics", spec, "expected TOPIC or TOPIC:PARTITIONS with PARTITIONS >= 1")
+            wanted.append((name, int(count or 1)))
+        with open_log(url) as log:
+            for name, count in wanted:
+                log.create_topic(name, partitions=count)  # refuses a topic made with another count
+                typer.echo(f"{name}: {count} partition(s)")
 
     @log_app.command("lag")
     def lag(

@@ -130,7 +130,7 @@ def ctr(buckets: list[Bucket]) -> float:
 
 
 def auc_or_nan(labels: list[float], scores: list[float]) -> float:
-    from streamrec.metrics import auc
+    from streamrec.quality import auc
 
     y = np.asarray(labels, dtype=np.float64)
     if len(y) == 0 or y.min() == y.max():

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from streamrec.batch import ExampleBatch
 from streamrec.embedding import EmbeddingCollection
 from streamrec.errors import InvalidInputError
 from streamrec.joiner import Joiner
@@ -47,7 +48,6 @@ from streamrec.models import ModelConfig, build_model
 from streamrec.records import Example
 from streamrec.serving import Recommender
 from streamrec.sim import InProcessDriver, World
-from streamrec.training.batch import ExampleBatch
 from streamrec.training.online import OnlineConfig, OnlineTrainer
 from streamrec.training.serving_model import ServingModel
 from streamrec.training.snapshot import load_trainer, save_trainer

@@ -15,11 +15,11 @@ import msgspec
 import torch
 from torch import nn
 
+from streamrec.batch import ExampleBatch
 from streamrec.embedding import EmbeddingCollection, EmbeddingModule, ServingCollection
 from streamrec.errors import ConfigError
 from streamrec.models.hashed import HashedEmbeddingModule
 from streamrec.models.heads import DCNv2Head, DeepFMHead, TwoTowerHead
-from streamrec.training.batch import ExampleBatch
 
 
 class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -3,9 +3,27 @@ truncation, a write table merged into a read table, a cache of compressed profil
 write-ahead log, and windowed feature queries (structured or SQL).
 
 See ``docs/profiles.md`` for formats, invariants and failure behaviour.
+
+Examples
+--------
+Three clicks and a show of user 42 on comedies, then their clicks per show over the last hour,
+read from the profile:
+
+>>> from streamrec.profiles import Feature, FeatureQuery, ProfileStore
+>>> now = 1_700_000_000.0
+>>> store = ProfileStore(clock=lambda: now)
+>>> events = [{"user": "42", "item": f"m{i}", "action": a, "time": now - 60 * i, "attributes": {"category": "comedy"}}
+...           for i, a in enumerate(["click", "click", "show", "click"])]
+>>> store.write(events).accepted
+4
+>>> store.merge()
+>>> ctr = Feature(slot="clicked_category", window="1h", agg="ratio", numerator="click", denominator="show")
+>>> print(f"{store.query(FeatureQuery(entities=['user:42'], features=[ctr])).results[0][0].scalar():.2f}")
+3.00
+>>> store.close()
 """
 
-from streamrec.profiles.config import ProfilesConfig, SlotConfig, Tier, load_profiles_config, profiles_config
+from streamrec.profiles.config import ProfilesConfig, ProfileSlotConfig, Tier, load_profiles_config, profiles_config
 from streamrec.profiles.sql import SqlError
 from streamrec.profiles.store import ProfileStore
 from streamrec.profiles.types import Feature, FeatureQuery, FeatureResult, QueryResult, SqlResult, WriteResult
@@ -14,10 +32,10 @@ __all__ = [
     "Feature",
     "FeatureQuery",
     "FeatureResult",
+    "ProfileSlotConfig",
     "ProfileStore",
     "ProfilesConfig",
     "QueryResult",
-    "SlotConfig",
     "SqlError",
     "SqlResult",
     "Tier",

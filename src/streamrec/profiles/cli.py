@@ -80,7 +80,7 @@ def ingest_cmd(
             store_lock.close()
         raise
     if profiles is None:  # a local store: its kernels compile (or load) now, not in the first batch
-        from streamrec.warmup import warm_profiles
+        from streamrec.profiles.warmup import warm_profiles
 
         warm_profiles(sink.cfg)
     if log.startswith("sqlite://"):  # the embedded log's folder, as `streamrec serve` does

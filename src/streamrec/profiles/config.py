@@ -45,7 +45,7 @@ import msgspec
 from streamrec.config import convert_keyed, load_toml, parse_duration
 from streamrec.errors import ConfigError
 
-__all__ = ["ProfilesConfig", "SlotConfig", "Tier", "load_profiles_config", "profiles_config"]
+__all__ = ["ProfileSlotConfig", "ProfilesConfig", "Tier", "load_profiles_config", "profiles_config"]
 
 # Names a slot's `entity` / `value` may take that read a fixed field of the event; any other
 # name reads event.attributes[name].
@@ -88,8 +88,12 @@ class Tier(_Strict):
             self.until = _duration("until", self.until)
 
 
-class SlotConfig(_Strict):
+class ProfileSlotConfig(_Strict):
     """One slot (feature family) of the profiles.
+
+    A slot is one named family of features everywhere in streamrec; this is its profile side (which
+    events count, into whose profile). Its embedding side, the table of ids a model learns, is
+    :class:`streamrec.embedding.SlotConfig`.
 
     Attributes
     ----------
@@ -178,20 +182,24 @@ def _default_tiers() -> list[Tier]:
     return [Tier(width=60.0, until=7200.0), Tier(width=3600.0, until=3 * 86400.0), Tier(width=86400.0)]
 
 
-def _default_slots() -> dict[str, SlotConfig]:
+def _default_slots() -> dict[str, ProfileSlotConfig]:
     # MovieLens-like events: action in {show, click, like, rate}, attributes genre/author/
     # category, counters rating and dwell_ms.
     engagement = ["show", "click", "like", "dwell_ms"]
     return {
-        "actions": SlotConfig(
+        "actions": ProfileSlotConfig(
             entity="user", value="action", counters=["count", "dwell_ms"], reduce={"dwell_ms": "max"}
         ),
-        "clicked_item": SlotConfig(entity="user", value="item", counters=engagement, truncate=200, truncate_by="click"),
-        "clicked_category": SlotConfig(entity="user", value="category", counters=engagement, truncate=50),
-        "watched_genre": SlotConfig(entity="user", value="genre", counters=["show", "click", "rating"], truncate=50),
-        "watched_author": SlotConfig(entity="user", value="author", counters=engagement, truncate=50),
-        "item_engagement": SlotConfig(entity="item", value="action", counters=["count", "dwell_ms", "rating"]),
-        "item_last_rating": SlotConfig(
+        "clicked_item": ProfileSlotConfig(
+            entity="user", value="item", counters=engagement, truncate=200, truncate_by="click"
+        ),
+        "clicked_category": ProfileSlotConfig(entity="user", value="category", counters=engagement, truncate=50),
+        "watched_genre": ProfileSlotConfig(
+            entity="user", value="genre", counters=["show", "click", "rating"], truncate=50
+        ),
+        "watched_author": ProfileSlotConfig(entity="user", value="author", counters=engagement, truncate=50),
+        "item_engagement": ProfileSlotConfig(entity="item", value="action", counters=["count", "dwell_ms", "rating"]),
+        "item_last_rating": ProfileSlotConfig(
             entity="item", value="item", counters=["rating"], reduce={"rating": "last"}, actions=["rate"]
         ),
     }
@@ -202,7 +210,7 @@ class ProfilesConfig(_Strict):
 
     Attributes
     ----------
-    slots: slot name -> :class:`SlotConfig`. The default declares seven slots over MovieLens-like
+    slots: slot name -> :class:`ProfileSlotConfig`. The default declares seven slots over MovieLens-like
         events (``actions``, ``clicked_item``, ``clicked_category``, ``watched_genre``,
         ``watched_author`` for users; ``item_engagement``, ``item_last_rating`` for items).
     tiers: default slice granularities, finest first (1m until 2h, 1h until 3d, then 1d).
@@ -226,7 +234,7 @@ class ProfilesConfig(_Strict):
         writes acknowledged by ``replicas // 2 + 1`` of them (docs/profiles.md, "Replication").
     """
 
-    slots: dict[str, SlotConfig] = msgspec.field(default_factory=_default_slots)
+    slots: dict[str, ProfileSlotConfig] = msgspec.field(default_factory=_default_slots)
     tiers: list[Tier] = msgspec.field(default_factory=_default_tiers)
     secret: str = "streamrec-dev-secret"
     merge_interval: float | str = "1s"
@@ -276,7 +284,7 @@ def profiles_config(data: dict[str, Any] | ProfilesConfig | None = None) -> Prof
         return ProfilesConfig()
     if isinstance(data, ProfilesConfig):
         return data
-    return convert_keyed(data, ProfilesConfig, "profiles", "slots", SlotConfig)
+    return convert_keyed(data, ProfilesConfig, "profiles", "slots", ProfileSlotConfig)
 
 
 def load_profiles_config(path: str) -> ProfilesConfig:

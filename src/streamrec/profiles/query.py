@@ -26,7 +26,7 @@ from streamrec.profiles.slices import combine_row
 from streamrec.profiles.types import Feature, FeatureResult
 
 __all__ = [
-    "FeaturePlan",
+    "CompiledFeature",
     "SlotWindows",
     "answer",
     "plan_feature",
@@ -129,8 +129,12 @@ def window_seconds(window: Any) -> float:
     return seconds
 
 
-class FeaturePlan:
-    """A feature resolved against the config: column indices and the window's length."""
+class CompiledFeature:
+    """A :class:`~streamrec.profiles.Feature` compiled against the config: column indices and the window's length.
+
+    Internal to the store's query path (not the serving side's :class:`streamrec.serving.FeaturePlan`,
+    which is the list of features a ranker asks for).
+    """
 
     __slots__ = (
         "agg",
@@ -221,13 +225,13 @@ class FeaturePlan:
         return self.spec.plan.window_start(start, now)
 
 
-def plan_feature(feature: Any, specs_by_name: dict[str, SlotSpec]) -> FeaturePlan:
+def plan_feature(feature: Any, specs_by_name: dict[str, SlotSpec]) -> CompiledFeature:
     if not isinstance(feature, Feature):
         raise InvalidInputError("features", feature, "expected a Feature")
     spec = specs_by_name.get(feature.slot)
     if spec is None:
         raise UnknownSlotError(feature.slot, list(specs_by_name))
-    return FeaturePlan(feature, spec)
+    return CompiledFeature(feature, spec)
 
 
 class WindowPlan:
@@ -286,7 +290,7 @@ def _ratio(n: float, d: float, alpha: float, beta: float) -> float:
     return (n + alpha) / den if den != 0 else 0.0
 
 
-def answer(plan: FeaturePlan, sw: SlotWindows, w: int, snap: int) -> FeatureResult:
+def answer(plan: CompiledFeature, sw: SlotWindows, w: int, snap: int) -> FeatureResult:
     """One feature from the slot's window aggregates (``w``: its window, ``snap``: its per-value snapshot)."""
     spec = plan.spec
     if plan.values is not None:
@@ -310,8 +314,8 @@ def answer(plan: FeaturePlan, sw: SlotWindows, w: int, snap: int) -> FeatureResu
     return _top(plan, sw, snap, sw.present[snap])
 
 
-def single_number(plan: FeaturePlan, sw: SlotWindows, w: int) -> float:
-    """The number of a :attr:`FeaturePlan.single` feature: what :func:`answer` holds in ``data[0][0]``."""
+def single_number(plan: CompiledFeature, sw: SlotWindows, w: int) -> float:
+    """The number of a :attr:`CompiledFeature.single` feature: what :func:`answer` holds in ``data[0][0]``."""
     if plan.agg == "distinct":
         return float(sw.distinct[w])
     row = sw.rows[w]
@@ -332,13 +336,13 @@ def _filter_mask(values: list[str], sw: SlotWindows) -> np.ndarray:
     return mask
 
 
-def _whole(plan: FeaturePlan, tot: np.ndarray) -> FeatureResult:
+def _whole(plan: CompiledFeature, tot: np.ndarray) -> FeatureResult:
     if plan.agg == "ratio":
         return FeatureResult(None, [[_ratio(float(tot[plan.num]), float(tot[plan.den]), plan.alpha, plan.beta)]])
     return FeatureResult(None, [tot[plan.cols].tolist()])
 
 
-def _top(plan: FeaturePlan, sw: SlotWindows, w: int, mask: np.ndarray) -> FeatureResult:
+def _top(plan: CompiledFeature, sw: SlotWindows, w: int, mask: np.ndarray) -> FeatureResult:
     slot = sw.slot
     if slot is None:
         return FeatureResult([], [])

@@ -28,7 +28,7 @@ def serve_command(
     from streamrec.profiles.config import load_profiles_config, profiles_config
     from streamrec.profiles.service import ProfileNodeServer, serve
     from streamrec.profiles.store import ProfileStore
-    from streamrec.warmup import warm_profiles
+    from streamrec.profiles.warmup import warm_profiles
 
     cfg = load_profiles_config(str(config)) if config is not None else profiles_config()
     store = ProfileStore(cfg, path, max_profile_bytes=cfg.max_profile_bytes)

@@ -251,9 +251,9 @@ def _run(store: ProfileStore, text: str, now: float | None) -> SqlResult:
     if len(tables) != 1:
         raise SqlError(tree.sql()[:60], "FROM names exactly one slot")
     slot_name = tables[0].name
-    spec = store._spec_by_name.get(slot_name)
+    spec = store.slot_spec(slot_name)
     if spec is None:
-        raise SqlError(slot_name, f"unknown slot; known: {', '.join(sorted(store._spec_by_name))}")
+        raise SqlError(slot_name, f"unknown slot; known: {', '.join(sorted(s.name for s in store.specs))}")
     reduces = {c: r.name for c, r in zip(spec.counters, spec.reduces, strict=True)}
     where = _Where(tree.args.get("where"))
     items = [_Item(node, spec, reduces) for node in tree.expressions]

@@ -46,9 +46,9 @@ import zstandard
 
 from streamrec.errors import InvalidInputError, StreamrecError
 from streamrec.profiles.config import ProfilesConfig, profiles_config
-from streamrec.profiles.events import MAX_TIME, EntityKeyer, SlotRows, build_specs, events_to_rows
+from streamrec.profiles.events import MAX_TIME, EntityKeyer, SlotRows, SlotSpec, build_specs, events_to_rows
 from streamrec.profiles.profile import Profile, ProfileBlob, SlotData, blob_arrays, decode_untrusted, slot_to_blob
-from streamrec.profiles.query import FeaturePlan, SlotWindows, WindowPlan, answer, plan_feature, single_number
+from streamrec.profiles.query import CompiledFeature, SlotWindows, WindowPlan, answer, plan_feature, single_number
 from streamrec.profiles.slices import merge_rows
 from streamrec.profiles.storage import ProfileStorage
 from streamrec.profiles.types import Feature, FeatureQuery, FeatureResult, QueryResult, SqlResult, WriteResult
@@ -130,7 +130,7 @@ class ProfileStore:
         self._seq = 0
         self._mem = 0
         self._budget = int(cfg.memory_budget_mb * (1 << 20))
-        self._plans: dict[Feature, FeaturePlan] = {}
+        self._plans: dict[Feature, CompiledFeature] = {}
         # zstd contexts are not thread-safe and flushes, exports, loads on a miss run on different
         # threads: each thread gets its own codecs.
         self._codecs = threading.local()
@@ -185,6 +185,10 @@ class ProfileStore:
     def now(self) -> float:
         """The store's clock (wall time, the injected clock, or the event watermark)."""
         return self._clock() if self._clock is not None else self._watermark
+
+    def slot_spec(self, name: str) -> SlotSpec | None:
+        """The compiled spec of slot ``name`` (``None`` if the config declares no such slot)."""
+        return self._spec_by_name.get(name)
 
     def entity_key(self, entity_type: str, entity_id: str) -> bytes:
         """Keyed 16-byte hash of an entity; the only form in which entities are stored or logged."""
@@ -597,7 +601,7 @@ class ProfileStore:
 
     # ------------------------------------------------------------------ read path
 
-    def _plan(self, feature: Feature) -> FeaturePlan:
+    def _plan(self, feature: Feature) -> CompiledFeature:
         try:
             plan = self._plans.get(feature)
         except TypeError:  # lists inside: not hashable, resolve without caching
@@ -854,7 +858,7 @@ def _owned(rows: list[SlotRows], owns: Callable[[bytes], bool]) -> list[SlotRows
     return out
 
 
-def _checked_plan(plan: FeaturePlan) -> FeaturePlan:
+def _checked_plan(plan: CompiledFeature) -> CompiledFeature:
     """Refuse windows and top-k sizes that no calendar or slot holds (they would overflow int64)."""
     if plan.since is not None and abs(plan.since) > MAX_TIME:
         raise InvalidInputError("since", plan.since, f"must be an epoch time within ±{MAX_TIME} s (the year 9999)")

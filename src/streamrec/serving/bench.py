@@ -162,9 +162,9 @@ def _train_model(client: Any, plan: Any, retriever: Any, users: Sequence[str], f
     """A DeepFM over the plan, one pass over examples built by the plan (labels: a coin), served from a snapshot."""
     import torch
 
+    from streamrec.batch import ExampleBatch
     from streamrec.embedding import EmbeddingCollection, SlotConfig
     from streamrec.models.ranking import ModelConfig, build_model
-    from streamrec.training.batch import ExampleBatch
     from streamrec.training.serving_model import ServingModel
     from streamrec.training.snapshot import save_trainer
     from streamrec.training.trainer import TrainConfig, Trainer

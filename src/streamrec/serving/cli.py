@@ -63,12 +63,13 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         import uvicorn
 
         from streamrec.config import load_toml
+        from streamrec.embedding.warmup import warm_embedding
         from streamrec.log import open_log
         from streamrec.profiles import ProfileClient
+        from streamrec.profiles.warmup import warm_profiles
         from streamrec.serving.api import create_app
         from streamrec.serving.recommender import Recommender, RecommenderConfig, check_model
         from streamrec.serving.slots import serving_profiles_config
-        from streamrec.warmup import warm_embedding, warm_profiles
 
         torch.set_num_threads(threads)
         data = load_toml(config) if config else {}
@@ -95,7 +96,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             if follow:
                 model.follow(event_log)
         recommender = Recommender(client, event_log, model, rcfg, write_profiles=embedded)
-        # Compile (or load) the kernels now, not inside the first requests (streamrec.warmup).
+        # Compile (or load) the kernels now, not inside the first requests (each part warms its own).
         warmed = (warm_embedding() if model is not None else 0.0) + (warm_profiles(cfg) if embedded else 0.0)
         api = create_app(recommender, token=token)
         # Everything alive now (torch, numba, the model, the profile cache so far) is long-lived: moved out

@@ -34,12 +34,12 @@ import msgspec
 import numpy as np
 import torch
 
+from streamrec.batch import ExampleBatch
 from streamrec.config import convert
 from streamrec.embedding import JaggedIds
 from streamrec.errors import InvalidInputError
 from streamrec.profiles.types import Feature, FeatureQuery, QueryResult
 from streamrec.records import Example
-from streamrec.training.batch import ExampleBatch
 
 __all__ = ["DenseFeature", "FeaturePlan", "FeatureSet", "SparseFeature", "default_plan", "stable_id"]
 

@@ -22,7 +22,7 @@ Why it is built this way:
   here — the same rule the joiner labels by, so dashboard CTR and training labels agree;
 * **online AUC is rolling**: when an impression's window passes it is *finalized* with its served
   score and label into a ring of the last ``auc_last_n``; at each bucket close the AUC of that ring
-  (``streamrec.metrics.auc``) is the bucket's point. Pending impressions are kept per request
+  (``streamrec.quality.auc``) is the bucket's point. Pending impressions are kept per request
   (one dict entry and two small arrays, not one entry per item), so the hot path stays O(k) with
   no per-item dict work;
 * **the model is sampled, not hooked**: at bucket close the collector reads the serving model's
@@ -48,7 +48,7 @@ import numpy as np
 
 from streamrec.errors import InvalidInputError
 from streamrec.joiner.config import DEFAULT_POSITIVE_ACTIONS
-from streamrec.metrics import auc
+from streamrec.quality import auc
 
 __all__ = ["SERIES", "LiveStats"]
 

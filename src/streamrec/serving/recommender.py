@@ -42,6 +42,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from streamrec.batch import ExampleBatch
 from streamrec.config import convert
 from streamrec.errors import InvalidInputError, ProfilesBehindError, ProfilesUnavailableError  # re-exported here
 from streamrec.log import EventLog
@@ -53,7 +54,6 @@ from streamrec.serving.live import LiveStats
 from streamrec.serving.metrics import ServingMetrics
 from streamrec.serving.retrieval import Candidates, RetrievalConfig, Retriever
 from streamrec.serving.slots import check_slots, stamp
-from streamrec.training.batch import ExampleBatch
 
 __all__ = [
     "ProfilesBehindError",

@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 
 from streamrec.errors import ConfigError
-from streamrec.profiles.config import ProfilesConfig, SlotConfig, profiles_config
+from streamrec.profiles.config import ProfilesConfig, ProfileSlotConfig, profiles_config
 from streamrec.records import ActionEvent
 
 __all__ = ["CATALOG", "SERVING_SLOTS", "check_slots", "serving_profiles_config", "stamp"]
@@ -32,13 +32,13 @@ CATALOG = "catalog:all"  # the entity label of the catalogue profile
 # send) is summed, so ``position / show`` is the item's mean shown position (for position bias).
 _ITEM = ["show", "click", "like", "dwell_ms", "position"]
 
-SERVING_SLOTS: dict[str, SlotConfig] = {
-    "item_ctr": SlotConfig(entity="item", value="item", counters=_ITEM, reduce={"dwell_ms": "max"}),
-    "item_users": SlotConfig(
+SERVING_SLOTS: dict[str, ProfileSlotConfig] = {
+    "item_ctr": ProfileSlotConfig(entity="item", value="item", counters=_ITEM, reduce={"dwell_ms": "max"}),
+    "item_users": ProfileSlotConfig(
         entity="item", value="user", counters=["show", "click"], truncate=200, truncate_by="click"
     ),
-    "item_category": SlotConfig(entity="item", value="category", counters=["count"]),
-    "catalog_items": SlotConfig(
+    "item_category": ProfileSlotConfig(entity="item", value="category", counters=["count"]),
+    "catalog_items": ProfileSlotConfig(
         entity="catalog", value="item", counters=["show", "click", "first_seen"], reduce={"first_seen": "min"}
     ),
 }

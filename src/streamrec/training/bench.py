@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamrec.training.batch import ExampleBatch
+from streamrec.batch import ExampleBatch
 
 
 @dataclass(frozen=True)
@@ -294,8 +294,8 @@ def _rank_main(job: _RankJob, conn) -> None:
     import numba
     import torch.distributed as dist
 
+    from streamrec.embedding.warmup import warm_embedding
     from streamrec.training.distributed import DistributedTrainer, global_slice
-    from streamrec.warmup import warm_embedding
 
     # Cores for cores: rank r on core r (its threads, gloo's included, inherit it), one torch thread,
     # and one Numba thread — Numba's parallel kernels would otherwise raise the process's OpenMP

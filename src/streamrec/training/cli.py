@@ -186,8 +186,8 @@ def run_batch_rank(
 
     from streamrec.datasets.resolve import load_dataset
     from streamrec.embedding import EmbeddingCollection
-    from streamrec.metrics import auc, log_loss
     from streamrec.models import build_model
+    from streamrec.quality import auc, log_loss
     from streamrec.training.defaults import configs_for, split_for
     from streamrec.training.distributed import DistributedTrainer, global_slice, init_from_env
     from streamrec.training.shards import save_sharded

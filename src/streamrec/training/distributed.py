@@ -48,11 +48,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from streamrec.batch import ExampleBatch
 from streamrec.embedding import EmbeddingCollection
 from streamrec.embedding.module import JaggedIds, SparseInput
 from streamrec.embedding.table import as_ids, check_time
 from streamrec.errors import InvalidInputError, NonFiniteGradientError
-from streamrec.training.batch import ExampleBatch
 from streamrec.training.trainer import TrainConfig, Trainer
 
 __all__ = [
@@ -75,7 +75,7 @@ def owner_of(ids: np.ndarray, world: int) -> np.ndarray:
     distribution (sequential ids included) and unrelated to the cuckoo index's own hashes.
 
     >>> owner_of(np.arange(6), 1).tolist(), owner_of(np.arange(6), 3).tolist()
-    ([0, 0, 0, 0, 0, 0], [1, 2, 2, 1, 0, 0])
+    ([0, 0, 0, 0, 0, 0], [0, 1, 1, 0, 0, 1])
     """
     if world == 1:
         return np.zeros(len(ids), dtype=np.int64)

@@ -51,48 +51,26 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from streamrec.batch import ExampleBatch
+from streamrec.config import parse_duration
 from streamrec.embedding import EmbeddingCollection
 from streamrec.errors import ConfigError
 from streamrec.log import EventLog, open_log
 from streamrec.records import Example
-from streamrec.training.batch import ExampleBatch
 from streamrec.training.distributed import DistributedTrainer
 from streamrec.training.shards import is_sharded, load_shard, reshard, save_sharded
 from streamrec.training.snapshot import load_trainer, save_trainer
 from streamrec.training.trainer import Trainer
 from streamrec.training.updates import UPDATES_TOPIC, FullPayload, ModelUpdate, encode_dense
 
-__all__ = ["OnlineConfig", "OnlineStats", "OnlineTrainer", "parse_duration"]
-
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(field: str, value: str | float | int) -> float:
-    """Seconds of ``"10s"``, ``"5m"``, ``"250ms"``, ``"1h"``, ``"2d"`` or a plain number of seconds.
-
-    Raises :class:`ConfigError` naming ``field`` when the value is not a positive duration.
-
-    >>> parse_duration("sparse_sync_interval", "5m"), parse_duration("x", "250ms"), parse_duration("x", 3)
-    (300.0, 0.25, 3.0)
-    """
-    text = str(value).strip().lower()
-    for unit in sorted(_UNITS, key=len, reverse=True):
-        if text.endswith(unit) and unit != text:
-            number, scale = text[: -len(unit)], _UNITS[unit]
-            break
-    else:
-        number, scale = text, 1.0
-    try:
-        seconds = float(number) * scale
-    except ValueError:
-        raise ConfigError(field, f"expected a duration like 10s, 5m, 250ms (got {value!r})") from None
-    if not np.isfinite(seconds) or seconds <= 0:
-        raise ConfigError(field, f"must be a positive duration (got {value!r})")
-    return seconds
+__all__ = ["OnlineConfig", "OnlineStats", "OnlineTrainer"]
 
 
 class OnlineConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Schedules (wall-clock seconds) and topics of the online stage (the ``[online]`` section).
+
+    The four intervals take seconds or any :func:`streamrec.config.parse_duration` string
+    (``"10s"``, ``"5m"``, ``"1w"``) and hold seconds after construction.
 
     Parameters
     ----------
@@ -116,10 +94,10 @@ class OnlineConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         Publish a ``"full"`` update when the loop starts (see the module docstring).
     """
 
-    sparse_sync_interval: float = 10.0
-    dense_sync_interval: float = 300.0
-    snapshot_interval: float = 600.0
-    expiry_interval: float = 60.0
+    sparse_sync_interval: float | str = 10.0
+    dense_sync_interval: float | str = 300.0
+    snapshot_interval: float | str = 600.0
+    expiry_interval: float | str = 60.0
     batch_size: int = 512
     poll_timeout_s: float = 0.1
     examples_topic: str = "examples"
@@ -130,9 +108,7 @@ class OnlineConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     def __post_init__(self) -> None:
         for name in ("sparse_sync_interval", "dense_sync_interval", "snapshot_interval", "expiry_interval"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and np.isfinite(value) and value > 0):
-                raise ConfigError(f"online.{name}", f"must be a positive number of seconds (got {value!r})")
+            setattr(self, name, parse_duration(getattr(self, name), f"online.{name}", positive=True))
         if self.batch_size < 1:
             raise ConfigError("online.batch_size", f"must be >= 1 (got {self.batch_size!r})")
         if not self.poll_timeout_s >= 0:

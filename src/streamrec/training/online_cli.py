@@ -136,17 +136,18 @@ def run_online(
     from rich.console import Console
     from rich.live import Live
 
+    from streamrec.config import parse_duration
+    from streamrec.embedding.warmup import warm_embedding
     from streamrec.errors import SnapshotError
-    from streamrec.training.online import OnlineConfig, OnlineStats, OnlineTrainer, parse_duration
-    from streamrec.warmup import warm_embedding
+    from streamrec.training.online import OnlineConfig, OnlineStats, OnlineTrainer
 
     if not snapshot.is_file() and not (snapshot / "manifest.json").is_file():
         raise SnapshotError(f"--snapshot: {str(snapshot)!r} does not exist (write one with `streamrec train batch`)")
     config = OnlineConfig(
-        sparse_sync_interval=parse_duration("--sparse-sync-interval", sparse_sync_interval),
-        dense_sync_interval=parse_duration("--dense-sync-interval", dense_sync_interval),
-        snapshot_interval=parse_duration("--snapshot-interval", snapshot_interval),
-        expiry_interval=parse_duration("--expiry-interval", expiry_interval),
+        sparse_sync_interval=parse_duration(sparse_sync_interval, "--sparse-sync-interval", positive=True),
+        dense_sync_interval=parse_duration(dense_sync_interval, "--dense-sync-interval", positive=True),
+        snapshot_interval=parse_duration(snapshot_interval, "--snapshot-interval", positive=True),
+        expiry_interval=parse_duration(expiry_interval, "--expiry-interval", positive=True),
         batch_size=batch_size,
         group=group,
     )

@@ -36,11 +36,11 @@ import msgspec
 import numpy as np
 import torch
 
+from streamrec.batch import ExampleBatch
 from streamrec.embedding import CollectionDelta, EmbeddingModule, ServingCollection
 from streamrec.errors import InvalidInputError, LogError
 from streamrec.log import EventLog, open_log
 from streamrec.models.ranking import ModelConfig, RankingModel, build_head
-from streamrec.training.batch import ExampleBatch
 from streamrec.training.updates import UPDATES_TOPIC, FullPayload, ModelUpdate, decode_dense
 
 __all__ = ["AppliedUpdate", "ServingModel"]

@@ -36,6 +36,9 @@ from streamrec.training.trainer import TrainConfig, Trainer
 FORMAT = "streamrec-trainer-v1"
 
 
+__all__ = ["load_trainer", "read_meta", "save_trainer"]
+
+
 def save_trainer(path: str | Path, trainer: Trainer, extra: dict[str, Any] | None = None) -> None:
     """Snapshot ``trainer`` (collisionless tables only) to ``path``, atomically."""
     tables = trainer.model.embeddings.tables

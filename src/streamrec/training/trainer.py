@@ -19,10 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from streamrec.metrics import auc, log_loss
+from streamrec.batch import ExampleBatch
 from streamrec.models.hashed import HashedEmbeddingModule
 from streamrec.models.ranking import RankingModel
-from streamrec.training.batch import ExampleBatch
+from streamrec.quality import auc, log_loss
+
+__all__ = ["TrainConfig", "Trainer"]
 
 
 class TrainConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -1,4 +1,7 @@
-"""Evaluation metrics shared by the demo, training and the experiments: AUC and log loss.
+"""Model quality measures shared by the demo, training and the experiments: AUC and log loss.
+
+Named "quality", not "metrics": in streamrec "metrics" are the operational counters a process
+exports for Prometheus (:mod:`streamrec.serving.metrics`, `GET /metrics`).
 
 AUC is computed from ranks (Mann–Whitney U) with ties counted as half, in O(n log n) NumPy —
 the same value as counting every (positive, negative) pair, without the O(n²) loop.

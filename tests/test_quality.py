@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamrec.metrics import auc, log_loss
+from streamrec.quality import auc, log_loss
 
 
 def brute_force_auc(labels, scores):

@@ -5,6 +5,10 @@ ids per slot (always :class:`~streamrec.embedding.JaggedIds`, so single-id and m
 the same path: a single-id slot is a bag of one), a dense float matrix, labels, the probability
 each example was kept by negative sampling, and event times.
 
+It sits beside :mod:`streamrec.records` (the log's records) rather than in ``training/``: data
+sets build it, models and the serving ranker consume it, and none of them should import the
+trainer to get it.
+
 A whole data set in memory is just a large batch; ``batch[lo:hi]`` slices examples without
 copying ids, and :meth:`ExampleBatch.from_examples` builds one from ``streamrec.records.Example``
 records read off the log.

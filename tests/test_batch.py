@@ -4,9 +4,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamrec.batch import ExampleBatch
 from streamrec.errors import InvalidInputError
 from streamrec.records import Example
-from streamrec.training import ExampleBatch
 
 ids = st.lists(st.integers(-(2**63), 2**63 - 1), max_size=4)
 examples = st.lists(
