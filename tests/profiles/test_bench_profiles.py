@@ -34,7 +34,7 @@ def test_quick_benchmark_beats_redis_within_bounds_and_checks_answers():
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout[result.stdout.index("{") :])
     ratios = out["ratios"]
-    assert set(ratios) == {"query_qps_vs_redis", "query_p99_vs_redis", "ingest_vs_redis"}
+    assert set(ratios) == {"query_qps_vs_redis", "query_p99_vs_redis", "ingest_vs_redis", "grpc_qps_vs_in_process"}
     # Side by side on a shared 2-core machine; nine runs measured query QPS 2.6-4.0x, ingest 2.8-4.0x
     # and p50 latency 0.24-0.28x Redis's. The p99 of 150 requests is one stall of either process
     # away from moving (0.14-2.9x in the same runs), so it is held to no bound here; the p50 is.
@@ -46,6 +46,13 @@ def test_quick_benchmark_beats_redis_within_bounds_and_checks_answers():
     assert ratios["query_p99_vs_redis"] == pytest.approx(sr["query_p99_ms"] / rd["query_p99_ms"])
     assert ratios["query_qps_vs_redis"] == pytest.approx(sr["query_qps"] / rd["query_qps"])
     assert ratios["ingest_vs_redis"] == pytest.approx(sr["ingest_events_per_s"] / rd["ingest_events_per_s"])
+    # Eight callers at once through one client vs one thread in process, alternating rounds: measured
+    # 0.46-0.51 on the shared 2-core box (0.27-0.30 before query batching); held to a loose floor here,
+    # since a busy neighbour moves a quick run's rounds.
+    assert 0.1 < ratios["grpc_qps_vs_in_process"] < 5
+    assert sr["concurrent_clients"] == 8 and sr["concurrent_query_qps"] > 0
+    assert 0 < sr["concurrent_separate_clients_vs_in_process"] < 5
+    assert out["in_process"]["query_qps"] > 0
     # What was fed and asked, counted back.
     scale = out["scale"]
     assert scale["events"] == 20_000 and scale["requests"] == 150

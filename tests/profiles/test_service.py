@@ -7,10 +7,11 @@ import urllib.request
 import grpc
 import msgspec
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from streamrec.profiles import Feature, FeatureQuery, ProfileStore
 from streamrec.profiles.client import ProfileClient
-from streamrec.profiles.proto import health_pb2, health_pb2_grpc, profiles_pb2, profiles_pb2_grpc
+from streamrec.profiles.proto import profiles_pb2, profiles_pb2_grpc
 from streamrec.profiles.service import ProfileNodeServer
 
 NOW = 1_700_000_000.0
@@ -73,8 +74,13 @@ def test_health_answers_serving_then_not_serving(node):
         assert ok.status == health_pb2.HealthCheckResponse.SERVING
         named = health.Check(health_pb2.HealthCheckRequest(service="streamrec.profiles.v1.ProfileNode"))
         assert named.status == health_pb2.HealthCheckResponse.SERVING
-        other = health.Check(health_pb2.HealthCheckRequest(service="nope"))
-        assert other.status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+        # The standard servicer (grpcio-health-checking): Check of an unknown name is NOT_FOUND.
+        with pytest.raises(grpc.RpcError) as info:
+            health.Check(health_pb2.HealthCheckRequest(service="nope"))
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        watch = health.Watch(health_pb2.HealthCheckRequest(service="nope"))
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+        watch.cancel()
     node.stop()
     assert ProfileClient([node.address], timeout=1).health()[node.address].startswith("UNREACHABLE")
 

@@ -40,17 +40,20 @@ import operator
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 import msgspec
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 
 from streamrec.errors import InvalidInputError, StreamrecError
 from streamrec.profiles.config import ProfilesConfig, profiles_config
 from streamrec.profiles.events import EntityKeyer, build_specs
-from streamrec.profiles.proto import health_pb2, health_pb2_grpc, profiles_pb2, profiles_pb2_grpc
+from streamrec.profiles.proto import profiles_pb2, profiles_pb2_grpc
 from streamrec.profiles.ring import HashRing
 from streamrec.profiles.store import ProfileStore
 from streamrec.profiles.types import FeatureQuery, FeatureResult, QueryResult, SqlResult, WriteResult
@@ -144,14 +147,28 @@ def _is_bad_input(exc: BaseException) -> bool:
 
 
 def _remote_error(address: str, err: grpc.RpcError) -> StreamrecError:
-    """A node's error as the typed error the store would have raised in-process."""
+    """A node's error as the typed error the store would have raised in-process.
+
+    The node sends bad input as ``INVALID_ARGUMENT`` with rich details (``google.rpc.ErrorInfo``
+    and ``BadRequest``, via ``grpcio-status``): the field, the reason and the bad value as text
+    come from there. A status without them (a node older than the details, or an error raised by
+    gRPC itself) keeps its message whole, with the field unknown (``"?"``).
+    """
     code = err.code() if hasattr(err, "code") else None
     details = err.details() if hasattr(err, "details") else str(err)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
-        field, _, reason = (details or "").partition(": ")
+        field, value, reason = "?", None, details or ""
+        try:
+            status = rpc_status.from_call(err)  # type: ignore[arg-type]
+        except ValueError:  # details that contradict the call's own status: ignore them
+            status = None
+        for any_ in status.details if status is not None else ():
+            info = error_details_pb2.ErrorInfo()
+            if any_.Unpack(info) and "field" in info.metadata:
+                field, value, reason = info.metadata["field"], info.metadata.get("value"), info.metadata["reason"]
         exc = InvalidInputError.__new__(InvalidInputError)
         Exception.__init__(exc, details)
-        exc.field, exc.value, exc.reason = field, None, reason
+        exc.field, exc.value, exc.reason = field, value, reason
         return exc
     return StreamrecError(f"profile node {address}: {code.name if code else 'error'}: {details}")
 
@@ -268,6 +285,158 @@ class _Failed:
         self.exc = exc
 
 
+def split_result(res: QueryResult, sizes: Sequence[tuple[int, int]]) -> list[QueryResult]:
+    """Cut the answer of a combined query back into the answers of its parts.
+
+    ``sizes`` holds ``(entities, keys)`` of each part; the combined query asked every part's
+    entities, then every part's keys, and a store answers entities before keys, so part ``i``'s rows
+    are its slice of the first block followed by its slice of the second.
+    """
+    out = []
+    e_at, k_at = 0, sum(ne for ne, _ in sizes)
+    for ne, nk in sizes:
+        rows = res.results[e_at : e_at + ne] + res.results[k_at : k_at + nk]
+        keys = res.keys[e_at : e_at + ne] + res.keys[k_at : k_at + nk]
+        out.append(QueryResult(names=res.names, columns=res.columns, keys=keys, results=rows, now=res.now))
+        e_at += ne
+        k_at += nk
+    return out
+
+
+class _Waiter:
+    """One ``query`` call waiting in a :class:`_QueryCombiner`."""
+
+    __slots__ = ("batch", "blob", "error", "event", "query", "result")
+
+    def __init__(self, blob: bytes, query: FeatureQuery) -> None:
+        self.blob = blob
+        self.query = query
+        self.event = threading.Event()
+        self.result: QueryResult | None = None
+        self.error: BaseException | None = None
+        self.batch: list[_Waiter] | None = None  # set when this caller is handed a request to send
+
+    def outcome(self) -> QueryResult:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+class _QueryCombiner:
+    """Concurrent ``query`` calls of one client to one node, sent as one request when they overlap.
+
+    gRPC in Python costs a few hundred microseconds of CPU per call on each side, as much as the
+    node's work for one user, so a process whose threads share a client (a serving worker's
+    request threads) sends fewer, larger requests: while ``max_in_flight`` requests to the node
+    are outstanding, a new call waits; when one returns, the calls that queued meanwhile with the
+    same feature list and ``now`` leave together as one ``QueryRequest`` (entities and keys
+    concatenated, up to ``max_entities``), sent by the first of their threads, and the node's
+    answer is cut back per call (:func:`split_result`). A client that is not busy sends each call at
+    once, without waiting. The wire is unchanged: a combined request is an ordinary query of
+    several entities, and each entity's answer does not depend on the others.
+
+    A combined request the node rejects as bad input is retried call by call, so only the call
+    with the bad input fails; any other error fails every call of the request (each would have
+    met it alone). A queued call waits at most ``timeout`` for its turn.
+    """
+
+    def __init__(
+        self, send: Callable[[bytes, FeatureQuery], QueryResult], max_in_flight: int = 1, max_entities: int = 256
+    ) -> None:
+        self._send = send
+        self.max_in_flight = max_in_flight
+        self.max_entities = max_entities
+        self._lock = threading.Lock()
+        self._queue: list[_Waiter] = []
+        self._in_flight = 0
+        self.calls = 0  # query() calls
+        self.requests = 0  # requests sent for them
+
+    def query(self, blob: bytes, query: FeatureQuery, timeout: float) -> QueryResult:
+        w = _Waiter(blob, query)
+        with self._lock:
+            self.calls += 1
+            if self._in_flight < self.max_in_flight:
+                self._in_flight += 1
+                w.batch = [w]
+            else:
+                self._queue.append(w)
+        if w.batch is None:
+            if not w.event.wait(timeout):
+                with self._lock:
+                    if w in self._queue:
+                        self._queue.remove(w)
+                        raise StreamrecError(f"query: no turn to send within {timeout:g} s (client busy)")
+                w.event.wait()  # taken into a request meanwhile: answered within that request's deadline
+            if w.batch is None:
+                return w.outcome()
+        batch = w.batch
+        try:
+            self._send_batch(batch)
+        finally:
+            with self._lock:
+                nxt = self._take()
+            if nxt is not None:  # hand the freed slot to the first caller of the next request
+                nxt[0].batch = nxt
+                nxt[0].event.set()
+        return w.outcome()
+
+    def _take(self) -> list[_Waiter] | None:
+        """The next request's calls: the oldest queued call and those that can go with it (lock held)."""
+        if not self._queue:
+            self._in_flight -= 1
+            return None
+        head = self._queue[0]
+        key = (head.blob, head.query.now)
+        taken: list[_Waiter] = []
+        rest: list[_Waiter] = []
+        size = 0
+        for w in self._queue:
+            n = len(w.query.entities) + len(w.query.keys)
+            if (w.blob, w.query.now) == key and (not taken or size + n <= self.max_entities):
+                taken.append(w)
+                size += n
+            else:
+                rest.append(w)
+        self._queue = rest
+        return taken
+
+    def _send_batch(self, batch: list[_Waiter]) -> None:
+        self.requests += 1
+        try:
+            if len(batch) == 1:
+                batch[0].result = self._send(batch[0].blob, batch[0].query)
+                return
+            first = batch[0].query
+            combined = FeatureQuery(
+                features=first.features,
+                entities=[e for w in batch for e in w.query.entities],
+                keys=[k for w in batch for k in w.query.keys],
+                now=first.now,
+            )
+            try:
+                res = self._send(batch[0].blob, combined)
+            except InvalidInputError:  # someone's bad input: each alone, so only its caller fails
+                for w in batch:
+                    self.requests += 1
+                    try:
+                        w.result = self._send(w.blob, w.query)
+                    except StreamrecError as exc:
+                        w.error = exc
+                return
+            sizes = [(len(w.query.entities), len(w.query.keys)) for w in batch]
+            for w, part in zip(batch, split_result(res, sizes), strict=True):
+                w.result = part
+        except BaseException as exc:
+            for w in batch:
+                if w.result is None and w.error is None:
+                    w.error = exc
+        finally:
+            for w in batch[1:]:
+                w.event.set()
+
+
 class _GrpcNode(_Node):
     """A remote node; one channel and stub reused for every call (the hot path allocates neither)."""
 
@@ -278,6 +447,7 @@ class _GrpcNode(_Node):
         self.stub = profiles_pb2_grpc.ProfileNodeStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
         self._feature_blobs: dict[int, tuple[list, tuple, bytes]] = {}
+        self.combiner = _QueryCombiner(self._send_query)
 
     def _features(self, features: list) -> bytes:
         # A fixed feature set asked again and again (the usual case) is encoded once: the cache
@@ -297,9 +467,9 @@ class _GrpcNode(_Node):
         self._feature_blobs[id(features)] = (features, tuple(features), blob)
         return blob
 
-    def _request(self, query: FeatureQuery) -> profiles_pb2.QueryRequest:
+    def _request(self, query: FeatureQuery, blob: bytes | None = None) -> profiles_pb2.QueryRequest:
         req = profiles_pb2.QueryRequest(
-            features=self._features(query.features), entities=query.entities, keys=query.keys
+            features=self._features(query.features) if blob is None else blob, entities=query.entities, keys=query.keys
         )
         if query.now is not None:
             req.now = query.now
@@ -311,8 +481,11 @@ class _GrpcNode(_Node):
         except grpc.RpcError as err:
             raise _remote_error(self.name, err) from None
 
+    def _send_query(self, blob: bytes, query: FeatureQuery) -> QueryResult:
+        return _RESULT.decode(self._call(self.stub.Query, self._request(query, blob)).result)
+
     def query(self, query: FeatureQuery) -> QueryResult:
-        return _RESULT.decode(self._call(self.stub.Query, self._request(query)).result)
+        return self.combiner.query(self._features(query.features), query, self.timeout)
 
     def query_async(self, query: FeatureQuery, timeout: float | None = None) -> Any:
         return self.stub.Query.future(self._request(query), timeout=self.timeout if timeout is None else timeout)

@@ -2,11 +2,14 @@
 
 The node is thin on purpose. Everything a feature means is decided by the store; the node only
 turns wire bytes into the store's types and back, so a query answered over gRPC is the same
-``QueryResult`` an in-process caller gets. The hot call (``Query``) does three things: look the
-feature list up in a small cache keyed by its msgpack bytes (a client asking the same 100 features
-again pays their decoding once, and the store's per-feature plan cache then hits on the very
-same ``Feature`` objects), call ``store.query``, and encode the answer with one msgspec call. No
-protobuf message is built per feature or per number.
+``QueryResult`` an in-process caller gets. The server is ``grpc.aio`` on an event loop of its own
+thread. The hot call (``Query``) runs on that loop: look the feature list up in a small cache keyed
+by its msgpack bytes (a client asking the same 100 features again pays their decoding once, and
+the store's per-feature plan cache then hits on the very same ``Feature`` objects), hand the
+request to the :class:`QueryBatcher`, which answers the requests in flight together with one
+``store.query`` (the fixed cost of a query is paid once per batch, not per request), and encode
+the answer with one msgspec call. No protobuf message is built per feature or per number. Calls
+that may block (writes with their fsync, imports, SQL...) run on worker threads.
 
 Placement is the client's job (``client.py``): a node owns whatever entities the client's ring
 sends it. An event feeds the profiles of several entities (its user, its item...), which may live
@@ -14,7 +17,9 @@ on different nodes, so a clustered ``Write`` names the keys this node owns and t
 only their rows (``write_owned``); the other nodes apply the rest of the same events.
 
 Bad input (undecodable blobs, unknown slots, bad keys, a bad clock) answers ``INVALID_ARGUMENT``
-with the message of the :class:`InvalidInputError` that names the field, and changes nothing.
+with the message of the :class:`InvalidInputError` that names the field, and changes nothing; the
+status carries the field, reason and value as ``google.rpc`` details (``grpcio-status``), which the
+client turns back into the typed error.
 
 **Writes are applied at most once per write id** (:class:`WriteLedger`). A replicated client
 resends a write whose reply it did not get (the node died, or the reply was lost, after the WAL
@@ -31,6 +36,7 @@ WAL append.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -39,22 +45,28 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent import futures
 from pathlib import Path
 from typing import Any
 
 import grpc
 import msgspec
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health as health_lib
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from streamrec.errors import InvalidInputError, StreamrecError
-from streamrec.profiles.proto import health_pb2, health_pb2_grpc, profiles_pb2, profiles_pb2_grpc
+from streamrec.profiles.client import split_result
+from streamrec.profiles.proto import profiles_pb2, profiles_pb2_grpc
 from streamrec.profiles.store import DEFAULT_MAX_PROFILE_BYTES, ProfileStore
-from streamrec.profiles.types import Feature, FeatureQuery, WriteResult
+from streamrec.profiles.types import Feature, FeatureQuery, QueryResult, WriteResult
 
-__all__ = ["NodeMetrics", "ProfileNodeServer", "WriteLedger", "serve", "write_owned"]
+__all__ = ["NodeMetrics", "ProfileNodeServer", "QueryBatcher", "WriteLedger", "serve", "write_owned"]
 
 _FEATURES = msgspec.msgpack.Decoder(list[Feature])
 # Decompressed bytes the blobs of one ImportProfiles request may inflate to, together (a move
@@ -310,12 +322,209 @@ class _StoreCollector:
                 yield GaugeMetricFamily(f"streamrec_profiles_store_{name}", f"ProfileStore {name}", value=value)
 
 
-def _invalid(context: grpc.ServicerContext, message: str) -> None:
-    context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+# --------------------------------------------------------------------------- errors on the wire
+
+_ERROR_DOMAIN = "streamrec.profiles"
+_MAX_DETAIL = 2000  # characters of a message or value sent back (the whole status rides in trailers)
+
+
+def _error_status(code: grpc.StatusCode, message: str, exc: BaseException) -> grpc.Status:
+    """A ``google.rpc.Status`` with rich details (``grpcio-status``) for an error the node answers.
+
+    Bad input carries a ``BadRequest`` field violation (the field and the reason) and an
+    ``ErrorInfo`` whose metadata holds the field, the reason and the bad value as text, so a client
+    rebuilds the :class:`InvalidInputError` without parsing the message. The message itself stays
+    ``field: reason (got value)``, as before, for clients that only read it.
+    """
+    message = message[:_MAX_DETAIL]
+    info = error_details_pb2.ErrorInfo(reason=code.name, domain=_ERROR_DOMAIN)
+    details = []
+    if isinstance(exc, InvalidInputError):
+        field = str(exc.field)[:200]
+        reason = str(exc.reason)[:_MAX_DETAIL]
+        info.metadata.update({"field": field, "reason": reason, "value": _short_value(exc.value)})
+        violation = error_details_pb2.BadRequest.FieldViolation(field=field, description=reason)
+        bad = any_pb2.Any()
+        bad.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+        details.append(bad)
+    packed = any_pb2.Any()
+    packed.Pack(info)
+    details.insert(0, packed)
+    return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=message, details=details))
+
+
+def _short_value(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _classify(name: str, exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status code and message of an exception a method raised (bad input, state, or a bug)."""
+    if isinstance(exc, InvalidInputError):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, msgspec.DecodeError | UnicodeDecodeError):
+        return grpc.StatusCode.INVALID_ARGUMENT, f"{name.lower()}: undecodable msgpack ({exc})"
+    if isinstance(exc, StreamrecError):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
+    # A bug, not bad input: say so (and count it) instead of UNKNOWN.
+    return grpc.StatusCode.INTERNAL, f"{name}: internal error {type(exc).__name__}: {exc}"
+
+
+# --------------------------------------------------------------------------- query batching
+
+
+class _Pending:
+    """One Query request waiting for its answer from a batch."""
+
+    __slots__ = ("blob", "entities", "features", "future", "keys", "now")
+
+    def __init__(
+        self, blob: bytes, features: list[Feature], entities: list[str], keys: list[bytes], now: float | None, future
+    ) -> None:
+        self.blob = blob
+        self.features = features
+        self.entities = entities
+        self.keys = keys
+        self.now = now
+        self.future = future
+
+
+class QueryBatcher:
+    """Answers Query requests that are in flight together with one ``store.query`` per feature list.
+
+    A query's fixed cost (resolving 100 features, grouping them by slot, one window plan per slot)
+    is about half of a one-user answer, and it is the same for every entity of the query, so eight
+    users asked at once cost what five asked one by one cost (``docs/profiles.md``, "Batching").
+    The node's event loop hands each request here; the first one schedules a drain that yields to
+    the loop until no new request joins (gRPC delivers requests that arrived together within a few
+    loop turns), then answers the waiting requests grouped by (feature list bytes, ``now``), up to
+    ``max_entities`` entities per store call, and splits the answer back per request.
+
+    Exactness: an entity's answer does not depend on the other entities of a store call (the store
+    computes each one on its own; only identical answer objects may be shared), and a batch uses
+    one ``now`` (requests without ``now`` get the node clock read once for the batch). Errors stay
+    per request: if the combined call rejects its input, each request of it is answered on its own,
+    so a bad key fails only the request that sent it. Not a cache: nothing outlives the batch.
+    """
+
+    def __init__(
+        self, store: ProfileStore, max_entities: int = 256, quiet_turns: int = 4, max_wait: float = 0.001
+    ) -> None:
+        self.store = store
+        self.max_entities = max_entities
+        self.quiet_turns = quiet_turns
+        self.max_wait = max_wait
+        self._pending: list[_Pending] = []
+        self._draining: asyncio.Task[None] | None = None
+        self.requests = 0  # requests answered through here
+        self.store_calls = 0  # store.query calls made for them
+
+    async def query(
+        self, blob: bytes, features: list[Feature], entities: list[str], keys: list[bytes], now: float | None
+    ) -> QueryResult:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append(_Pending(blob, features, entities, keys, now, future))
+        if self._draining is None:
+            self._draining = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                # gRPC's aio server accepts calls one at a time, a few loop turns apart, so calls that
+                # arrived together join over several turns: wait until `quiet_turns` pass with no new
+                # one, or `max_wait` seconds.
+                seen, quiet, give_up = -1, 0, loop.time() + self.max_wait
+                while quiet < self.quiet_turns and loop.time() < give_up:
+                    await asyncio.sleep(0)
+                    quiet = quiet + 1 if len(self._pending) == seen else 0
+                    seen = len(self._pending)
+                batch, self._pending = self._pending, []
+                try:
+                    outcomes = self.answer(batch)
+                except Exception as exc:  # a bug: fail the batch's calls rather than leave them waiting
+                    outcomes = [(p, False, exc) for p in batch]
+                for p, ok, value in outcomes:
+                    if p.future.done():  # cancelled meanwhile (the client went away)
+                        continue
+                    if ok:
+                        p.future.set_result(value)
+                    else:
+                        p.future.set_exception(value)
+        finally:
+            self._draining = None
+
+    def answer(self, batch: list[_Pending]) -> list[tuple[_Pending, bool, Any]]:
+        """Answers of every request of ``batch``: ``(request, True, QueryResult)`` or ``(request, False, error)``."""
+        out: list[tuple[_Pending, bool, Any]] = []
+        groups: dict[tuple[bytes, float | None], list[_Pending]] = {}
+        for p in batch:
+            if not p.future.done():  # a cancelled call (client gone) needs no answer
+                groups.setdefault((p.blob, p.now), []).append(p)
+        for group in groups.values():
+            chunk: list[_Pending] = []
+            size = 0
+            for p in group:
+                n = len(p.entities) + len(p.keys)
+                if chunk and size + n > self.max_entities:
+                    self._answer_together(chunk, out)
+                    chunk, size = [], 0
+                chunk.append(p)
+                size += n
+            if chunk:
+                self._answer_together(chunk, out)
+        return out
+
+    def _answer_together(self, chunk: list[_Pending], out: list[tuple[_Pending, bool, Any]]) -> None:
+        self.requests += len(chunk)
+        if len(chunk) == 1:
+            self._answer_alone(chunk[0], out)
+            return
+        first = chunk[0]
+        entities = [e for p in chunk for e in p.entities]
+        keys = [k for p in chunk for k in p.keys]
+        try:
+            self.store_calls += 1
+            res = self.store.query(FeatureQuery(features=first.features, entities=entities, keys=keys, now=first.now))
+        except Exception:  # bad input somewhere: answer each on its own so only its sender fails
+            self.store_calls -= 1
+            for p in chunk:
+                self._answer_alone(p, out)
+            return
+        sizes = [(len(p.entities), len(p.keys)) for p in chunk]
+        out.extend((p, True, part) for p, part in zip(chunk, split_result(res, sizes), strict=True))
+
+    def _answer_alone(self, p: _Pending, out: list[tuple[_Pending, bool, Any]]) -> None:
+        self.store_calls += 1
+        try:
+            res = self.store.query(FeatureQuery(features=p.features, entities=p.entities, keys=p.keys, now=p.now))
+        except Exception as exc:
+            out.append((p, False, exc))
+            return
+        out.append((p, True, res))
+
+
+def _resolve(future: Any, value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+# --------------------------------------------------------------------------- the service
 
 
 class _Servicer(profiles_pb2_grpc.ProfileNodeServicer):
-    def __init__(self, store: ProfileStore, metrics: NodeMetrics, max_import_bytes: int) -> None:
+    """``ProfileNode`` on a ``grpc.aio`` server: queries on the event loop (batched), the rest on threads.
+
+    A query answers in a fraction of a millisecond and holds the GIL throughout, so it runs on the
+    loop itself: no thread hand-off, and requests that arrive while one batch runs wait in gRPC's
+    queue and form the next batch. Writes (an fsync), imports, exports, SQL, flushes and stats may
+    block for milliseconds and run on ``workers`` threads, so the loop keeps answering queries
+    meanwhile.
+    """
+
+    def __init__(self, store: ProfileStore, metrics: NodeMetrics, max_import_bytes: int, workers: int) -> None:
         self.store = store
         self.max_import_bytes = max_import_bytes
         # Store mutations one at a time (the store serialises them anyway), so the write ledger
@@ -327,6 +536,8 @@ class _Servicer(profiles_pb2_grpc.ProfileNodeServicer):
         # arrays and strings, so concurrent imports would multiply the node's worst case.
         self._import_lock = threading.Lock()
         self.m = metrics
+        self.batcher = QueryBatcher(store)
+        self.pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="profile-node")
         self._features: dict[bytes, list[Feature]] = {}
         self._enc = msgspec.msgpack.Encoder()
         self._lat = {name: metrics.latency.labels(name) for name in self._methods()}
@@ -346,25 +557,27 @@ class _Servicer(profiles_pb2_grpc.ProfileNodeServicer):
             "Stats",
         )
 
-    def _call(self, name: str, context: grpc.ServicerContext, fn: Callable[[], Any]) -> Any:
-        t0 = time.perf_counter()
-        try:
-            out = fn()
-        except InvalidInputError as exc:
-            self.m.requests.labels(name, "INVALID_ARGUMENT").inc()
-            _invalid(context, str(exc))
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            self.m.requests.labels(name, "INVALID_ARGUMENT").inc()
-            _invalid(context, f"{name.lower()}: undecodable msgpack ({exc})")
-        except StreamrecError as exc:
-            self.m.requests.labels(name, "FAILED_PRECONDITION").inc()
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        except Exception as exc:  # a bug, not bad input: say so (and count it) instead of UNKNOWN
-            self.m.requests.labels(name, "INTERNAL").inc()
-            context.abort(grpc.StatusCode.INTERNAL, f"{name}: internal error {type(exc).__name__}: {exc}")
+    async def _fail(self, name: str, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+        code, message = _classify(name, exc)
+        self.m.requests.labels(name, code.name).inc()
+        status = _error_status(code, message, exc)
+        await context.abort(status.code, status.details, status.trailing_metadata)
+
+    def _succeeded(self, name: str, t0: float) -> None:
         self._lat[name].observe(time.perf_counter() - t0)
         self._ok[name].inc()
-        return out
+
+    async def _blocking(self, name: str, context: grpc.aio.ServicerContext, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on a worker thread; answer its error as a status with details."""
+        t0 = time.perf_counter()
+        try:
+            out = await asyncio.get_running_loop().run_in_executor(self.pool, fn)
+        except Exception as exc:
+            failure: BaseException = exc
+        else:
+            self._succeeded(name, t0)
+            return out
+        await self._fail(name, context, failure)
 
     # ---------------------------------------------------------------- hot path
 
@@ -384,21 +597,25 @@ class _Servicer(profiles_pb2_grpc.ProfileNodeServicer):
             self._features[blob] = feats
         return feats
 
-    def Query(self, request: profiles_pb2.QueryRequest, context: grpc.ServicerContext) -> profiles_pb2.QueryReply:
-        def run() -> profiles_pb2.QueryReply:
+    async def Query(self, request: profiles_pb2.QueryRequest, context: grpc.aio.ServicerContext) -> Any:
+        t0 = time.perf_counter()
+        try:
             feats = self._decode_features(request.features)
             now = request.now if request.HasField("now") else None
-            q = FeatureQuery(features=feats, entities=list(request.entities), keys=list(request.keys), now=now)
-            res = self.store.query(q)
+            res = await self.batcher.query(request.features, feats, list(request.entities), list(request.keys), now)
+            reply = profiles_pb2.QueryReply(result=self._enc.encode(res))
+        except Exception as exc:
+            failure: BaseException = exc
+        else:
             self.m.entities.inc(len(res.keys))
             self.m.features.inc(len(res.keys) * len(feats))
-            return profiles_pb2.QueryReply(result=self._enc.encode(res))
-
-        return self._call("Query", context, run)
+            self._succeeded("Query", t0)
+            return reply
+        await self._fail("Query", context, failure)
 
     # ---------------------------------------------------------------- writes and moves
 
-    def Write(self, request: profiles_pb2.WriteRequest, context: grpc.ServicerContext) -> profiles_pb2.WriteReply:
+    async def Write(self, request: profiles_pb2.WriteRequest, context: grpc.aio.ServicerContext) -> Any:
         def run() -> profiles_pb2.WriteReply:
             try:
                 events = msgspec.msgpack.decode(request.events)
@@ -432,7 +649,7 @@ class _Servicer(profiles_pb2_grpc.ProfileNodeServicer):
             self.m.events.labels("too_old").inc(res.too_old)
             return self._reply(res)
 
-        return self._call("Write", context, run)
+        return await self._blocking("Write", context, run)
 
     @staticmethod
     def _reply(res: WriteResult) -> profiles_pb2.WriteReply:
@@ -442,29 +659,29 @@ class _Servicer(profiles_pb2_grpc.ProfileNodeServicer):
             rejected=[profiles_pb2.Rejected(index=i, reason=r) for i, r in res.rejected],
         )
 
-    def Sql(self, request: profiles_pb2.SqlRequest, context: grpc.ServicerContext) -> profiles_pb2.SqlReply:
+    async def Sql(self, request: profiles_pb2.SqlRequest, context: grpc.aio.ServicerContext) -> Any:
         def run() -> profiles_pb2.SqlReply:
             now = request.now if request.HasField("now") else None
             return profiles_pb2.SqlReply(result=self._enc.encode(self.store.sql(request.text, now)))
 
-        return self._call("Sql", context, run)
+        return await self._blocking("Sql", context, run)
 
-    def ListKeys(
-        self, request: profiles_pb2.ListKeysRequest, context: grpc.ServicerContext
-    ) -> Iterator[profiles_pb2.Keys]:
+    async def ListKeys(
+        self, request: profiles_pb2.ListKeysRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[profiles_pb2.Keys]:
         chunk = request.chunk or 4096
-        keys = self._call("ListKeys", context, lambda: list(self.store.entity_keys()))
+        keys = await self._blocking("ListKeys", context, lambda: list(self.store.entity_keys()))
         for i in range(0, len(keys), chunk):
             yield profiles_pb2.Keys(keys=keys[i : i + chunk])
 
-    def ExportProfiles(self, request: profiles_pb2.Keys, context: grpc.ServicerContext) -> profiles_pb2.Profiles:
+    async def ExportProfiles(self, request: profiles_pb2.Keys, context: grpc.aio.ServicerContext) -> Any:
         def run() -> profiles_pb2.Profiles:
             blobs = self.store.export_profiles(list(request.keys))
             return profiles_pb2.Profiles(keys=list(blobs), blobs=list(blobs.values()))
 
-        return self._call("ExportProfiles", context, run)
+        return await self._blocking("ExportProfiles", context, run)
 
-    def ImportProfiles(self, request: profiles_pb2.Profiles, context: grpc.ServicerContext) -> profiles_pb2.Count:
+    async def ImportProfiles(self, request: profiles_pb2.Profiles, context: grpc.aio.ServicerContext) -> Any:
         def run() -> profiles_pb2.Count:
             if len(request.keys) != len(request.blobs):
                 raise InvalidInputError(
@@ -481,57 +698,50 @@ class _Servicer(profiles_pb2_grpc.ProfileNodeServicer):
                 raise InvalidInputError("blobs", "...", f"not an exported profile ({exc})") from None
             return profiles_pb2.Count(count=len(request.keys))
 
-        return self._call("ImportProfiles", context, run)
+        return await self._blocking("ImportProfiles", context, run)
 
-    def DeleteProfiles(self, request: profiles_pb2.Keys, context: grpc.ServicerContext) -> profiles_pb2.Count:
+    async def DeleteProfiles(self, request: profiles_pb2.Keys, context: grpc.aio.ServicerContext) -> Any:
         def run() -> profiles_pb2.Count:
             with self._mutate_lock:
                 self.store.delete_profiles(list(request.keys))
             return profiles_pb2.Count(count=len(request.keys))
 
-        return self._call("DeleteProfiles", context, run)
+        return await self._blocking("DeleteProfiles", context, run)
 
-    def Flush(self, request: profiles_pb2.Empty, context: grpc.ServicerContext) -> profiles_pb2.Empty:
+    async def Flush(self, request: profiles_pb2.Empty, context: grpc.aio.ServicerContext) -> Any:
         def run() -> profiles_pb2.Empty:
             self.store.flush()
             return profiles_pb2.Empty()
 
-        return self._call("Flush", context, run)
+        return await self._blocking("Flush", context, run)
 
-    def Stats(self, request: profiles_pb2.Empty, context: grpc.ServicerContext) -> profiles_pb2.StatsReply:
-        return self._call(
-            "Stats", context, lambda: profiles_pb2.StatsReply(json=json.dumps(self.store.stats(), default=str))
-        )
+    async def Stats(self, request: profiles_pb2.Empty, context: grpc.aio.ServicerContext) -> Any:
+        def run() -> profiles_pb2.StatsReply:
+            stats = self.store.stats()
+            stats["query_requests"] = self.batcher.requests
+            stats["query_store_calls"] = self.batcher.store_calls
+            return profiles_pb2.StatsReply(json=json.dumps(stats, default=str))
+
+        return await self._blocking("Stats", context, run)
 
 
-class _Health(health_pb2_grpc.HealthServicer):
-    """``grpc.health.v1.Health``: SERVING while the store is open, NOT_SERVING while draining."""
-
-    SERVICES = ("", "streamrec.profiles.v1.ProfileNode")
-
-    def __init__(self) -> None:
-        self.status = health_pb2.HealthCheckResponse.SERVING
-
-    def Check(
-        self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext
-    ) -> health_pb2.HealthCheckResponse:
-        if request.service not in self.SERVICES:
-            return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
-        return health_pb2.HealthCheckResponse(status=self.status)
-
-    def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext) -> Iterator[Any]:
-        yield self.Check(request, context)
+_SERVICES = ("", "streamrec.profiles.v1.ProfileNode")
 
 
 class ProfileNodeServer:
     """A running profile node: gRPC (profiles + health) and an optional Prometheus endpoint.
+
+    The gRPC server is ``grpc.aio`` on an event loop of its own (a thread started by :meth:`start`),
+    so a node runs inside any program, several per process; queries are batched on that loop
+    (:class:`QueryBatcher`). Health is ``grpcio-health-checking``'s servicer.
 
     Parameters
     ----------
     store: the store it serves (closed by :meth:`stop` if ``own_store``).
     host, port: where gRPC listens (``port=0``: a free port, see :attr:`port` after start).
     metrics_port: where ``/metrics`` listens (``None``: no HTTP endpoint; ``0``: a free port).
-    workers: gRPC handler threads.
+    workers: threads for the calls that may block (writes, imports, exports, SQL, flush, stats);
+        queries run on the event loop.
     own_store: close the store on :meth:`stop`.
     max_import_bytes: the most bytes the blobs of one ``ImportProfiles`` request may decompress to,
         together (default 64 MiB; each blob is also held to the store's ``max_profile_bytes``).
@@ -558,17 +768,19 @@ class ProfileNodeServer:
     ) -> None:
         if isinstance(max_import_bytes, bool) or not isinstance(max_import_bytes, int) or max_import_bytes <= 0:
             raise InvalidInputError("max_import_bytes", max_import_bytes, "must be a positive number of bytes")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise InvalidInputError("workers", workers, "must be an integer >= 1")
         self.store = store
         self.host = host
         self.port = port
         self.metrics_port = metrics_port
         self.own_store = own_store
         self.metrics = NodeMetrics(store)
-        self._health = _Health()
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=GRPC_OPTIONS)
-        servicer = self._servicer = _Servicer(store, self.metrics, max_import_bytes)
-        profiles_pb2_grpc.add_ProfileNodeServicer_to_server(servicer, self._server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        self._servicer = _Servicer(store, self.metrics, max_import_bytes, workers)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: Any = None
+        self._health: Any = None
         self._http: Any = None
         self._stop_requested = threading.Event()
         self._stop_lock = threading.Lock()
@@ -579,17 +791,61 @@ class ProfileNodeServer:
         """``host:port`` of the gRPC endpoint."""
         return f"{self.host}:{self.port}"
 
+    @property
+    def batcher(self) -> QueryBatcher:
+        """The query batcher (its ``requests`` and ``store_calls`` counters)."""
+        return self._servicer.batcher
+
     def start(self) -> ProfileNodeServer:
-        """Bind and start serving (returns at once)."""
-        bound = self._server.add_insecure_port(f"{self.host}:{self.port}")
-        if bound == 0:
-            raise StreamrecError(f"profile node: cannot listen on {self.host}:{self.port}")
-        self.port = bound
-        self._server.start()
+        """Bind and start serving (returns at once; the server runs on its own thread)."""
+        loop = self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name=f"profile-node-{self.port}", daemon=True)
+        self._thread.start()
+        try:
+            self.port = asyncio.run_coroutine_threadsafe(self._start_server(), loop).result()
+        except BaseException:
+            self._stop_loop()
+            raise
         if self.metrics_port is not None:
             self._http, _ = start_http_server(self.metrics_port, addr=self.host, registry=self.metrics.registry)
             self.metrics_port = self._http.server_port
         return self
+
+    def _run_loop(self) -> None:
+        assert self._loop is not None
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+        self._loop.close()
+
+    async def _start_server(self) -> int:
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        profiles_pb2_grpc.add_ProfileNodeServicer_to_server(self._servicer, server)
+        health = health_lib.aio.HealthServicer()
+        for name in _SERVICES:
+            await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        try:
+            bound = server.add_insecure_port(f"{self.host}:{self.port}")
+        except RuntimeError:
+            bound = 0
+        if bound == 0:
+            raise StreamrecError(f"profile node: cannot listen on {self.host}:{self.port}")
+        await server.start()
+        self._server, self._health = server, health
+        return bound
+
+    async def _stop_server(self, grace: float) -> None:
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()  # NOT_SERVING for every service name
+        if self._server is not None:
+            await self._server.stop(grace)
+
+    def _stop_loop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._thread = None
 
     def request_stop(self) -> None:
         """Make :meth:`wait` return; the waiting thread then calls :meth:`stop`."""
@@ -609,8 +865,12 @@ class ProfileNodeServer:
             self._shutdown(grace)
 
     def _shutdown(self, grace: float) -> None:
-        self._health.status = health_pb2.HealthCheckResponse.NOT_SERVING
-        self._server.stop(grace).wait()
+        if self._loop is not None and self._thread is not None:
+            asyncio.run_coroutine_threadsafe(self._stop_server(grace), self._loop).result()
+            self._stop_loop()
+        # A call cancelled at the end of the grace period may still run on a worker thread: let it
+        # finish before the store closes under it.
+        self._servicer.pool.shutdown(wait=True)
         self._servicer.ledger.close()
         if self._http is not None:
             self._http.shutdown()

@@ -51,11 +51,14 @@ def bench_command(
     quick: bool = typer.Option(False, "--quick", help="Small data, for a smoke test (under ~30 s)."),
     events: int | None = typer.Option(None, "--events", help="Number of events (default 1,000,000; quick 20,000)."),
     requests: int | None = typer.Option(None, "--requests", help="Timed query requests per system."),
+    clients: int | None = typer.Option(
+        None, "--clients", help="Clients querying the node at once for the throughput ratio (default 8)."
+    ),
 ) -> None:
     """streamrec (gRPC node) vs the same features kept in Redis hashes: query QPS/p99, ingest rate, size."""
     from streamrec.profiles.bench import run_benchmark
 
-    run_benchmark(as_json=as_json, quick=quick, events=events, requests=requests)
+    run_benchmark(as_json=as_json, quick=quick, events=events, requests=requests, clients=clients)
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
