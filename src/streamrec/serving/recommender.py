@@ -47,7 +47,7 @@ from streamrec.errors import InvalidInputError, ProfilesBehindError, ProfilesUna
 from streamrec.log import EventLog
 from streamrec.profiles.events import build_specs, events_to_rows
 from streamrec.records import ActionEvent, Example, Impression, parse_many
-from streamrec.serving.features import FeaturePlan, FeatureSet, default_plan
+from streamrec.serving.features import FeaturePlan, FeatureSet, ItemCache, default_plan
 from streamrec.serving.limits import MAX_EPOCH_S, ServingLimits, check_epoch, is_utf8
 from streamrec.serving.live import LiveStats
 from streamrec.serving.metrics import ServingMetrics
@@ -80,6 +80,9 @@ class RecommenderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     max_k: the largest ``k`` a request may ask for.
     actions_topic, impressions_topic: the log topics written.
     limits: what one HTTP request may ask (``[serving.limits]``, :class:`ServingLimits`).
+    item_cache_ms: how old an item's feature answers may be when served: they are shared across
+        requests for at most this long (:class:`~streamrec.serving.features.ItemCache`); ``0``
+        asks the store for every item in every request. The user's features are never cached.
     """
 
     features: FeaturePlan = msgspec.field(default_factory=default_plan)
@@ -91,8 +94,11 @@ class RecommenderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     actions_topic: str = "actions"
     impressions_topic: str = "impressions"
     limits: ServingLimits = msgspec.field(default_factory=ServingLimits)
+    item_cache_ms: float = 500.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.item_cache_ms <= 3_600_000.0:
+            raise ValueError(f"`item_cache_ms` must be in [0, 3600000] (0: no cache), got {self.item_cache_ms!r}")
         if self.category_cap is not None and self.category_cap < 1:
             raise ValueError(f"`category_cap` must be >= 1 (or omitted), got {self.category_cap!r}")
         if not 0.0 < self.sample_rate <= 1.0:
@@ -300,6 +306,8 @@ class Recommender:
 
             extra["ann"] = AnnSource(profiles, model, self.plan)
         self.retriever = Retriever(profiles, self.config.retrieval, extra)
+        ms = self.config.item_cache_ms
+        self.item_cache = ItemCache(self.plan, ms / 1000.0) if ms > 0 else None
         self._record_lock = threading.Lock()
         self._specs = build_specs(profiles.cfg) if write_profiles else []  # the store's rules, for the dry run
         self._pending: list[ActionEvent] = []  # logged, not yet in the profiles (a profile write failed)
@@ -328,7 +336,7 @@ class Recommender:
             self._observe(timings, candidates, [])
             self.live.observe_request(request_id, [], t1 - t0, user)
             return Recommendation(request_id, [], timings, 0)
-        features = self.plan.fetch(self.profiles, user, candidates.items, now)
+        features = self.plan.fetch(self.profiles, user, candidates.items, now, self.item_cache)
         t2 = time.perf_counter()
         scores = self.score(features)
         chosen = top_k(scores, k, features.categories, self.config.category_cap)
