@@ -240,6 +240,63 @@ def _is_two_tower(model: Any) -> bool:
     return model is not None and isinstance(getattr(getattr(model, "_model", model), "head", None), TwoTowerHead)
 
 
+class GroupAppender:
+    """Appends to one topic, sharing one log transaction among the requests that append at once.
+
+    Why: an append returns once its records are durable (the SQLite log commits with
+    ``synchronous=FULL``: one fsync each), so with one append per request the disk's fsync rate
+    capped the requests per second of every thread, and of every worker of ``serve --workers``
+    on one log file. Here a request's impressions join the batch that is open; one caller (the
+    first to find no append running) appends the whole batch, the others wait for it. Each caller
+    still returns only once *its* records are durable, and gets the batch's error if the append
+    failed (nothing of that batch was stored). One caller at a time appends exactly as before.
+    Keyed by ``user`` (an impression meets the user's actions in one partition).
+    """
+
+    def __init__(self, log: EventLog, topic: str) -> None:
+        self.log, self.topic = log, topic
+        self._cond = threading.Condition()
+        self._queue: list[Any] = []
+        self._open = 0  # number of the batch new records join
+        self._done = -1  # highest batch appended (or failed)
+        self._busy = False
+        self._errors: dict[int, BaseException] = {}
+        self.appends = 0  # log transactions, for tests and the bench
+
+    def append(self, records: list[Any]) -> None:
+        """Return once ``records`` are in the log (raise the append's error if it failed)."""
+        with self._cond:
+            mine = self._open
+            self._queue.extend(records)
+            while self._done < mine:
+                if self._busy:
+                    self._cond.wait()
+                    continue
+                batch, self._queue = self._queue, []
+                number = self._open
+                self._open += 1
+                self._busy = True
+                self._cond.release()
+                error = None
+                try:
+                    self.log.append(self.topic, batch, key="user")
+                except BaseException as exc:  # every caller of the batch gets it
+                    error = exc
+                finally:
+                    self._cond.acquire()
+                    self.appends += 1
+                    self._busy = False
+                    self._done = number
+                    if error is not None:
+                        self._errors[number] = error
+                    for old in [k for k in self._errors if k < number - 64]:
+                        del self._errors[old]
+                    self._cond.notify_all()
+            error = self._errors.get(mine)
+        if error is not None:
+            raise error
+
+
 class Recommender:
     """Answers recommendation requests and takes in actions.
 
@@ -309,6 +366,7 @@ class Recommender:
         ms = self.config.item_cache_ms
         self.item_cache = ItemCache(self.plan, ms / 1000.0) if ms > 0 else None
         self._record_lock = threading.Lock()
+        self._impressions = GroupAppender(log, self.config.impressions_topic)
         self._specs = build_specs(profiles.cfg) if write_profiles else []  # the store's rules, for the dry run
         self._pending: list[ActionEvent] = []  # logged, not yet in the profiles (a profile write failed)
 
@@ -365,7 +423,7 @@ class Recommender:
             )
             for p, i in enumerate(chosen.tolist())
         ]  # fmt: skip
-        self.log.append(self.config.impressions_topic, records, key="user")  # an impression meets its actions
+        self._impressions.append(records)
 
     def _observe(self, timings: dict[str, float], candidates: Candidates, items: list) -> None:
         m = self.metrics
