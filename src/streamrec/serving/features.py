@@ -491,8 +491,15 @@ class ItemCache:
 
     def _fill(self, client: Any, missing: list[str], now: float, wall: float) -> None:
         # ``wall`` was read before the query: the store's answer is at least that recent.
-        result = client.query(FeatureQuery(features=self._features, entities=[f"item:{i}" for i in missing], now=now))
-        numbers, categories = item_numbers(result, self._features, result.results)
+        labels = [f"item:{i}" for i in missing]
+        store = _local_store(client)
+        if store is not None:  # embedded: the numbers straight into a matrix, no answer per (item, feature)
+            numbers = store.query_numbers(self._features[:-1], labels, now)
+            cat = store.query(FeatureQuery(features=self._features[-1:], entities=labels, now=now))
+            categories = [r[0].values[0] if r[0].values else "" for r in cat.results]
+        else:
+            result = client.query(FeatureQuery(features=self._features, entities=labels, now=now))
+            numbers, categories = item_numbers(result, self._features, result.results)
         rows = np.empty(len(missing), dtype=np.int64)
         index, cats = self._index, self._categories
         for j, (item, category) in enumerate(zip(missing, categories, strict=True)):
@@ -507,6 +514,20 @@ class ItemCache:
         self._born_wall[rows] = wall
         self._born_now[rows] = now
         self._life[rows] = self.max_age_s * (0.5 + 0.5 * self._rng.random(len(missing)))
+
+
+def _local_store(client: Any) -> Any:
+    """The in-process :class:`ProfileStore` behind ``client`` (a store, or an embedded client), else ``None``."""
+    from streamrec.profiles.store import ProfileStore
+
+    if isinstance(client, ProfileStore):
+        return client
+    nodes = getattr(client, "_nodes", None)  # ProfileClient.embedded: one local node holding the store
+    if isinstance(nodes, dict) and len(nodes) == 1:
+        store = getattr(next(iter(nodes.values())), "store", None)
+        if isinstance(store, ProfileStore):
+            return store
+    return None
 
 
 def _jagged(lists: list[list[int]]) -> JaggedIds:
