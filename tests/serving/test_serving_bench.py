@@ -72,6 +72,7 @@ def test_quick_serving_bench_reports_stages_latency_and_ratios_that_hang_togethe
     assert workers["workers"] >= 1 and workers["cores"] >= 1 and workers["requests"] > 0
     assert workers["qps"] > 0 and workers["in_process_one_thread_qps"] > 0
     assert ratios["http_qps_vs_in_process_one_thread"] == workers["ratio"] > 0
+    assert ratios["http_qps_vs_in_process_first_phase"] == pytest.approx(workers["qps"] / in_process["qps"])
     assert out["baselines"]["repetitions"] >= 1
     assert out["baselines"]["excluding_unfilled_requests"] == 0  # the bench users fill every quota either way
     # The garbage collector: counted per request as reported, and with the heap frozen at start

@@ -13,27 +13,33 @@ DeepFM over the plan (embeddings dim 16, hidden 64-32) trained one pass over exa
 the same plan, then served from a trainer snapshot as a deployment does (its scores do not matter
 for latency).
 
-What is measured, in this process:
+What is measured:
 
 * **in process**: :meth:`Recommender.recommend` one request at a time (p50/p99, mean, QPS), the
-  stage split from ``Recommendation.timings``, and QPS with ``threads`` concurrent callers;
-* **HTTP**: the real app (:func:`~streamrec.serving.api.create_app`) under uvicorn in a thread of
-  this process, ``GET /v1/recommendations`` with httpx, one caller at a time and ``threads`` at a
-  time. The client shares the process (and the GIL) with the server, so the HTTP overhead shown is
-  pessimistic;
-* **the garbage collector**: full (generation 2) collections and their pauses during the
-  in-process requests, and the same requests again after ``gc.freeze()``: the tail that is left
-  once collections stop walking every object of the process.
+  stage split from ``Recommendation.timings``, and QPS with ``threads`` concurrent callers. As
+  ``streamrec serve`` runs: after the warm-up the heap is frozen (``gc.collect(); gc.freeze()``)
+  and the collector keeps running on what requests leave; the same requests again at the end
+  without the freeze (``in_process_heap_not_frozen``);
+* **HTTP, one process**: the real app (:func:`~streamrec.serving.api.create_app`) under uvicorn in
+  a thread of this process, ``GET /v1/recommendations`` with httpx, one caller at a time and
+  ``threads`` at a time (the client shares the process and the GIL with the server);
+* **HTTP, every core** (``serve --workers N``, N = the cores by default): ``streamrec serve
+  --workers N`` as a child process over the same world (its workers build their profile replicas
+  from the log's ``actions``, where the history is written too, and load the same snapshot; a
+  few answers are checked equal to this process's first), loaded with keep-alive connections
+  from a small asyncio client, in three blocks alternating with blocks of one in-process thread;
+* **the garbage collector**: full (generation 2) collections and their pauses.
 
-Baselines, side by side in the same process (same requests, rotating order, GC frozen so that a
-collection does not land on one contender by luck):
+Baselines, side by side in the same process (same requests, rotating order):
 
-* ``features_vs_per_entity``: the feature stage (:meth:`FeaturePlan.fetch`, one batched profile
-  query) against one profile query per entity (the user with its features, then each candidate
-  with the item features): the N+1 way. All contenders' FeatureSets are checked equal first.
+* ``features_vs_precomputed_redis``: the feature stage as served (with the item cache) against
+  reading the same profile features precomputed in Redis hashes, one pipelined ``HMGET`` round
+  trip per request (what a Feast-style online store does), decoded into arrays; and the same
+  without the item cache (``features_uncached_vs_precomputed_redis``);
+* ``features_vs_per_entity``: the uncached feature stage (one batched profile query) against one
+  profile query per entity (the N+1 way). All contenders' FeatureSets are checked equal first;
 * ``one_query_vs_two_queries``: the plan's one query over user + candidates against two
-  entity-typed queries (user features of the user; item features of the items). Before the store
-  shared the answers of empty windows it was 2-2.7; it guards that fix (``docs/serving.md``).
+  entity-typed queries (user features of the user; item features of the items).
 
 Absolute numbers on a shared 2-core machine are noise; ratios measured side by side are the result.
 Torch runs on one intra-op thread.
@@ -455,6 +461,10 @@ def _measure(bench: Bench, scale: Scale, seed: int, progress: Callable[[str], No
         "http_vs_in_process_p50": http_lat["p50_ms"] / in_process["p50_ms"],
         "in_process_qps_vs_http": in_process["qps"] / http_lat["qps"],
         "http_qps_vs_in_process_one_thread": workers["ratio"],
+        # The same workers' QPS against the in-process QPS of the first phase (200 requests in a
+        # row, the item cache at its busiest): not side by side, but never in the workers' favour
+        # when the alternating blocks caught the in-process side in a slow stretch.
+        "http_qps_vs_in_process_first_phase": workers["qps"] / in_process["qps"],
     }
     return {
         "config": {
@@ -637,15 +647,17 @@ def _workers(bench: Bench, draw: Sequence[str], scale: Scale, k: int, progress: 
         # Alternating blocks, so both sides share whatever else the machine runs meanwhile.
         one: list[float] = []
         many: list[float] = []
+        stages: dict[str, list[float]] = {}
         block = max(len(paths) // 3, 1)
         sequential = max(scale.requests // 2, 1)
         for rep in range(3):
             progress(f"serve --workers {n}: block {rep + 1} of 3 ({block} requests over {conns} connections)")
-            for u in draw[-5:]:  # untimed: the item cache back to its steady state after the pause
+            for u in draw[-30:]:  # untimed: the item cache back to its steady state after the pause
                 bench.recommender.recommend(u, k, NOW)
             t0 = time.perf_counter()
             for u in draw[:sequential]:
-                bench.recommender.recommend(u, k, NOW)
+                for stage, sec in bench.recommender.recommend(u, k, NOW).timings.items():
+                    stages.setdefault(stage, []).append(sec)
             one.append(sequential / (time.perf_counter() - t0))
             t0 = time.perf_counter()
             asyncio.run(_load(port, paths[rep * block : (rep + 1) * block], conns))
@@ -664,6 +676,7 @@ def _workers(bench: Bench, draw: Sequence[str], scale: Scale, k: int, progress: 
         "requests": 3 * block,
         "qps": statistics.median(many),
         "in_process_one_thread_qps": statistics.median(one),
+        "in_process_stages_p50_ms": {stage: 1000.0 * statistics.median(xs) for stage, xs in stages.items()},
         "ratio": statistics.median(m / o for m, o in zip(many, one, strict=True)),
         "note": f"this machine has {cores} cores; the load generator and other work share them with the workers",
     }
@@ -919,6 +932,10 @@ def run_benchmark(
             f"`serve --workers {w['workers']}` ({w['clients']} keep-alive clients) {w['qps']:.0f} req/s"
             f" / in process, one thread {w['in_process_one_thread_qps']:.0f} req/s, alternating blocks;"
             f" this machine has {w['cores']} cores (goal >= 1.5)",
+        )  # fmt: skip
+        ratios.add_row(
+            "http_qps_vs_in_process_first_phase", f"{r['http_qps_vs_in_process_first_phase']:.2f}x",
+            f"the same {w['qps']:.0f} req/s / the first phase's one thread {lat['in_process']['qps']:.0f} req/s",
         )  # fmt: skip
     Console().print(ratios)
     stage_sum = sum(s["mean_ms"] for s in out["stages"].values())

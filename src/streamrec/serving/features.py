@@ -20,6 +20,11 @@ item entity answers zeros at no cost: the slot is not in an item's profile). Fro
   user's top values of a profile slot (a multi-id bag).
 
 ``transform = "log1p"`` squashes counts so one viral item does not saturate the head.
+
+With an :class:`ItemCache` (the recommender's, ``[serving] item_cache_ms``) the user's features
+come from a one-entity query and the items' from answers shared across requests for a bounded
+time (the misses in one query, straight into a matrix in embedded mode): the same FeatureSet
+whenever the store did not change within the bound (see the class for the bound).
 """
 
 from __future__ import annotations
