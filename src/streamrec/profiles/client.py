@@ -712,6 +712,14 @@ class ProfileClient:
         return client
 
     @property
+    def local_store(self) -> ProfileStore | None:
+        """The in-process store when this client is one local node (:meth:`embedded`), else ``None``."""
+        if len(self._nodes) != 1:
+            return None
+        node = next(iter(self._nodes.values()))
+        return node.store if isinstance(node, _LocalNode) else None
+
+    @property
     def nodes(self) -> list[str]:
         """Node names (addresses in cluster mode), in ring order of declaration."""
         return list(self.ring.nodes)

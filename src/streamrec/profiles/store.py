@@ -48,7 +48,15 @@ from streamrec.errors import InvalidInputError, StreamrecError
 from streamrec.profiles.config import ProfilesConfig, profiles_config
 from streamrec.profiles.events import MAX_TIME, EntityKeyer, SlotRows, SlotSpec, build_specs, events_to_rows
 from streamrec.profiles.profile import Profile, ProfileBlob, SlotData, blob_arrays, decode_untrusted, slot_to_blob
-from streamrec.profiles.query import CompiledFeature, SlotWindows, WindowPlan, answer, plan_feature, single_number
+from streamrec.profiles.query import (
+    CompiledFeature,
+    SlotWindows,
+    WindowPlan,
+    answer,
+    plan_feature,
+    single_number,
+    window_aggregate,
+)
 from streamrec.profiles.slices import merge_rows
 from streamrec.profiles.storage import ProfileStorage
 from streamrec.profiles.types import Feature, FeatureQuery, FeatureResult, QueryResult, SqlResult, WriteResult
@@ -703,6 +711,60 @@ class ProfileStore:
             results=results,
             now=float(now),
         )
+
+    def query_numbers(self, features: Sequence[Feature], entities: Sequence[str], now: float) -> np.ndarray:
+        """One-number features of many entities as one float64 matrix ``[entity, feature]``.
+
+        Each cell is what :meth:`query` answers in ``data[0][0]`` for that (entity, feature), bit
+        for bit, without building an answer object per cell: one kernel pass per (entity, slot) as
+        in :meth:`query`, then one NumPy expression per feature over all entities (hot path). Only
+        whole-window features with one column (no ``top_k``, no ``values``, one counter) are
+        allowed; others raise :class:`InvalidInputError` naming the feature. What the serving
+        item cache fills its rows with.
+        """
+        self._check_open()
+        if not isinstance(now, int | float) or not math.isfinite(now) or abs(now) > MAX_TIME:
+            raise InvalidInputError("now", now, f"must be a finite epoch time within ±{MAX_TIME} s (the year 9999)")
+        plans = [self._plan(f) for f in features]
+        for p in plans:
+            if not p.single:
+                raise InvalidInputError(
+                    "features", p.name, "query_numbers answers one-number features only (no top_k, values, or counters)"
+                )
+        keys = [self.label_key(e) for e in entities]
+        groups: dict[int, list[tuple[int, int]]] = {}
+        for j, plan in enumerate(plans):
+            groups.setdefault(plan.spec.index, []).append((j, plan.window_start(now)))
+        n = len(keys)
+        profiles = [self._get(key, create=False) for key in keys]
+        out = np.empty((n, len(plans)), dtype=np.float64)
+        upper = math.floor(now)
+        for si, items in groups.items():
+            spec = self.specs[si]
+            wp = WindowPlan([c for _, c in items], [False] * len(items))
+            tot = np.empty((n, wp.cutoffs.shape[0], len(spec.columns)), dtype=np.float64)
+            tot[:] = spec.identity
+            distinct = np.zeros((n, wp.cutoffs.shape[0]), dtype=np.float64)
+            for e, profile in enumerate(profiles):
+                slot = profile.slots[si] if profile is not None else None
+                if slot is None or slot.starts.shape[0] == 0:
+                    continue  # the identity and no distinct value: what an empty window answers
+                _, _, tot[e], distinct[e] = window_aggregate(
+                    slot.starts, slot.vals, slot.data, spec.codes, spec.tcol, spec.identity,
+                    wp.cutoffs, wp.need, upper, len(slot.vocab),
+                )  # fmt: skip
+            for j, cutoff in items:
+                plan, w = plans[j], wp.win[cutoff]
+                if plan.agg == "distinct":
+                    out[:, j] = distinct[:, w]
+                elif plan.agg == "ratio":
+                    num = np.nan_to_num(tot[:, w, plan.num], nan=0.0, posinf=np.inf, neginf=-np.inf)
+                    den = np.nan_to_num(tot[:, w, plan.den], nan=0.0, posinf=np.inf, neginf=-np.inf) + plan.beta
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        out[:, j] = np.where(den != 0, (num + plan.alpha) / np.where(den != 0, den, 1.0), 0.0)
+                else:
+                    out[:, j] = tot[:, w, plan.col_list[0]]
+        return out
 
     def sql(self, text: str, now: float | None = None) -> SqlResult:
         """Answer a SQL query (the dialect is in ``docs/profiles.md``) as a table."""

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hmac
 import math
+import os
 import time
 from typing import Any
 
@@ -159,7 +160,7 @@ def _check_query(query: FeatureQuery, limits: ServingLimits) -> None:
                 raise InvalidInputError(f"features[{i}].{name}", x, "must be a finite number")
 
 
-def create_app(recommender: Recommender, *, token: str | None = None) -> FastAPI:
+def create_app(recommender: Recommender, *, token: str | None = None, worker: int | None = None) -> FastAPI:
     """The API app over ``recommender``; with ``token``, every route but ``/healthz`` needs it.
 
     Parameters
@@ -169,6 +170,8 @@ def create_app(recommender: Recommender, *, token: str | None = None) -> FastAPI
         ``/v1/features/query`` and its ``metrics`` are served at ``/metrics``.
     token
         Bearer token (``Authorization: Bearer <token>``); ``None`` leaves the API open.
+    worker
+        This process's index among ``streamrec serve --workers N`` (shown by ``/healthz`` with the pid).
     """
     app = FastAPI(
         title="streamrec",
@@ -337,6 +340,8 @@ def create_app(recommender: Recommender, *, token: str | None = None) -> FastAPI
             "model_version": getattr(model, "version", None),
             "model_error": None if error is None else str(error),
             "profiles_pending": pending,
+            "worker": worker,
+            "pid": os.getpid(),
         }
 
     @app.get("/metrics", summary="Prometheus metrics")

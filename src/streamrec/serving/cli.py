@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import os
+from pathlib import Path
 
 import typer
 
@@ -23,11 +24,12 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         quick: bool = typer.Option(False, "--quick", help="A small world and few requests, for a smoke test."),
         seed: int = typer.Option(0, "--seed", help="Seed of the generated history and the request draw."),
         threads: int | None = typer.Option(None, "--threads", help="Concurrent callers (default 4, quick 2)."),
+        workers: int = typer.Option(0, "--workers", help="Processes of `serve --workers` measured (0: one per core)."),
     ) -> None:
         """Recommend latency p50/p99 and QPS at 500 candidates, by stage, in process and over HTTP."""
         from streamrec.serving.bench import run_benchmark
 
-        run_benchmark(as_json=as_json, quick=quick, seed=seed, threads=threads)
+        run_benchmark(as_json=as_json, quick=quick, seed=seed, threads=threads, workers=workers)
 
     @app.command("serve")
     def serve(
@@ -56,8 +58,43 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             None, "--sample-rate", help="Negative sampling rate the model was trained with (score correction)."
         ),
         threads: int = typer.Option(1, "--threads", help="torch intra-op threads."),
+        workers: int = typer.Option(
+            0,
+            "--workers",
+            help="Worker processes behind the port (SO_REUSEPORT) under a supervisor, each with its own model "
+            "replica following model-updates and, embedded, its own profile replica fed by the actions topic "
+            "(0: this one process serves).",
+        ),
+        on_worker_death: str = typer.Option(
+            "restart", "--on-worker-death", help="restart: start a new worker in its place; exit: stop and exit 1."
+        ),
+        worker_index: int | None = typer.Option(None, "--worker-index", hidden=True),
+        ready_fd: int | None = typer.Option(None, "--ready-fd", hidden=True),
     ) -> None:
         """Run the HTTP API: events in, recommendations out (OpenAPI at /docs)."""
+        if workers < 0:
+            raise typer.BadParameter(f"must be >= 0, got {workers}", param_hint="--workers")
+        if on_worker_death not in ("restart", "exit"):
+            raise typer.BadParameter(
+                f"must be 'restart' or 'exit', got {on_worker_death!r}", param_hint="--on-worker-death"
+            )
+        if workers >= 1 and worker_index is None:
+            import sys
+
+            from streamrec.serving.workers import Supervisor
+
+            def command(index: int, fd: int) -> list[str]:
+                argv = [sys.executable, "-m", "streamrec", "serve", "--host", host, "--port", str(port)]
+                argv += ["--log", log, "--profiles", profiles, "--threads", str(threads), "--workers", str(workers)]
+                argv += ["--follow" if follow else "--no-follow", "--worker-index", str(index), "--ready-fd", str(fd)]
+                argv += ["--snapshot", snapshot] if snapshot else []
+                argv += ["--config", config] if config else []
+                argv += ["--sample-rate", str(sample_rate)] if sample_rate is not None else []
+                return argv
+
+            env = dict(os.environ, **({"STREAMREC_TOKEN": token} if token else {}))  # not on the command line
+            code = Supervisor(command, workers, host, port, on_death=on_worker_death, env=env).run()
+            raise typer.Exit(code)
         import msgspec
         import torch
         import uvicorn
@@ -78,7 +115,16 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         if sample_rate is not None:
             rcfg = msgspec.structs.replace(rcfg, sample_rate=sample_rate)
         embedded = ":" not in profiles.split(",")[0]
-        if embedded:
+        replica = embedded and worker_index is not None  # one of N workers: a profile replica of its own
+        lock = None
+        if replica:
+            from streamrec.profiles.ingest import lock_store
+
+            folder = os.path.join(profiles, f"worker-{worker_index}")
+            os.makedirs(folder, exist_ok=True)
+            lock = lock_store(Path(folder))  # a worker that is still alive keeps its replica
+            client = ProfileClient.embedded(cfg, folder)
+        elif embedded:
             os.makedirs(profiles, exist_ok=True)
             client = ProfileClient.embedded(cfg, profiles)
         else:
@@ -95,23 +141,68 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             check_model(model, rcfg.features, source=snapshot)
             if follow:
                 model.follow(event_log)
-        recommender = Recommender(client, event_log, model, rcfg, write_profiles=embedded)
+        stop_ingest = None
+        if replica:
+            stop_ingest = _follow_actions(client, log, rcfg.actions_topic, f"serve-worker-{worker_index}")
+        recommender = Recommender(client, event_log, model, rcfg, write_profiles=embedded and not replica)
         # Compile (or load) the kernels now, not inside the first requests (each part warms its own).
         warmed = (warm_embedding() if model is not None else 0.0) + (warm_profiles(cfg) if embedded else 0.0)
-        api = create_app(recommender, token=token)
+        api = create_app(recommender, token=token, worker=worker_index)
         # Everything alive now (torch, numba, the model, the profile cache so far) is long-lived: moved out
         # of the collector's view, a full collection walks only what requests leave behind. Full
         # collections over the whole heap were the recommender's p99 (docs/serving.md, latency).
         gc.collect()
         gc.freeze()
         base = f"http://{host}:{port}"
-        typer.echo(f"streamrec serve: {base} (dashboard at {base}/, API docs at {base}/docs; kernels {warmed:.1f} s)")
+        if worker_index is None:  # a worker's supervisor says when they all serve
+            typer.echo(
+                f"streamrec serve: {base} (dashboard at {base}/, API docs at {base}/docs; kernels {warmed:.1f} s)"
+            )
         if token:
             typer.echo("  token required: the dashboard asks for it once, or open it as /#token=<token>")
         try:
-            uvicorn.run(api, host=host, port=port, log_level="warning")
+            if worker_index is None:
+                uvicorn.run(api, host=host, port=port, log_level="warning")
+            else:
+                from streamrec.serving.workers import bind_reuseport, signal_ready
+
+                sock = bind_reuseport(host, port)
+                server = uvicorn.Server(uvicorn.Config(api, log_level="warning"))
+                signal_ready(ready_fd)
+                server.run(sockets=[sock])
         finally:
+            if stop_ingest is not None:
+                stop_ingest()
             if model is not None and follow:
                 model.stop()
             event_log.close()
             client.close()
+            if lock is not None:
+                lock.close()
+
+
+def _follow_actions(client, log_url: str, topic: str, group: str):  # type: ignore[no-untyped-def]
+    """Bring a worker's profile replica up to the end of ``topic``, then keep it there in a thread.
+
+    Returns a function that stops the thread. The catch-up returns once nothing arrived for half a
+    second, so a worker starts serving with the profiles the log held when it started.
+    """
+    import threading
+
+    from streamrec.profiles.ingest import ingest
+
+    store = client  # the replica's ProfileClient: a sink with a durable write
+    ingest(store, log_url, topic=topic, group=group, idle_exit_s=0.5)
+    client.flush()
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=ingest, args=(store, log_url), kwargs={"topic": topic, "group": group, "stop": stop.is_set},
+        name="serve-profile-replica", daemon=True,
+    )  # fmt: skip
+    thread.start()
+
+    def stop_ingest() -> None:
+        stop.set()
+        thread.join(timeout=10.0)
+
+    return stop_ingest

@@ -20,12 +20,19 @@ item entity answers zeros at no cost: the slot is not in an item's profile). Fro
   user's top values of a profile slot (a multi-id bag).
 
 ``transform = "log1p"`` squashes counts so one viral item does not saturate the head.
+
+With an :class:`ItemCache` (the recommender's, ``[serving] item_cache_ms``) the user's features
+come from a one-entity query and the items' from answers shared across requests for a bounded
+time (the misses in one query, straight into a matrix in embedded mode): the same FeatureSet
+whenever the store did not change within the bound (see the class for the bound).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -41,11 +48,12 @@ from streamrec.errors import InvalidInputError
 from streamrec.profiles.types import Feature, FeatureQuery, QueryResult
 from streamrec.records import Example
 
-__all__ = ["DenseFeature", "FeaturePlan", "FeatureSet", "SparseFeature", "default_plan", "stable_id"]
+__all__ = ["DenseFeature", "FeaturePlan", "FeatureSet", "ItemCache", "SparseFeature", "default_plan", "stable_id"]
 
 _CONTEXT = ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos", "hour", "weekday")
 _MASK = (1 << 63) - 1
 _FEATURES: dict[int, tuple[Any, list[Feature]]] = {}  # plan id -> (plan, its query's features)
+_SPLIT: dict[int, tuple[Any, tuple[list[Feature], list[Feature]]]] = {}  # plan id -> (plan, (user, item))
 
 
 def stable_id(slot: str, value: str) -> int:
@@ -230,8 +238,14 @@ class FeaturePlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         return feats
 
     # -- the request path ---------------------------------------------------------------------
-    def fetch(self, client: Any, user: str, items: Sequence[str], now: float) -> FeatureSet:
+    def fetch(
+        self, client: Any, user: str, items: Sequence[str], now: float, cache: ItemCache | None = None
+    ) -> FeatureSet:
         """Features of ``user`` with each of ``items`` at ``now``, from one batched profile query.
+
+        With ``cache`` (an :class:`ItemCache` of this plan), the user's features come from a
+        one-entity query and the items' from the cache, each answer at most ``cache.max_age_s``
+        old (the misses in one query); without, one query over the user and every item.
 
         Parameters
         ----------
@@ -241,16 +255,46 @@ class FeaturePlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             Raw ids; ``items`` are the candidates, in order.
         now
             The request's clock (epoch seconds): windows end here and context reads it.
+        cache
+            Item-side answers shared across requests (see :class:`ItemCache`), or ``None``.
         """
         if not isinstance(user, str) or not user:
             raise InvalidInputError("user", user, "must be a non-empty string")
         if not isinstance(now, int | float) or not math.isfinite(now):
             raise InvalidInputError("now", now, "must be a finite epoch time")
         items = list(items)
+        if cache is not None:
+            return self._fetch_cached(client, user, items, float(now), cache)
         features = self._query_features()
         entities = [f"user:{user}", *(f"item:{i}" for i in items)]
         result = client.query(FeatureQuery(features=features, entities=entities, now=float(now)))
         return self._assemble(result, user, items, float(now))
+
+    def _fetch_cached(self, client: Any, user: str, items: list[str], now: float, cache: ItemCache) -> FeatureSet:
+        """The user's features from a one-entity query; the items' from ``cache`` (a query for its misses)."""
+        user_features, _ = self._split_features()
+        answer = client.query(FeatureQuery(features=user_features, entities=[f"user:{user}"], now=now))
+        user_row = dict(zip(answer.names, answer.results[0], strict=True))
+        numbers, categories = cache.lookup(client, items, now)
+        return self._build(user_row, numbers, categories, user, items, now)
+
+    def _split_features(self) -> tuple[list[Feature], list[Feature]]:
+        """The query's features read from the user (user, user_item, user_top) and from items
+        (item columns in plan order, then ``_category``): one list object each, per plan."""
+        hit = _SPLIT.get(id(self))
+        if hit is not None and hit[0] is self:
+            return hit[1]
+        item_names = {d.name for d in self.dense if d.kind == "item"} | {"_category"}
+        feats = self._query_features()
+        split = (
+            [f for f in feats if f.output_name() not in item_names],
+            [f for f in feats if f.output_name() in item_names and f.output_name() != "_category"]
+            + [self._category_feature()],
+        )
+        if len(_SPLIT) > 64:
+            _SPLIT.clear()
+        _SPLIT[id(self)] = (self, split)
+        return split
 
     def item_sparse(self, client: Any, items: Sequence[str], now: float) -> tuple[list[str], dict[str, JaggedIds]]:
         """The items' categories and their ids in the plan's item-side slots (``item``, ``category``).
@@ -272,24 +316,38 @@ class FeaturePlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         return categories, sparse
 
     def _assemble(self, result: QueryResult, user: str, items: list[str], now: float) -> FeatureSet:
-        n = len(items)
         index = {name: j for j, name in enumerate(result.names)}
-        user_row = result.results[0]
         item_rows = result.results[1:]
-        cat_j = index["_category"]
-        categories = [r[cat_j].values[0] if r[cat_j].values else "" for r in item_rows]
+        _, item_features = self._split_features()
+        numbers, categories = item_numbers(result, item_features, item_rows)
+        user_row = {name: result.results[0][j] for name, j in index.items()}
+        return self._build(user_row, numbers, categories, user, items, now)
+
+    def _build(
+        self,
+        user_row: dict[str, Any],
+        numbers: np.ndarray,
+        categories: list[str],
+        user: str,
+        items: list[str],
+        now: float,
+    ) -> FeatureSet:
+        """The FeatureSet from the user's answers (by feature name) and the items' numbers
+        (``[n_items, item columns]`` in plan order, raw) and categories."""
+        n = len(items)
         dense = np.zeros((n, self.n_dense), dtype=np.float32)
+        item_col = 0
         for c, d in enumerate(self.dense):
             if d.kind == "context":
                 dense[:, c] = _context(d.context or "", now)
                 continue
-            j = index[d.name]
             if d.kind == "user":
-                dense[:, c] = user_row[j].data[0][0]
+                dense[:, c] = user_row[d.name].data[0][0]
             elif d.kind == "item":
-                dense[:, c] = np.fromiter((r[j].data[0][0] for r in item_rows), dtype=np.float64, count=n)
+                dense[:, c] = numbers[:, item_col]
+                item_col += 1
             else:
-                answer = user_row[j]
+                answer = user_row[d.name]
                 table = dict(zip(answer.values or (), (row[0] for row in answer.data), strict=False))
                 keys = items if d.match == "item" else categories
                 dense[:, c] = np.fromiter((table.get(k, 0.0) for k in keys), dtype=np.float64, count=n)
@@ -308,9 +366,171 @@ class FeaturePlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             elif s.kind == "category":
                 sparse[s.name] = [[stable_id(s.name, c)] if c else [] for c in categories]
             else:
-                top = user_row[index[f"_top:{s.name}"]].values or []
+                top = user_row[f"_top:{s.name}"].values or []
                 sparse[s.name] = [[stable_id(s.name, v) for v in top]] * n
         return FeatureSet(user=user, items=items, categories=categories, sparse=sparse, dense=dense, now=now, plan=self)
+
+
+def item_numbers(result: QueryResult, item_features: list[Feature], rows: list[Any]) -> tuple[np.ndarray, list[str]]:
+    """The item columns of ``rows`` (answers of ``result``) as a float64 matrix, and each row's category.
+
+    ``item_features`` are the plan's item features in column order, the category last.
+    """
+    index = {name: j for j, name in enumerate(result.names)}
+    n = len(rows)
+    numbers = np.empty((n, len(item_features) - 1), dtype=np.float64)
+    for c, f in enumerate(item_features[:-1]):
+        j = index[f.output_name()]
+        numbers[:, c] = np.fromiter((r[j].data[0][0] for r in rows), dtype=np.float64, count=n)
+    cat_j = index["_category"]
+    return numbers, [r[cat_j].values[0] if r[cat_j].values else "" for r in rows]
+
+
+class ItemCache:
+    """Item-side feature answers of one plan, shared across requests, each at most ``max_age_s`` old.
+
+    Why: of a request's 500 candidates most are the same for every user (popular and fresh items),
+    and item counters change slowly next to hundreds of requests a second; asking the store for
+    every (item, feature) again in every request was most of the feature stage, and its answers
+    most of what the garbage collector walked. The user's features are never cached.
+
+    **The bound.** An item's numbers are served from the cache only if the store answered them at
+    most ``life`` ago on the monotonic clock and for a request clock ``now0`` with
+    ``now0 <= now <= now0 + life``, where each entry's ``life`` is drawn in
+    ``[max_age_s / 2, max_age_s]`` when it is filled (so the entries one request fills do not all
+    expire together and make one slow request). A cached answer is therefore the uncached answer
+    of the store as it was at most ``max_age_s`` ago, over windows that end at most ``max_age_s``
+    before ``now``. A request whose ``now`` goes back in time misses.
+
+    Columnar: one float64 matrix with a row per item, a dict item -> row, and the categories; a
+    lookup is one vectorised freshness test and one gather, and the misses are one profile query.
+    When ``capacity`` items are held, the cache starts over. Thread-safe (one lock).
+
+    Examples
+    --------
+    >>> from streamrec.profiles import ProfileClient
+    >>> from streamrec.serving.slots import serving_profiles_config
+    >>> client = ProfileClient.embedded(serving_profiles_config(), clock=lambda: 1_700_000_030.0)
+    >>> plan = default_plan()
+    >>> cache = ItemCache(plan, max_age_s=0.5)
+    >>> ev = {"user": "u1", "item": "i1", "action": "click", "time": 1_700_000_000.0,
+    ...       "attributes": {"category": "news"}}
+    >>> client.write([ev]).accepted
+    1
+    >>> client.flush()
+    >>> a = plan.fetch(client, "u1", ["i1", "i2"], now=1_700_000_030.0, cache=cache)
+    >>> b = plan.fetch(client, "u1", ["i1", "i2"], now=1_700_000_030.0)
+    >>> bool((a.dense == b.dense).all()), a.categories, cache.stats()["misses"]
+    (True, ['news', ''], 2)
+    >>> client.close()
+    """
+
+    def __init__(
+        self,
+        plan: FeaturePlan,
+        max_age_s: float,
+        capacity: int = 100_000,
+        clock: Any = time.monotonic,
+        seed: int = 0,
+    ) -> None:
+        if isinstance(max_age_s, bool) or not isinstance(max_age_s, int | float) or not 0 < max_age_s < math.inf:
+            raise InvalidInputError("max_age_s", max_age_s, "must be a positive number of seconds")
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise InvalidInputError("capacity", capacity, "must be a positive number of items")
+        self.plan = plan
+        self.max_age_s = float(max_age_s)
+        self.capacity = capacity
+        self._clock = clock
+        self._features = plan._split_features()[1]
+        self._rng = np.random.default_rng(seed)
+        self._lock = threading.Lock()
+        self.hits = self.misses = self.resets = 0
+        self._start_over()
+
+    def _start_over(self) -> None:
+        cap, ncols = self.capacity, len(self._features) - 1
+        self._index: dict[str, int] = {}
+        self._categories: list[str] = []
+        self._numbers = np.zeros((cap, ncols), dtype=np.float64)
+        self._born_wall = np.zeros(cap, dtype=np.float64)
+        self._born_now = np.zeros(cap, dtype=np.float64)
+        self._life = np.full(cap, -1.0, dtype=np.float64)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def stats(self) -> dict[str, Any]:
+        """``max_age_ms`` (the bound), ``entries``, ``hits``, ``misses``, ``hit_rate``, ``resets``."""
+        total = self.hits + self.misses
+        return {
+            "max_age_ms": 1000.0 * self.max_age_s,
+            "entries": len(self._index),
+            "hits": self.hits,
+            "misses": self.misses,
+            "hit_rate": self.hits / total if total else 0.0,
+            "resets": self.resets,
+        }
+
+    def lookup(self, client: Any, items: Sequence[str], now: float) -> tuple[np.ndarray, list[str]]:
+        """The item columns (float64 ``[len(items), item columns]``, plan order, raw) and categories."""
+        n = len(items)
+        with self._lock:
+            wall = self._clock()
+            rows = np.fromiter((self._index.get(i, -1) for i in items), dtype=np.int64, count=n)
+            at = np.maximum(rows, 0)
+            life = self._life[at]
+            since = now - self._born_now[at]
+            fresh = (rows >= 0) & (wall - self._born_wall[at] <= life) & (since >= 0.0) & (since <= life)
+            stale = np.flatnonzero(~fresh)
+            if len(self._index) + stale.size > self.capacity:
+                self._start_over()
+                self.resets += 1
+                stale = np.arange(n)
+            self.hits += n - stale.size
+            self.misses += stale.size
+            if stale.size:
+                self._fill(client, list(dict.fromkeys(items[j] for j in stale.tolist())), now, wall)
+                rows = np.fromiter((self._index[i] for i in items), dtype=np.int64, count=n)
+            categories = self._categories
+            return self._numbers[rows], [categories[r] for r in rows.tolist()]
+
+    def _fill(self, client: Any, missing: list[str], now: float, wall: float) -> None:
+        # ``wall`` was read before the query: the store's answer is at least that recent.
+        labels = [f"item:{i}" for i in missing]
+        store = _local_store(client)
+        if store is not None:  # embedded: the numbers straight into a matrix, no answer per (item, feature)
+            numbers = store.query_numbers(self._features[:-1], labels, now)
+            cat = store.query(FeatureQuery(features=self._features[-1:], entities=labels, now=now))
+            categories = [r[0].values[0] if r[0].values else "" for r in cat.results]
+        else:
+            result = client.query(FeatureQuery(features=self._features, entities=labels, now=now))
+            numbers, categories = item_numbers(result, self._features, result.results)
+        rows = np.empty(len(missing), dtype=np.int64)
+        index, cats = self._index, self._categories
+        for j, (item, category) in enumerate(zip(missing, categories, strict=True)):
+            row = index.get(item)
+            if row is None:
+                row = index[item] = len(cats)
+                cats.append(category)
+            else:
+                cats[row] = category
+            rows[j] = row
+        self._numbers[rows] = numbers
+        self._born_wall[rows] = wall
+        self._born_now[rows] = now
+        self._life[rows] = self.max_age_s * (0.5 + 0.5 * self._rng.random(len(missing)))
+
+
+def _local_store(client: Any) -> Any:
+    """The in-process :class:`ProfileStore` behind ``client`` (a store, or an embedded client), else ``None``."""
+    from streamrec.profiles.store import ProfileStore
+
+    if isinstance(client, ProfileStore):
+        return client
+    store = getattr(client, "local_store", None)  # ProfileClient.embedded: one local node holding the store
+    if isinstance(store, ProfileStore):
+        return store
+    return None
 
 
 def _jagged(lists: list[list[int]]) -> JaggedIds:

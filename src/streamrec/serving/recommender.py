@@ -48,7 +48,7 @@ from streamrec.errors import InvalidInputError, ProfilesBehindError, ProfilesUna
 from streamrec.log import EventLog
 from streamrec.profiles.events import build_specs, events_to_rows
 from streamrec.records import ActionEvent, Example, Impression, parse_many
-from streamrec.serving.features import FeaturePlan, FeatureSet, default_plan
+from streamrec.serving.features import FeaturePlan, FeatureSet, ItemCache, default_plan
 from streamrec.serving.limits import MAX_EPOCH_S, ServingLimits, check_epoch, is_utf8
 from streamrec.serving.live import LiveStats
 from streamrec.serving.metrics import ServingMetrics
@@ -80,6 +80,9 @@ class RecommenderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     max_k: the largest ``k`` a request may ask for.
     actions_topic, impressions_topic: the log topics written.
     limits: what one HTTP request may ask (``[serving.limits]``, :class:`ServingLimits`).
+    item_cache_ms: how old an item's feature answers may be when served: they are shared across
+        requests for at most this long (:class:`~streamrec.serving.features.ItemCache`); ``0``
+        asks the store for every item in every request. The user's features are never cached.
     """
 
     features: FeaturePlan = msgspec.field(default_factory=default_plan)
@@ -91,8 +94,11 @@ class RecommenderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     actions_topic: str = "actions"
     impressions_topic: str = "impressions"
     limits: ServingLimits = msgspec.field(default_factory=ServingLimits)
+    item_cache_ms: float = 500.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.item_cache_ms <= 3_600_000.0:
+            raise ValueError(f"`item_cache_ms` must be in [0, 3600000] (0: no cache), got {self.item_cache_ms!r}")
         if self.category_cap is not None and self.category_cap < 1:
             raise ValueError(f"`category_cap` must be >= 1 (or omitted), got {self.category_cap!r}")
         if not 0.0 < self.sample_rate <= 1.0:
@@ -234,6 +240,63 @@ def _is_two_tower(model: Any) -> bool:
     return model is not None and isinstance(getattr(getattr(model, "_model", model), "head", None), TwoTowerHead)
 
 
+class GroupAppender:
+    """Appends to one topic, sharing one log transaction among the requests that append at once.
+
+    Why: an append returns once its records are durable (the SQLite log commits with
+    ``synchronous=FULL``: one fsync each), so with one append per request the disk's fsync rate
+    capped the requests per second of every thread, and of every worker of ``serve --workers``
+    on one log file. Here a request's impressions join the batch that is open; one caller (the
+    first to find no append running) appends the whole batch, the others wait for it. Each caller
+    still returns only once *its* records are durable, and gets the batch's error if the append
+    failed (nothing of that batch was stored). One caller at a time appends exactly as before.
+    Keyed by ``user`` (an impression meets the user's actions in one partition).
+    """
+
+    def __init__(self, log: EventLog, topic: str) -> None:
+        self.log, self.topic = log, topic
+        self._cond = threading.Condition()
+        self._queue: list[Any] = []
+        self._open = 0  # number of the batch new records join
+        self._done = -1  # highest batch appended (or failed)
+        self._busy = False
+        self._errors: dict[int, BaseException] = {}
+        self.appends = 0  # log transactions, for tests and the bench
+
+    def append(self, records: list[Any]) -> None:
+        """Return once ``records`` are in the log (raise the append's error if it failed)."""
+        with self._cond:
+            mine = self._open
+            self._queue.extend(records)
+            while self._done < mine:
+                if self._busy:
+                    self._cond.wait()
+                    continue
+                batch, self._queue = self._queue, []
+                number = self._open
+                self._open += 1
+                self._busy = True
+                self._cond.release()
+                error = None
+                try:
+                    self.log.append(self.topic, batch, key="user")
+                except BaseException as exc:  # every caller of the batch gets it
+                    error = exc
+                finally:
+                    self._cond.acquire()
+                    self.appends += 1
+                    self._busy = False
+                    self._done = number
+                    if error is not None:
+                        self._errors[number] = error
+                    for old in [k for k in self._errors if k < number - 64]:
+                        del self._errors[old]
+                    self._cond.notify_all()
+            error = self._errors.get(mine)
+        if error is not None:
+            raise error
+
+
 class Recommender:
     """Answers recommendation requests and takes in actions.
 
@@ -300,7 +363,10 @@ class Recommender:
 
             extra["ann"] = AnnSource(profiles, model, self.plan)
         self.retriever = Retriever(profiles, self.config.retrieval, extra)
+        ms = self.config.item_cache_ms
+        self.item_cache = ItemCache(self.plan, ms / 1000.0) if ms > 0 else None
         self._record_lock = threading.Lock()
+        self._impressions = GroupAppender(log, self.config.impressions_topic)
         self._specs = build_specs(profiles.cfg) if write_profiles else []  # the store's rules, for the dry run
         self._pending: list[ActionEvent] = []  # logged, not yet in the profiles (a profile write failed)
 
@@ -328,7 +394,7 @@ class Recommender:
             self._observe(timings, candidates, [])
             self.live.observe_request(request_id, [], t1 - t0, user)
             return Recommendation(request_id, [], timings, 0)
-        features = self.plan.fetch(self.profiles, user, candidates.items, now)
+        features = self.plan.fetch(self.profiles, user, candidates.items, now, self.item_cache)
         t2 = time.perf_counter()
         scores = self.score(features)
         chosen = top_k(scores, k, features.categories, self.config.category_cap)
@@ -357,7 +423,7 @@ class Recommender:
             )
             for p, i in enumerate(chosen.tolist())
         ]  # fmt: skip
-        self.log.append(self.config.impressions_topic, records, key="user")  # an impression meets its actions
+        self._impressions.append(records)
 
     def _observe(self, timings: dict[str, float], candidates: Candidates, items: list) -> None:
         m = self.metrics
