@@ -201,8 +201,10 @@ def nearest_items(item_vectors: np.ndarray, user_vectors: np.ndarray, n: int, co
     queries = np.hstack([users, np.zeros((len(users), 1), dtype=np.float32)])
     n = min(n, len(augmented))
     matches = index.search(queries, n, threads=1)
-    keys = np.asarray(matches.keys, dtype=np.int64).reshape(len(users), -1)[:, :n]
-    counts = np.asarray(matches.counts).reshape(-1)
-    keys[np.arange(keys.shape[1])[None, :] >= counts[:, None]] = -1
+    if hasattr(matches, "counts"):  # a batch answer: keys padded to n, counts per query
+        keys = np.asarray(matches.keys, dtype=np.int64).reshape(len(users), -1)[:, :n]
+        keys[np.arange(keys.shape[1])[None, :] >= np.asarray(matches.counts)[:, None]] = -1
+    else:  # one query: only the keys found
+        keys = np.asarray(matches.keys, dtype=np.int64).reshape(1, -1)[:, :n]
     out[:, : keys.shape[1]] = keys
     return out
