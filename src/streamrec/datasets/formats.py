@@ -41,7 +41,7 @@ DOCS = "docs/eval.md#data-as-users-have-it"
 TAOBAO_COLUMNS = ["user", "item", "category", "behavior", "timestamp"]
 
 _EXPR = re.compile(
-    r"^\s*(?P<col>[A-Za-z_][\w.]*)\s*(?:(?P<op>>=|<=|==|!=|>|<|=)\s*(?P<val>[^()]+?)"
+    r"^\s*(?P<col>[A-Za-z_][\w.]*)\s*(?:(?P<op>>=|<=|==|!=|>|<|=)\s*(?P<val>[^()<>=!\s][^()]*?)"
     r"|(?P<neg>not\s+)?in\s*\((?P<set>[^)]*)\))\s*$"
 )
 
@@ -84,7 +84,7 @@ def eval_label(table: pa.Table, expr: str) -> np.ndarray:
     if op in ("in", "notin"):
         mask = pc.is_in(col, value_set=pa.array(scalars, type=col.type))
         if op == "notin":
-            mask = pc.invert(mask)
+            mask = pc.and_(pc.invert(mask), pc.is_valid(col))  # a missing value is in no set
     else:
         if not numeric and op not in ("==", "!="):
             raise InvalidInputError("--label", expr, f"column {column!r} holds text; only == != in apply")
@@ -96,7 +96,7 @@ def eval_label(table: pa.Table, expr: str) -> np.ndarray:
 
 def leaky_columns(table: pa.Table, labels: np.ndarray, candidates: list[str]) -> list[str]:
     """Numeric columns among ``candidates`` that determine the label: every value maps to one label,
-    with few distinct values (at most max(2, rows // 20), so an id column seen once per row is not
+    with few distinct values (at most rows // 20, so an id column of a few rows each is not
     flagged). Vectorised: ``np.unique`` of (value, label) pairs against ``np.unique`` of values."""
     out = []
     n = table.num_rows
@@ -106,7 +106,7 @@ def leaky_columns(table: pa.Table, labels: np.ndarray, candidates: list[str]) ->
             continue
         values = np.asarray(pc.fill_null(pc.cast(col, pa.float64()), np.nan).to_numpy(zero_copy_only=False))
         distinct = np.unique(values)
-        if len(distinct) > max(2, n // 20) or len(np.unique(labels)) < 2:
+        if len(distinct) > n // 20 or len(np.unique(labels)) < 2:
             continue
         pairs = np.unique(np.stack([values, labels.astype(np.float64)], axis=1), axis=0)
         if len(pairs) == len(distinct):
@@ -308,7 +308,9 @@ def table_dataset(
             else:
                 slots.remove(leak)
                 warnings.append(f"column {leak!r} determines the label ({label}); left out of the slots")
-        elif leak != label_column:
+        elif leak == label_column:
+            warnings.append(f"column {leak!r} is what the label is computed from ({label}); not a slot")
+        else:
             warnings.append(f"column {leak!r} determines the label ({label}); not a slot")
     if not slots:
         raise InvalidInputError("--slots", slots, f"no feature column left in {where} (see {DOCS})")
