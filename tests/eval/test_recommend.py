@@ -161,3 +161,24 @@ def test_cli_eval_recommend_reads_a_csv_with_label_and_time_and_prints_json(tmp_
     assert all(r["recall"] is None or (0 <= r["recall"] <= 1 and not math.isnan(r["recall"])) for r in out["results"])
     bad = CliRunner().invoke(app, ["eval", "recommend", "--data", str(path), "--label", "stars >> 4"])
     assert bad.exit_code != 0 and "--label" in str(bad.exception)
+
+
+def test_eval_and_train_batch_pin_torch_threads(tmp_path):
+    import torch
+
+    path = tmp_path / "examples.csv"
+    rng = np.random.default_rng(0)
+    rows = [f"{rng.integers(0, 2)},{rng.integers(0, 9)},{rng.integers(0, 9)},{t}" for t in range(200)]
+    path.write_text("label,user,item,time\n" + "\n".join(rows) + "\n")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        args = ["train", "batch", "--data", str(path), "--out", str(tmp_path / "b.npz"), "--json", "--threads", "1"]
+        assert CliRunner().invoke(app, args).exit_code == 0
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        args = ["eval", "recommend", "--data", str(path), "--step", "100", "--retrieval-epochs", "1", "--json"]
+        assert CliRunner().invoke(app, args).exit_code == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
