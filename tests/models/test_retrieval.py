@@ -105,3 +105,19 @@ def test_ann_lists_match_brute_force_inner_product():
     assert nearest_items(items[:4], users[:1], 10).tolist() == [
         [*np.argsort(-(users[:1] @ items[:4].T)[0], kind="stable").tolist(), *[-1] * 6]
     ]
+
+
+def test_the_demo_loop_trains_the_retriever_online_and_the_ann_index_follows_its_syncs(tmp_path):
+    from streamrec.loop import LoopConfig, run_loop
+
+    small = dict(n_users=150, history_minutes=20, warmup_minutes=8, sim_minutes=4, bucket_s=120, sparse_sync_s=20)
+    summary = run_loop(LoopConfig(**small), tmp_path).summary
+    online, retrieval = summary["online"], summary["retrieval"]
+    # both trainers read the whole examples topic after the warm-up: the same examples
+    assert retrieval["examples_trained"] == online["examples_trained"] > 0
+    # every sync published reached the replica, and the ann index was rebuilt from the new vectors
+    assert retrieval["updates_applied"] == retrieval["sparse_syncs"] + retrieval["dense_syncs"] > 0
+    assert retrieval["serving_version"] == retrieval["updates_applied"]
+    assert 1 <= retrieval["ann_rebuilds"] <= retrieval["updates_applied"] + 1
+    off = LoopConfig(**{**small, "sim_minutes": 1, "warmup_minutes": 4}, retrieval=False)
+    assert run_loop(off, tmp_path / "off").summary["retrieval"] is None

@@ -85,6 +85,7 @@ class TwoTowerHead(nn.Module):
         # product is cosine / t (how retrieval towers train well with softmax) and the vectors the
         # ANN index holds are the ones the model scores with.
         self.temperature = temperature
+        self.n_dense = n_dense  # 0: the user tower ignores the dense columns it is handed
         self.user_slots, self.item_slots = list(user_slots), list(item_slots)
         user_width = len(self.user_slots) * dim + n_dense
         self.user_tower = nn.Sequential(mlp([user_width, *hidden]), nn.Linear(hidden[-1], out_dim))
@@ -101,6 +102,7 @@ class TwoTowerHead(nn.Module):
         return torch.nn.functional.normalize(v, dim=1) / self.temperature**0.5
 
     def user_vector(self, embeddings: dict[str, torch.Tensor], dense: torch.Tensor) -> torch.Tensor:
+        dense = dense[:, : self.n_dense]
         return self._scale(self.user_tower(torch.cat([*(embeddings[s] for s in self.user_slots), dense], dim=1)))
 
     def item_vector(self, embeddings: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -27,6 +27,7 @@ from streamrec.errors import InvalidInputError
 from streamrec.models.heads import TwoTowerHead
 from streamrec.models.ranking import RankingModel
 from streamrec.training.batch import ExampleBatch
+from streamrec.training.trainer import TrainConfig, Trainer
 
 __all__ = ["ItemFrequency", "RetrievalTrainer", "first_ids"]
 
@@ -85,7 +86,14 @@ class RetrievalTrainer:
     log_q: apply the correction (off: the plain in-batch softmax, for comparison).
     """
 
-    def __init__(self, model: RankingModel, item_slot: str = "item", dense_lr: float = 0.003, log_q: bool = True):
+    def __init__(
+        self,
+        model: RankingModel,
+        item_slot: str = "item",
+        dense_lr: float = 0.003,
+        log_q: bool = True,
+        optimizer: torch.optim.Optimizer | None = None,
+    ):
         if not isinstance(model.head, TwoTowerHead):
             raise InvalidInputError("model.kind", type(model.head).__name__, "retrieval training needs two_tower")
         if item_slot not in model.head.item_slots:
@@ -94,9 +102,19 @@ class RetrievalTrainer:
         self.item_slot = item_slot
         self.use_log_q = log_q
         self.frequency = ItemFrequency()
-        self.optimizer = torch.optim.Adam(model.dense_parameters(), lr=dense_lr)
+        # The names a Trainer has, so snapshots (save_trainer) and OnlineTrainer take this one too.
+        self.config = TrainConfig(dense_optimizer="adam", dense_lr=dense_lr)
+        self.dense_optimizer = optimizer or torch.optim.Adam(model.dense_parameters(), lr=dense_lr)
+        self.sparse_optimizer = None
         self.examples_seen = 0
         self.steps = 0
+
+    @classmethod
+    def from_trainer(cls, trainer: Trainer, item_slot: str = "item", log_q: bool = True) -> RetrievalTrainer:
+        """Continue a two-tower model restored by ``load_trainer`` (its Adam state included) as a retriever."""
+        out = cls(trainer.model, item_slot, trainer.config.dense_lr, log_q, optimizer=trainer.dense_optimizer)
+        out.examples_seen, out.steps = trainer.examples_seen, trainer.steps
+        return out
 
     def train_step(self, batch: ExampleBatch) -> float:
         """One update on the positives of ``batch`` (rows with label > 0); returns the loss (nan if
@@ -120,9 +138,9 @@ class RetrievalTrainer:
         same.fill_diagonal_(False)
         logits = logits.masked_fill(same, float("-inf"))
         loss = F.cross_entropy(logits, torch.arange(len(batch)))
-        self.optimizer.zero_grad()
+        self.dense_optimizer.zero_grad()
         loss.backward()
-        self.optimizer.step()
+        self.dense_optimizer.step()
         self.model.apply_sparse_gradients()
         self.examples_seen += len(batch)
         self.steps += 1
