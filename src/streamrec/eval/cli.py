@@ -80,7 +80,9 @@ def eval_recommend(
     user_slot: str | None = typer.Option(None, help="The slot that identifies users (default: user; Criteo: C3)."),
     item_slot: str | None = typer.Option(None, help="The slot that identifies items (default: item; Criteo: C15)."),
     test_fraction: float = typer.Option(0.2, min=0.01, max=0.9, help="Last part of the log held out."),
-    step: int = typer.Option(2000, min=1, help="Prequential: rows per step (learned after they are predicted)."),
+    step: int | None = typer.Option(
+        None, min=1, help="Prequential: rows per step, learned after they are predicted (default: a tenth of the part)."
+    ),
     retrieval_epochs: int = typer.Option(8, min=1, help="Batch-stage epochs of the retrieval model."),
     ranker_epochs: int = typer.Option(1, min=1, help="Batch-stage epochs of the ranker."),
     prequential: bool = typer.Option(True, help="Also replay the held-out part prequentially."),
