@@ -125,6 +125,7 @@ def eval_recommend(
     if as_json:
         print(json.dumps({"results": [r.as_dict() for r in rows], "expectations_met": met, "warnings": notes}))
         return
+    out = Console(width=max(Console().width, 150))  # ten columns: a narrower console cuts the names
     for name, variant in dict.fromkeys((r.dataset, r.variant) for r in rows):
         table = Table(title=f"streamrec eval recommend · {name} · {variant}")
         for col in ("group", "method", "k", "recall", "95% CI", "NDCG", "95% CI ", "hit", "coverage", "users"):
@@ -136,11 +137,11 @@ def eval_recommend(
             table.add_row(r.group, r.method, str(r.k), f"{s.recall:.4f}", f"{s.recall_ci[0]:.4f}-{s.recall_ci[1]:.4f}",
                           f"{s.ndcg:.4f}", f"{s.ndcg_ci[0]:.4f}-{s.ndcg_ci[1]:.4f}", f"{s.hit:.4f}",
                           f"{s.coverage:.4f}", str(s.users))  # fmt: skip
-        Console().print(table)
+        out.print(table)
     for name, ok in met.items():
-        Console().print(f"{'[green]held[/]' if ok else '[red]did not hold[/]'}: {name}")
+        out.print(f"{'[green]held[/]' if ok else '[red]did not hold[/]'}: {name}")
     for note in notes:
-        Console().print(f"[yellow]warning[/]: {note}")
+        out.print(f"[yellow]warning[/]: {note}")
 
 
 def _run(experiment: str, data: list[str], run, plot, out: Path, as_json: bool) -> None:
