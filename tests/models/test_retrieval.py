@@ -121,3 +121,37 @@ def test_the_demo_loop_trains_the_retriever_online_and_the_ann_index_follows_its
     assert 1 <= retrieval["ann_rebuilds"] <= retrieval["updates_applied"] + 1
     off = LoopConfig(**{**small, "sim_minutes": 1, "warmup_minutes": 4}, retrieval=False)
     assert run_loop(off, tmp_path / "off").summary["retrieval"] is None
+
+
+def test_train_online_retrieval_trains_positives_from_the_log_and_publishes_to_its_topic(tmp_path):
+    # The cluster's retriever process: `train online --retrieval --updates-topic retrieval-updates`.
+    from streamrec.log import open_log
+    from streamrec.records import Example
+    from streamrec.training.online_cli import run_online
+    from streamrec.training.snapshot import load_trainer, save_trainer
+    from streamrec.training.trainer import TrainConfig, Trainer
+    from streamrec.training.updates import ModelUpdate
+
+    snapshot = tmp_path / "retriever.npz"
+    save_trainer(snapshot, Trainer(two_tower(), TrainConfig()))
+    url = f"sqlite://{tmp_path}/log.db"
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 20, 300)
+    examples = [
+        Example(sparse={"user": [int(u)], "item": [int(u % 5 + 10 * (i % 2))]}, label=float(i % 3 != 0), time=1e9 + i)
+        for i, u in enumerate(users)
+    ]
+    with open_log(url) as log:
+        log.append("examples", examples)
+    summary = run_online(url, snapshot, "10s", "5m", "10m", batch_size=50, until_drained=True, quiet=True,
+                         retrieval=True, updates_topic="retrieval-updates")  # fmt: skip
+    assert summary["examples"] == 300  # polled and trained (the step keeps the positives)
+    restored, _ = load_trainer(snapshot)
+    positives = sum(e.label > 0 for e in examples)
+    assert restored.examples_seen == positives  # the retriever counts the positives it learned
+    with open_log(url) as log:
+        assert log.end_offset("retrieval-updates") >= 1 and log.end_offset("model-updates") == 0
+        consumer = log.consumer("retrieval-updates", "probe", ModelUpdate)
+        kinds = [e.record.kind for e in consumer.poll(100, 0)]
+        consumer.close()
+    assert kinds[0] == "full" and "sparse" in kinds

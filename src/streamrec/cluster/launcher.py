@@ -3,11 +3,12 @@
 ``DESIGN.md``'s cluster mode on one machine, for trying it and for the end-to-end test:
 
 ```
- redis-server ── topics actions, impressions, examples, model-updates
+ redis-server ── topics actions, impressions, examples, model-updates, retrieval-updates
  node-0 … node-N-1   streamrec profiles serve   (gRPC; entities placed on a hash ring)
  ingest              streamrec profiles ingest --profiles nodes   actions → profile nodes
  joiner              streamrec joiner                             impressions + actions → examples
  trainer             streamrec train online                       examples → model-updates, snapshot
+ retriever           streamrec train online --retrieval           examples → retrieval-updates (ann source)
  api                 streamrec serve --profiles nodes --follow    HTTP; events → actions; impressions
 ```
 
@@ -178,6 +179,7 @@ class Cluster:
         self.api_url = ""
         self.node_addresses: list[str] = []
         self.snapshot = self.dir / "model.snapshot.npz"
+        self.retrieval_snapshot = self.dir / "retrieval.snapshot.npz"  # the ann source's two-tower retriever
         self.config_file = self.dir / "cluster.toml"
         self.layout: dict[str, Any] = {}  # cluster.json: the ports fixed at the first start
         self.serving_config: dict[str, Any] = {}  # cluster.toml's content
@@ -205,9 +207,9 @@ class Cluster:
         return self
 
     def stop(self) -> None:
-        """Stop in dependency order: API, then ingest/joiner/trainer, then nodes, then Redis."""
+        """Stop in dependency order: API, then ingest/joiner/trainers, then nodes, then Redis."""
         nodes = [c.name for c in self.children if c.name.startswith("node")]
-        stages = [["api"], ["ingest", "joiner", "trainer"], nodes, ["redis"]]
+        stages = [["api"], ["ingest", "joiner", "trainer", "retriever"], nodes, ["redis"]]
         for names in stages:
             group = [c for c in self.children if c.name in names or c.name.rpartition("-")[0] in names]
             if group:
@@ -267,7 +269,13 @@ class Cluster:
 
     # -- steps --------------------------------------------------------------------------------
     def _prepare(self) -> None:
-        from streamrec.cluster.bootstrap import check_snapshot, cluster_config, initial_snapshot, to_toml
+        from streamrec.cluster.bootstrap import (
+            check_snapshot,
+            cluster_config,
+            initial_retrieval_snapshot,
+            initial_snapshot,
+            to_toml,
+        )
         from streamrec.config import load_toml
         from streamrec.redis_server import free_port
 
@@ -326,6 +334,9 @@ class Cluster:
             check_snapshot(self.snapshot, data)
             if cfg.snapshot is not None:
                 self.say(f"model: {self.snapshot} exists and continues; --snapshot {cfg.snapshot} is not used")
+        if not self.retrieval_snapshot.exists():
+            initial_retrieval_snapshot(self.retrieval_snapshot, data)
+            self.say(f"retriever: an untrained two-tower model at {self.retrieval_snapshot} (feeds the ann source)")
 
     def _start_redis(self) -> None:
         cfg = self.config
@@ -368,7 +379,9 @@ class Cluster:
             for topic in ("actions", "impressions", "examples"):
                 log.create_topic(topic, partitions=cfg.partitions)  # refuses a log made with another count
             log.create_topic("model-updates", partitions=1)  # one order of updates for every replica
+            log.create_topic("retrieval-updates", partitions=1)
             updates_before = log.end_offset("model-updates")
+            retrieval_before = log.end_offset("retrieval-updates")
             version_before = int(read_meta(self.snapshot)["extra"].get("online", {}).get("version", 0))
             children = []
             for i, address in enumerate(self.node_addresses):
@@ -402,6 +415,14 @@ class Cluster:
             )  # fmt: skip
             trainer_ready = lambda: log.end_offset("model-updates") > updates_before  # noqa: E731
             children.append(Child("trainer", args, logs / "trainer.log", trainer_ready))
+            args = _python(
+                "train", "online", "--log", self.log_url, "--snapshot", str(self.retrieval_snapshot), "--retrieval",
+                "--group", "retriever", "--updates-topic", "retrieval-updates", "--sparse-sync-interval",
+                cfg.sparse_sync_interval, "--dense-sync-interval", cfg.dense_sync_interval, "--snapshot-interval",
+                cfg.snapshot_interval, "--threads", "1",
+            )  # fmt: skip
+            retriever_ready = lambda: log.end_offset("retrieval-updates") > retrieval_before  # noqa: E731
+            children.append(Child("retriever", args, logs / "retriever.log", retriever_ready))
             api_port = cfg.api_port
             if api_port == 0:
                 from streamrec.redis_server import free_port
@@ -411,6 +432,7 @@ class Cluster:
             args = _python(
                 "serve", "--host", cfg.host, "--port", str(api_port), "--log", self.log_url, "--profiles", nodes,
                 "--snapshot", str(self.snapshot), "--follow", "--config", conf,
+                "--retrieval-snapshot", str(self.retrieval_snapshot),
                 "--sample-rate", repr(float(self.serving_config["serving"]["sample_rate"])), "--threads", "1",
             )  # fmt: skip
             api = self.api_url

@@ -56,6 +56,10 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             None, "--sample-rate", help="Negative sampling rate the model was trained with (score correction)."
         ),
         threads: int = typer.Option(1, "--threads", help="torch intra-op threads."),
+        retrieval_snapshot: str | None = typer.Option(
+            None, help="A two-tower retriever's snapshot: its nearest items become the 'ann' source."
+        ),
+        retrieval_topic: str = typer.Option("retrieval-updates", help="With --follow: the retriever's updates."),
     ) -> None:
         """Run the HTTP API: events in, recommendations out (OpenAPI at /docs)."""
         import msgspec
@@ -94,7 +98,16 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             check_model(model, rcfg.features, source=snapshot)
             if follow:
                 model.follow(event_log)
-        recommender = Recommender(client, event_log, model, rcfg, write_profiles=embedded)
+        extra, retriever = None, None
+        if retrieval_snapshot:
+            from streamrec.serving.ann import AnnSource
+            from streamrec.training.serving_model import ServingModel
+
+            retriever = ServingModel.from_snapshot(retrieval_snapshot)
+            if follow:
+                retriever.follow(event_log, topic=retrieval_topic)
+            extra = {"ann": AnnSource(client, retriever, rcfg.features)}
+        recommender = Recommender(client, event_log, model, rcfg, write_profiles=embedded, extra_sources=extra)
         # Compile (or load) the kernels now, not inside the first requests (streamrec.warmup).
         warmed = (warm_embedding() if model is not None else 0.0) + (warm_profiles(cfg) if embedded else 0.0)
         api = create_app(recommender, token=token)
@@ -112,5 +125,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         finally:
             if model is not None and follow:
                 model.stop()
+            if retriever is not None and follow:
+                retriever.stop()
             event_log.close()
             client.close()

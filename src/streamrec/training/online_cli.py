@@ -35,6 +35,10 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         ranks: int = typer.Option(
             1, "--ranks", min=1, help="Train as W local ranks (sharded tables; like torchrun, which also works)."
         ),
+        retrieval: bool = typer.Option(
+            False, "--retrieval", help="A two-tower snapshot trained as a retriever (in-batch softmax, log-Q)."
+        ),
+        updates_topic: str = typer.Option("model-updates", help="Topic the updates are published to."),
     ) -> None:
         """Continue a snapshot online: train from 'examples', publish updates to 'model-updates'.
 
@@ -57,6 +61,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         summary = run_online(
             log, snapshot, sparse_sync_interval, dense_sync_interval, snapshot_interval, expiry_interval,
             batch_size, group, max_seconds, until_drained, threads=threads, quiet=as_json or _not_rank_0(),
+            retrieval=retrieval, updates_topic=updates_topic,
         )  # fmt: skip
         if as_json:
             print(json.dumps(summary))
@@ -112,6 +117,8 @@ def run_online(
     until_drained: bool = False,
     threads: int = 0,
     quiet: bool = False,
+    retrieval: bool = False,
+    updates_topic: str = "model-updates",
 ) -> dict:
     """Run the online stage as the CLI does; returns the summary."""
     import msgspec
@@ -132,11 +139,16 @@ def run_online(
         expiry_interval=parse_duration("--expiry-interval", expiry_interval),
         batch_size=batch_size,
         group=group,
+        updates_topic=updates_topic,
     )
     if threads:
         torch.set_num_threads(threads)
     console = Console(stderr=True, quiet=quiet)
     online = OnlineTrainer.from_snapshot(snapshot, log, config)
+    if retrieval:  # the same loop, syncs and snapshots; the step is the retriever's (training/retrieval.py)
+        from streamrec.training.retrieval import RetrievalTrainer
+
+        online.trainer = RetrievalTrainer.from_trainer(online.trainer)
     online.install_signal_handlers()
     # Compiled (or loaded) before the first poll, so the first examples do not wait for LLVM.
     console.print(f"train online: kernels ready in {warm_embedding():.1f} s")
