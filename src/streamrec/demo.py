@@ -48,6 +48,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         batch_size: int = typer.Option(256, min=1, help="--movielens: examples per training step."),
         sync_every: int = typer.Option(20, min=1, help="--movielens: delta to the serving replica every N steps."),
         as_json: bool = typer.Option(False, "--json", help="End with one JSON object of the results."),
+        retrieval: bool = typer.Option(
+            True, help="The online and frozen arms retrieve with a two-tower model too (the ann source)."
+        ),
     ) -> None:
         """The whole loop on a simulated world: online vs frozen vs popularity, live, then a report.
 
@@ -63,7 +66,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
         cfg = LoopConfig(
             seed=seed, n_users=users, history_minutes=history_minutes, warmup_minutes=warmup_minutes,
-            sim_minutes=sim_minutes, wall_minutes=minutes,
+            sim_minutes=sim_minutes, wall_minutes=minutes, retrieval=retrieval,
         )  # fmt: skip
         run_demo_loop(cfg, out, as_json=as_json)
 

@@ -57,7 +57,8 @@ def test_cluster_up_stops_cleanly_resumes_its_folder_and_fails_loudly(tmp_path):
     proc, info = _up(tmp_path)
     pids = [p["pid"] for p in info["processes"]]
     try:
-        assert [p["name"] for p in info["processes"]] == ["redis", "node-0", "ingest", "joiner", "trainer", "api"]
+        names = ["redis", "node-0", "ingest", "joiner", "trainer", "retriever", "api"]
+        assert [p["name"] for p in info["processes"]] == names
         api = info["api"]
         event = {"user": "carol", "item": "x", "action": "click", "time": time.time()}
         assert _post(f"{api}/v1/events", {"events": [event]})["accepted"] == 1

@@ -27,7 +27,7 @@ import tomli_w
 
 from streamrec.errors import ConfigError, InvalidInputError
 
-__all__ = ["check_snapshot", "cluster_config", "initial_snapshot", "to_toml"]
+__all__ = ["check_snapshot", "cluster_config", "initial_retrieval_snapshot", "initial_snapshot", "to_toml"]
 
 
 def _plain(value: Any, key: str) -> Any:
@@ -111,6 +111,32 @@ def initial_snapshot(path: Path, config: Mapping[str, Any], *, dim: int = 16, se
     tables = EmbeddingCollection({"slots": slots}, seed=seed)
     model = build_model(ModelConfig(kind="deepfm", hidden=[64, 32], n_dense=plan.n_dense), tables)
     save_trainer(path, Trainer(model, TrainConfig(seed=seed)), {"cluster": {"origin": "untrained"}})
+
+
+def initial_retrieval_snapshot(path: Path, config: Mapping[str, Any], *, dim: int = 16, seed: int = 0) -> None:
+    """Save an untrained two-tower retriever over the serving plan's ids at ``path`` (the ann source's
+    model; ``train online --retrieval`` trains it): user tower on the user's slots, item tower on the
+    item's, no dense input (an example's dense columns describe its item), unit vectors / 0.1."""
+    import torch
+
+    from streamrec.embedding import EmbeddingCollection
+    from streamrec.models import ModelConfig, build_model
+    from streamrec.training.snapshot import save_trainer
+    from streamrec.training.trainer import TrainConfig, Trainer
+
+    plan = _plan(config)
+    slot = {"dim": dim, "optimizer": {"type": "adagrad", "lr": 0.05}, "initializer": {"type": "normal", "std": 0.05}}
+    user = [s.name for s in plan.sparse if s.kind in ("user", "user_top")]
+    item = [s.name for s in plan.sparse if s.kind in ("item", "category")]
+    pooling = {s.name: "mean" if s.kind == "user_top" else "sum" for s in plan.sparse}
+    torch.manual_seed(seed)
+    tables = EmbeddingCollection({"slots": {s: {**slot, "pooling": pooling[s]} for s in user + item}}, seed=seed)
+    model_cfg = ModelConfig(
+        kind="two_tower", hidden=[32], out_dim=16, n_dense=plan.n_dense, user_dense=False, user_slots=user,
+        item_slots=item, temperature=0.1,
+    )  # fmt: skip
+    trainer = Trainer(build_model(model_cfg, tables), TrainConfig(seed=seed, dense_lr=0.003))
+    save_trainer(path, trainer, {"cluster": {"origin": "untrained"}})
 
 
 def check_snapshot(path: Path, config: Mapping[str, Any]) -> None:

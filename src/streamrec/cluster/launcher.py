@@ -3,11 +3,12 @@
 ``DESIGN.md``'s cluster mode on one machine, for trying it and for the end-to-end test:
 
 ```
- redis-server ── topics actions, impressions, examples, model-updates
+ redis-server ── topics actions, impressions, examples, model-updates, retrieval-updates
  node-0 … node-N-1   streamrec profiles serve   (gRPC; entities placed on a hash ring)
  ingest              streamrec profiles ingest --profiles nodes   actions → profile nodes
  joiner              streamrec joiner                             impressions + actions → examples
  trainer             streamrec train online                       examples → model-updates, snapshot
+ retriever           streamrec train online --retrieval           examples → retrieval-updates (ann source)
  api                 streamrec serve --profiles nodes --follow    HTTP; events → actions; impressions
 ```
 
@@ -191,6 +192,7 @@ class Cluster:
         self.api_url = ""
         self.node_addresses: list[str] = []
         self.snapshot = self.dir / "model.snapshot.npz"
+        self.retrieval_snapshot = self.dir / "retrieval.snapshot.npz"  # the ann source's two-tower retriever
         self.config_file = self.dir / "cluster.toml"
         self.layout: dict[str, Any] = {}  # cluster.json: the ports fixed at the first start
         self.serving_config: dict[str, Any] = {}  # cluster.toml's content
@@ -220,9 +222,9 @@ class Cluster:
         return self
 
     def stop(self) -> None:
-        """Stop in dependency order: API, then ingest/joiner/trainer, then nodes, then Redis."""
+        """Stop in dependency order: API, then ingest/joiner/trainers, then nodes, then Redis."""
         nodes = [c.name for c in self.children if c.name.startswith("node")]
-        stages = [["api"], ["ingest", "joiner", "trainer"], nodes, ["redis"]]
+        stages = [["api"], ["ingest", "joiner", "trainer", "retriever"], nodes, ["redis"]]
         for names in stages:
             group = [c for c in self.children if c.name in names or c.name.rpartition("-")[0] in names]
             if group:
@@ -282,7 +284,13 @@ class Cluster:
 
     # -- steps --------------------------------------------------------------------------------
     def _prepare(self) -> None:
-        from streamrec.cluster.bootstrap import check_snapshot, cluster_config, initial_snapshot, to_toml
+        from streamrec.cluster.bootstrap import (
+            check_snapshot,
+            cluster_config,
+            initial_retrieval_snapshot,
+            initial_snapshot,
+            to_toml,
+        )
         from streamrec.config import load_toml
         from streamrec.redis_server import free_port
 
@@ -341,6 +349,9 @@ class Cluster:
             check_snapshot(self.snapshot, data)
             if cfg.snapshot is not None:
                 self.say(f"model: {self.snapshot} exists and continues; --snapshot {cfg.snapshot} is not used")
+        if not self.retrieval_snapshot.exists():
+            initial_retrieval_snapshot(self.retrieval_snapshot, data)
+            self.say(f"retriever: an untrained two-tower model at {self.retrieval_snapshot} (feeds the ann source)")
 
     def _resolve_log(self) -> list[str] | None:
         """Set ``redis_url`` and ``log_url``; the command line of the Redis to start here, if any."""
@@ -386,7 +397,10 @@ class Cluster:
         if self._redis_args is not None:
             out.append(PartCommand("redis", self._redis_args, (), self.redis_url.split("/")[2]))
         base = ("redis",) if self._redis_args is not None else ()
-        topics = [f"{t}:{cfg.partitions}" for t in ("actions", "impressions", "examples")] + ["model-updates:1"]
+        topics = [f"{t}:{cfg.partitions}" for t in ("actions", "impressions", "examples")] + [
+            "model-updates:1",
+            "retrieval-updates:1",
+        ]
         out.append(PartCommand("topics", _python("log", "create-topics", self.log_url, *topics), base, oneshot=True))
         base += ("topics",)
         node_names = tuple(f"node-{i}" for i in range(len(self.node_addresses)))
@@ -418,8 +432,16 @@ class Cluster:
         )  # fmt: skip
         out.append(PartCommand("trainer", args, base))
         args = _python(
+            "train", "online", "--log", self.log_url, "--snapshot", str(self.retrieval_snapshot), "--retrieval",
+            "--group", "retriever", "--updates-topic", "retrieval-updates", "--sparse-sync-interval",
+            cfg.sparse_sync_interval, "--dense-sync-interval", cfg.dense_sync_interval, "--snapshot-interval",
+            cfg.snapshot_interval, "--threads", "1",
+        )  # fmt: skip
+        out.append(PartCommand("retriever", args, base))
+        args = _python(
             "serve", "--host", cfg.host, "--port", str(self._api_port), "--log", self.log_url, "--profiles", nodes,
             "--snapshot", str(self.snapshot), "--follow", "--config", conf,
+            "--retrieval-snapshot", str(self.retrieval_snapshot),
             "--sample-rate", repr(float(self.serving_config["serving"]["sample_rate"])), "--threads", "1",
         )  # fmt: skip
         out.append(PartCommand("api", args, base + node_names, self.api_url))
@@ -452,13 +474,16 @@ class Cluster:
             for topic in ("actions", "impressions", "examples"):
                 log.create_topic(topic, partitions=cfg.partitions)  # refuses a log made with another count
             log.create_topic("model-updates", partitions=1)  # one order of updates for every replica
+            log.create_topic("retrieval-updates", partitions=1)
             updates_before = log.end_offset("model-updates")
+            retrieval_before = log.end_offset("retrieval-updates")
             version_before = int(read_meta(self.snapshot)["extra"].get("online", {}).get("version", 0))
             self._choose_api_port()
             run = self.dir / "run"
             api = self.api_url
             ready = {
                 "trainer": lambda: log.end_offset("model-updates") > updates_before,
+                "retriever": lambda: log.end_offset("retrieval-updates") > retrieval_before,
                 "api": lambda: _api_version(api) > version_before,
             }
             children = []

@@ -65,13 +65,19 @@ def open_stores(folder: Path, world: World) -> tuple[ProfileClient, Any]:
     return client, log
 
 
-def recommender_config(sample_rate: float = 1.0) -> RecommenderConfig:
-    """The demo's serving config: the default plan over 5 min and 1 day, 100 candidates from three sources.
+def recommender_config(sample_rate: float = 1.0, ann: bool = False) -> RecommenderConfig:
+    """The demo's serving config: the default plan over 5 min and 1 day, 100 candidates from three
+    sources (four with ``ann``: the retrieval model's nearest items).
 
     Smaller than the serving defaults because feature fetch dominates a request's cost and three
     arms share two cores; the short window is what lets even a frozen model see a trend.
     """
-    retrieval = RetrievalConfig(quotas={"co_engaged": 40, "popular": 40, "fresh": 20})
+    quotas = (
+        {"co_engaged": 40, "ann": 40, "popular": 40, "fresh": 20}
+        if ann
+        else {"co_engaged": 40, "popular": 40, "fresh": 20}
+    )
+    retrieval = RetrievalConfig(quotas=quotas)
     return RecommenderConfig(features=default_plan(("5m", "1d")), retrieval=retrieval, sample_rate=sample_rate)
 
 
@@ -89,6 +95,9 @@ class Arm:
     joiner: Joiner | None = None
     trainer: Any = None
     updates: Any = None  # the serving model's consumer of model-updates
+    retrieval: Any = None  # the retrieval model's serving replica (feeds the ann source)
+    retrieval_trainer: Any = None  # its online trainer (in-batch softmax on the examples' positives)
+    retrieval_updates: Any = None  # the replica's consumer of retrieval-updates
     auc_reader: Any = None  # consumer of examples for the progressive AUC
     buckets: list[Bucket] = field(default_factory=list)
     events: int = 0
@@ -103,21 +112,34 @@ class Arm:
         self.events += len(events)
 
     def close(self) -> None:
-        for part in (self.updates, self.trainer, self.joiner):
+        for part in (self.retrieval_updates, self.retrieval_trainer, self.updates, self.trainer, self.joiner):
             if part is not None:
                 part.close()
         self.log.close()
         self.client.close()
 
 
-def make_arm(name: str, world: World, folder: Path, model: Any, *, k: int, step_s: float, sample_rate: float) -> Arm:
-    """An arm over an existing folder of stores (copied from the warm-up)."""
+def make_arm(
+    name: str, world: World, folder: Path, model: Any, *, k: int, step_s: float, sample_rate: float,
+    retrieval: Any = None,
+) -> Arm:  # fmt: skip
+    """An arm over an existing folder of stores (copied from the warm-up); ``retrieval`` (a two-tower
+    serving model) adds the ann source, its index rebuilt whenever the replica's version moves (no
+    wall-clock refresh and no thread, so a run stays a function of the seed)."""
     client, log = open_stores(folder, world)
-    config = recommender_config(sample_rate)
-    recommender = Recommender(client, log, model, config, clock=lambda: world.now, request_ids=seeded_request_ids(name))
+    config = recommender_config(sample_rate, ann=retrieval is not None)
+    extra = None
+    if retrieval is not None:
+        from streamrec.serving.ann import AnnSource
+
+        ann = AnnSource(client, retrieval, config.features, refresh_s=1e12, min_interval_s=0.0, background=False)
+        extra = {"ann": ann}
+    recommender = Recommender(
+        client, log, model, config, clock=lambda: world.now, request_ids=seeded_request_ids(name), extra_sources=extra
+    )
     server = ArmServer(recommender, keep_scores=model is not None)
     driver = InProcessDriver(world, server, k=k, step_s=step_s, regret=False)
-    return Arm(name, world, client, log, server, driver, model)
+    return Arm(name, world, client, log, server, driver, model, retrieval=retrieval)
 
 
 def join_config(window_s: float, negative_rate: float) -> JoinConfig:

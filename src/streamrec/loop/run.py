@@ -49,6 +49,7 @@ from streamrec.records import Example
 from streamrec.serving import Recommender
 from streamrec.sim import InProcessDriver, World
 from streamrec.training.online import OnlineConfig, OnlineTrainer
+from streamrec.training.retrieval import RetrievalTrainer
 from streamrec.training.serving_model import ServingModel
 from streamrec.training.snapshot import load_trainer, save_trainer
 from streamrec.training.trainer import TrainConfig, Trainer
@@ -81,6 +82,8 @@ class LoopConfig:
     batch_epochs: int = 4
     dim: int = 8
     hidden: tuple[int, ...] = (32, 16)
+    retrieval: bool = True  # a two-tower retrieval model trained online feeds the ann source
+    retrieval_epochs: int = 4
     world: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -147,6 +150,12 @@ def warm_up(cfg: LoopConfig, folder: Path, say: Callable[[str], None]) -> tuple[
         examples += [e.record for e in batch]
     consumer.commit()
     consumer.close()
+    # The retrieval model's consumer group starts after the warm-up too (it is batch-trained on it).
+    retriever_consumer = log.consumer("examples", "retriever", Example)
+    while retriever_consumer.poll(10_000, 0):
+        pass
+    retriever_consumer.commit()
+    retriever_consumer.close()
     if not examples:
         raise InvalidInputError("warmup_minutes", cfg.warmup_minutes, "produced no training examples")
     torch.manual_seed(cfg.seed)
@@ -160,6 +169,9 @@ def warm_up(cfg: LoopConfig, folder: Path, say: Callable[[str], None]) -> tuple[
     trainer.train(batch[split:], epochs=1)
     snapshot = folder / "batch.snapshot.npz"
     save_trainer(snapshot, trainer)
+    if cfg.retrieval:
+        retriever = _batch_retriever(cfg, batch)
+        save_trainer(folder / "retrieval.snapshot.npz", retriever)
     stats = {
         "impressions": report.total().impressions,
         "ctr": report.total().ctr,
@@ -178,6 +190,28 @@ def warm_up(cfg: LoopConfig, folder: Path, say: Callable[[str], None]) -> tuple[
     return world, snapshot, stats
 
 
+RETRIEVAL_TOPIC = "retrieval-updates"
+
+
+def _batch_retriever(cfg: LoopConfig, batch: ExampleBatch) -> RetrievalTrainer:
+    """The two-tower retrieval model, batch-trained on the warm-up's positives (in-batch softmax, log-Q).
+
+    The user tower reads the user's id and top categories, the item tower the item's id and
+    category; no dense column (they describe the impression's item, which the user tower must not see).
+    """
+    torch.manual_seed(cfg.seed + 1)
+    slots = _slots(cfg.dim)
+    user, item = ["user", "user_categories"], ["item", "category"]
+    tables = EmbeddingCollection({"slots": {s: slots[s] for s in user + item}}, seed=cfg.seed + 1)
+    model_cfg = ModelConfig(
+        kind="two_tower", hidden=[32], out_dim=16, n_dense=batch.n_dense, user_dense=False, user_slots=user,
+        item_slots=item, temperature=0.1,
+    )  # fmt: skip
+    retriever = RetrievalTrainer(build_model(model_cfg, tables), item_slot="item", dense_lr=0.003)
+    retriever.train(batch, epochs=cfg.retrieval_epochs, batch_size=64, seed=cfg.seed)
+    return retriever
+
+
 def _arms(cfg: LoopConfig, world: World, warm: Path, snapshot: Path, out: Path) -> dict[str, Arm]:
     arms: dict[str, Arm] = {}
     for name in ARMS:
@@ -186,7 +220,22 @@ def _arms(cfg: LoopConfig, world: World, warm: Path, snapshot: Path, out: Path) 
         shutil.copytree(warm, folder)
         model = None if name == "popularity" else ServingModel.from_snapshot(snapshot)
         rate = cfg.negative_rate if model is not None else 1.0
-        arm = make_arm(name, copy.deepcopy(world), folder, model, k=cfg.k, step_s=cfg.step_s, sample_rate=rate)
+        retrieval_snapshot = warm / "retrieval.snapshot.npz"
+        retrieval = ServingModel.from_snapshot(retrieval_snapshot) if model is not None and cfg.retrieval else None
+        arm = make_arm(
+            name, copy.deepcopy(world), folder, model, k=cfg.k, step_s=cfg.step_s, sample_rate=rate,
+            retrieval=retrieval,
+        )  # fmt: skip
+        if name == "online" and retrieval is not None:
+            never = 1e12
+            retrieval_cfg = OnlineConfig(
+                sparse_sync_interval=never, dense_sync_interval=never, snapshot_interval=never,
+                expiry_interval=never, poll_timeout_s=0.0, publish_full_on_start=False, group="retriever",
+                updates_topic=RETRIEVAL_TOPIC,
+            )  # fmt: skip
+            restored = RetrievalTrainer.from_trainer(load_trainer(retrieval_snapshot)[0])
+            arm.retrieval_trainer = OnlineTrainer(restored, arm.log, None, retrieval_cfg)
+            arm.retrieval_updates = arm.log.consumer(RETRIEVAL_TOPIC, "serving-online", ModelUpdate)
         if name == "online":
             arm.joiner = Joiner(arm.log, folder / "joiner", join_config(cfg.window_s, cfg.negative_rate))
             trainer, _ = load_trainer(snapshot)
@@ -218,6 +267,7 @@ class _Online:
         self.lags: list[float] = []  # simulated seconds from a training step to the replica applying it
         self.examples_joined = 0
         self.applied = 0
+        self.retrieval_applied = 0
         self._trained_at: float | None = None
 
     def step(self, now: float) -> None:
@@ -226,19 +276,30 @@ class _Online:
         while arm.trainer.step():
             if self._trained_at is None:
                 self._trained_at = now
+        trainers = [arm.trainer] + ([arm.retrieval_trainer] if arm.retrieval_trainer is not None else [])
+        for trainer in trainers[1:]:  # the retrieval model learns the same examples (their positives)
+            while trainer.step():
+                pass
         published = False
         if now >= self.next_sparse:
-            arm.trainer.sync_sparse()
+            for trainer in trainers:
+                trainer.sync_sparse()
             self.next_sparse += self.cfg.sparse_sync_s
             published = True
         if now >= self.next_dense:
-            arm.trainer.sync_dense()
+            for trainer in trainers:
+                trainer.sync_dense()
             self.next_dense += self.cfg.dense_sync_s
             published = True
         for envelope in arm.updates.poll(1000, 0):
             arm.model.apply(envelope.record)
             self.applied += 1
         arm.updates.commit()
+        if arm.retrieval_updates is not None:
+            for envelope in arm.retrieval_updates.poll(1000, 0):
+                arm.retrieval.apply(envelope.record)  # the ann index is rebuilt on the next request
+                self.retrieval_applied += 1
+            arm.retrieval_updates.commit()
         if published and self._trained_at is not None:
             self.lags.append(now - self._trained_at)
             self._trained_at = None
@@ -326,6 +387,22 @@ def run_loop(
     return LoopResult(cfg, times, series, auc_times, auc_series, summary)
 
 
+def _retrieval_summary(arm: Arm, online: _Online) -> dict[str, Any] | None:
+    if arm.retrieval_trainer is None:
+        return None
+    ann = arm.server.recommender.retriever.extra.get("ann")
+    stats = arm.retrieval_trainer.stats
+    return {
+        "examples_trained": stats.examples,
+        "steps": arm.retrieval_trainer.trainer.steps,
+        "sparse_syncs": stats.sparse_syncs,
+        "dense_syncs": stats.dense_syncs,
+        "updates_applied": online.retrieval_applied,
+        "serving_version": arm.retrieval.version,
+        "ann_rebuilds": getattr(ann, "rebuilds", 0),
+    }
+
+
 def _summary(
     cfg: LoopConfig, arms: dict[str, Arm], online: _Online, warm: dict[str, Any], sim_s: float, wall_s: float,
     stopped_early: bool,
@@ -361,6 +438,7 @@ def _summary(
             "sync_lag_sim_s_mean": float(np.mean(online.lags)) if online.lags else None,
             "tables": tables,
         },
+        "retrieval": _retrieval_summary(arms["online"], online),
         "warmup": warm,
         "simulated_minutes": sim_s / 60.0,
         "wall_seconds": wall_s,

@@ -78,8 +78,14 @@ class TwoTowerHead(nn.Module):
         n_dense: int,
         hidden: Sequence[int] = (64,),
         out_dim: int = 32,
+        temperature: float | None = None,
     ):
         super().__init__()
+        # With a temperature, both towers' vectors are unit length scaled by 1/sqrt(t), so the inner
+        # product is cosine / t (how retrieval towers train well with softmax) and the vectors the
+        # ANN index holds are the ones the model scores with.
+        self.temperature = temperature
+        self.n_dense = n_dense  # 0: the user tower ignores the dense columns it is handed
         self.user_slots, self.item_slots = list(user_slots), list(item_slots)
         user_width = len(self.user_slots) * dim + n_dense
         self.user_tower = nn.Sequential(mlp([user_width, *hidden]), nn.Linear(hidden[-1], out_dim))
@@ -90,11 +96,17 @@ class TwoTowerHead(nn.Module):
     def slots(self) -> list[str]:
         return [*self.user_slots, *self.item_slots]
 
+    def _scale(self, v: torch.Tensor) -> torch.Tensor:
+        if self.temperature is None:
+            return v
+        return torch.nn.functional.normalize(v, dim=1) / self.temperature**0.5
+
     def user_vector(self, embeddings: dict[str, torch.Tensor], dense: torch.Tensor) -> torch.Tensor:
-        return self.user_tower(torch.cat([*(embeddings[s] for s in self.user_slots), dense], dim=1))
+        dense = dense[:, : self.n_dense]
+        return self._scale(self.user_tower(torch.cat([*(embeddings[s] for s in self.user_slots), dense], dim=1)))
 
     def item_vector(self, embeddings: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.item_tower(torch.cat([embeddings[s] for s in self.item_slots], dim=1))
+        return self._scale(self.item_tower(torch.cat([embeddings[s] for s in self.item_slots], dim=1)))
 
     def forward(self, embeddings: dict[str, torch.Tensor], dense: torch.Tensor) -> torch.Tensor:
         u = self.user_vector(embeddings, dense)

@@ -33,6 +33,8 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     user_slots: list[str] = msgspec.field(default_factory=list)  # two_tower only
     item_slots: list[str] = msgspec.field(default_factory=list)  # two_tower only
     out_dim: int = 32  # two_tower only
+    temperature: float | None = None  # two_tower only: unit vectors, logit = cosine / temperature
+    user_dense: bool = True  # two_tower only: the user tower reads the n_dense columns (off: ids only)
 
 
 class RankingModel(nn.Module):
@@ -67,7 +69,8 @@ def build_head(config: ModelConfig, slots: list[str], dim: int) -> nn.Module:
     user, item = config.user_slots, config.item_slots
     if not user or not item or set(user) & set(item) or not set(user) | set(item) <= set(slots):
         raise ConfigError("model.user_slots", f"two_tower needs disjoint user_slots and item_slots among {slots}")
-    return TwoTowerHead(user, item, dim, config.n_dense, config.hidden or [64], config.out_dim)
+    n_dense = config.n_dense if config.user_dense else 0
+    return TwoTowerHead(user, item, dim, n_dense, config.hidden or [64], config.out_dim, config.temperature)
 
 
 def _common_dim(dims: dict[str, int]) -> int:

@@ -185,3 +185,26 @@ class AnnSource:
         query = np.append(self.user_vector(user, now), np.float32(0.0))
         matches = index.search(query, min(n, len(items)))
         return [items[int(k)] for k in np.asarray(matches.keys)]
+
+
+def nearest_items(item_vectors: np.ndarray, user_vectors: np.ndarray, n: int, connectivity: int = 16) -> np.ndarray:
+    """``[U, n]`` indices of the items of largest inner product with each user vector, best first,
+    through the same augmented HNSW index :class:`AnnSource` serves from (``-1`` pads a short
+    answer). One batched ``Index.search`` for all users; used by ``streamrec eval recommend``."""
+    users = np.asarray(user_vectors, dtype=np.float32)
+    out = np.full((len(users), max(n, 0)), -1, dtype=np.int64)
+    if not len(item_vectors) or not len(users) or n <= 0:
+        return out
+    augmented = _augment_items(np.asarray(item_vectors, dtype=np.float32))
+    index = Index(ndim=augmented.shape[1], metric="l2sq", dtype="f32", connectivity=connectivity)
+    index.add(np.arange(len(augmented), dtype=np.uint64), augmented, threads=1)
+    queries = np.hstack([users, np.zeros((len(users), 1), dtype=np.float32)])
+    n = min(n, len(augmented))
+    matches = index.search(queries, n, threads=1)
+    if hasattr(matches, "counts"):  # a batch answer: keys padded to n, counts per query
+        keys = np.asarray(matches.keys, dtype=np.int64).reshape(len(users), -1)[:, :n]
+        keys[np.arange(keys.shape[1])[None, :] >= np.asarray(matches.counts)[:, None]] = -1
+    else:  # one query: only the keys found
+        keys = np.asarray(matches.keys, dtype=np.int64).reshape(1, -1)[:, :n]
+    out[:, : keys.shape[1]] = keys
+    return out

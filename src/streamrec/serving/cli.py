@@ -70,6 +70,10 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         ),
         worker_index: int | None = typer.Option(None, "--worker-index", hidden=True),
         ready_fd: int | None = typer.Option(None, "--ready-fd", hidden=True),
+        retrieval_snapshot: str | None = typer.Option(
+            None, help="A two-tower retriever's snapshot: its nearest items become the 'ann' source."
+        ),
+        retrieval_topic: str = typer.Option("retrieval-updates", help="With --follow: the retriever's updates."),
     ) -> None:
         """Run the HTTP API: events in, recommendations out (OpenAPI at /docs)."""
         if workers < 0:
@@ -90,6 +94,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                 argv += ["--snapshot", snapshot] if snapshot else []
                 argv += ["--config", config] if config else []
                 argv += ["--sample-rate", str(sample_rate)] if sample_rate is not None else []
+                argv += ["--retrieval-snapshot", retrieval_snapshot] if retrieval_snapshot else []
+                argv += ["--retrieval-topic", retrieval_topic]
                 return argv
 
             env = dict(os.environ, **({"STREAMREC_TOKEN": token} if token else {}))  # not on the command line
@@ -144,7 +150,18 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         stop_ingest = None
         if replica:
             stop_ingest = _follow_actions(client, log, rcfg.actions_topic, f"serve-worker-{worker_index}")
-        recommender = Recommender(client, event_log, model, rcfg, write_profiles=embedded and not replica)
+        extra, retriever = None, None
+        if retrieval_snapshot:
+            from streamrec.serving.ann import AnnSource
+            from streamrec.training.serving_model import ServingModel
+
+            retriever = ServingModel.from_snapshot(retrieval_snapshot)
+            if follow:
+                retriever.follow(event_log, topic=retrieval_topic)
+            extra = {"ann": AnnSource(client, retriever, rcfg.features)}
+        recommender = Recommender(
+            client, event_log, model, rcfg, write_profiles=embedded and not replica, extra_sources=extra
+        )
         # Compile (or load) the kernels now, not inside the first requests (each part warms its own).
         warmed = (warm_embedding() if model is not None else 0.0) + (warm_profiles(cfg) if embedded else 0.0)
         api = create_app(recommender, token=token, worker=worker_index)
@@ -175,6 +192,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                 stop_ingest()
             if model is not None and follow:
                 model.stop()
+            if retriever is not None and follow:
+                retriever.stop()
             event_log.close()
             client.close()
             if lock is not None:

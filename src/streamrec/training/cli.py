@@ -51,6 +51,7 @@ def train_batch(
         "every global batch split over the ranks (the result equals one process). Under torchrun "
         "(RANK/WORLD_SIZE set) the world size comes from there.",
     ),
+    threads: int = typer.Option(1, min=0, help="torch (and Numba) intra-op threads (0: one per core); one process."),
 ) -> None:
     """Train over historical examples with progress, evaluate AUC/log loss on a later split, snapshot."""
     from streamrec.errors import InvalidInputError
@@ -77,6 +78,12 @@ def train_batch(
         args += (["--config", str(config)] if config else []) + (["--json"] if as_json else [])
         raise typer.Exit(launch_local(args, world))
     if world == 1:
+        if threads:  # as serve and train online do: torch's default (a thread per core) starves neighbours
+            import numba
+            import torch
+
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+            torch.set_num_threads(threads)
         summary = run_batch(
             data, model, epochs, batch_size, test_fraction, out, config, seed, quiet=as_json, device=device
         )

@@ -38,6 +38,10 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         device: str = typer.Option(
             "cpu", "--device", help='"cuda" or "cuda:N": restore tables and head onto that GPU (one process).'
         ),
+        retrieval: bool = typer.Option(
+            False, "--retrieval", help="A two-tower snapshot trained as a retriever (in-batch softmax, log-Q)."
+        ),
+        updates_topic: str = typer.Option("model-updates", help="Topic the updates are published to."),
     ) -> None:
         """Continue a snapshot online: train from 'examples', publish updates to 'model-updates'.
 
@@ -67,7 +71,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         summary = run_online(
             log, snapshot, sparse_sync_interval, dense_sync_interval, snapshot_interval, expiry_interval,
             batch_size, group, max_seconds, until_drained, threads=threads, quiet=as_json or _not_rank_0(),
-            device=device,
+            device=device, retrieval=retrieval, updates_topic=updates_topic,
         )  # fmt: skip
         if as_json:
             print(json.dumps(summary))
@@ -129,6 +133,8 @@ def run_online(
     threads: int = 0,
     quiet: bool = False,
     device: str = "cpu",
+    retrieval: bool = False,
+    updates_topic: str = "model-updates",
 ) -> dict:
     """Run the online stage as the CLI does; returns the summary."""
     import msgspec
@@ -150,11 +156,18 @@ def run_online(
         expiry_interval=parse_duration(expiry_interval, "--expiry-interval", positive=True),
         batch_size=batch_size,
         group=group,
+        updates_topic=updates_topic,
     )
     if threads:
         torch.set_num_threads(threads)
     console = Console(stderr=True, quiet=quiet)
     online = OnlineTrainer.from_snapshot(snapshot, log, config, device=device)
+    if retrieval:  # the same loop, syncs and snapshots; the step is the retriever's (training/retrieval.py)
+        if device != "cpu":
+            raise typer.BadParameter("the retriever trains on the CPU only (for now)", param_hint="--device")
+        from streamrec.training.retrieval import RetrievalTrainer
+
+        online.trainer = RetrievalTrainer.from_trainer(online.trainer)
     online.install_signal_handlers()
     # Compiled (or loaded) before the first poll, so the first examples do not wait for LLVM.
     console.print(f"train online: kernels ready in {warm_embedding():.1f} s")
