@@ -52,7 +52,18 @@ def _order(units: dict[str, dict[str, list[str]]]) -> list[str]:
 def test_every_process_gets_a_unit_that_systemd_accepts(tmp_path):
     units = _print_units(tmp_path / "c", "--nodes", "2", "--partitions", "3", "--joiners", "2", "--api-port", "0")
     names = {n.removeprefix("streamrec-").removesuffix(".service") for n in units if n.endswith(".service")}
-    assert names == {"redis", "topics", "node-0", "node-1", "ingest", "joiner-0", "joiner-1", "trainer", "api"}
+    assert names == {
+        "redis",
+        "topics",
+        "node-0",
+        "node-1",
+        "ingest",
+        "joiner-0",
+        "joiner-1",
+        "trainer",
+        "retriever",
+        "api",
+    }
     assert set(units["streamrec.target"]["Wants"][0].split()) == {f"streamrec-{n}.service" for n in names}
     topics = exec_args(units["streamrec-topics.service"]["ExecStart"][0])
     assert topics[-4:] == ["actions:3", "impressions:3", "examples:3", "model-updates:1"]

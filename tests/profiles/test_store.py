@@ -145,10 +145,10 @@ def test_compaction_keeps_profiles_bounded_and_sums_exact():
         s.write(batch)
         if step % 24 == 0:
             s.compact()
-            p = s._profiles[key]
+            p = s._cache.profiles[key]
             sizes.append(len(p.slots[0].starts))
     s.compact()
-    slot = s._profiles[key].slots[0]
+    slot = s._cache.profiles[key].slots[0]
     # 3 values x (120 minute slices + 70 hour slices + 31 day slices) at most.
     assert len(slot.starts) <= 3 * (120 + 72 + 31)
     assert max(sizes) <= 3 * (120 + 72 + 31)
@@ -167,13 +167,13 @@ def test_truncation_keeps_the_top_values_of_each_slice(store):
     # In one minute slice: item i0..i5 with i clicks each (ties broken by value index).
     batch = [ev(item=f"i{i}", time=NOW - 30) for i in range(6) for _ in range(i)]
     store.write(batch)
-    slot = store._profiles[store.entity_key("user", "1")].slots[1]
+    slot = store._cache.profiles[store.entity_key("user", "1")].slots[1]
     assert len(slot.starts) == 3
     kept = sorted(slot.vocab[v] for v in slot.vals)
     assert kept == ["i3", "i4", "i5"]
     # Per slice at most `truncate` values, however many arrive.
     store.write([ev(item=f"x{i}", time=NOW - 3600 * (i % 50)) for i in range(500)])
-    slot = store._profiles[store.entity_key("user", "1")].slots[1]
+    slot = store._cache.profiles[store.entity_key("user", "1")].slots[1]
     _, per_slice = np.unique(slot.starts, return_counts=True)
     assert per_slice.max() <= 3
 

@@ -12,9 +12,9 @@ import heapq
 import json
 import random
 import tempfile
-import time
 from typing import Any
 
+from streamrec.benchutil import rate, speedup, timed
 from streamrec.joiner.config import JoinConfig
 from streamrec.joiner.sampling import keep_negative
 from streamrec.records import ActionEvent, Example, Impression
@@ -112,11 +112,12 @@ def _log_join(imps: list[Impression], acts: list[ActionEvent], config: JoinConfi
             log.append("impressions", imps[start : start + 10_000], key="user")
         for start in range(0, len(acts), 10_000):
             log.append("actions", acts[start : start + 10_000], key="user")
-        t0 = time.perf_counter()
-        with Joiner(log, f"{tmp}/state", config) as joiner:
-            stats = joiner.run(once=True, drain=True)
-        elapsed = time.perf_counter() - t0
-    return stats.examples, elapsed  # type: ignore[return-value]
+
+        def join() -> int:
+            with Joiner(log, f"{tmp}/state", config) as joiner:
+                return joiner.run(once=True, drain=True).examples
+
+        return timed(join)  # type: ignore[return-value]
 
 
 def run_benchmark(events: int = 200_000, *, as_json: bool = False, batch: int = 1000) -> dict[str, Any]:
@@ -125,20 +126,17 @@ def run_benchmark(events: int = 200_000, *, as_json: bool = False, batch: int = 
     imps, acts = make_events(events)
     steps = _steps(imps, acts, batch)
     total = len(imps) + len(acts)
-    t0 = time.perf_counter()
-    base_n = _dict_join(steps, config)
-    base_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    state_n = _state_join(steps, config)
-    state_s = time.perf_counter() - t0
+    base_n, base_s = timed(lambda: _dict_join(steps, config))
+    state_n, state_s = timed(lambda: _state_join(steps, config))
     log_n, log_s = _log_join(imps, acts, config)
+    ratios = {"lmdb_state_vs_dict": speedup(state_s, base_s), "sqlite_joiner_vs_dict": speedup(log_s, base_s)}
     result = {
         "events": total,
         "examples": state_n,
-        "dict_join_events_per_s": total / base_s,
-        "lmdb_state_events_per_s": total / state_s,
-        "sqlite_joiner_events_per_s": total / log_s,
-        "ratios": {"lmdb_state_vs_dict": base_s / state_s, "sqlite_joiner_vs_dict": base_s / log_s},
+        "dict_join_events_per_s": rate(total, base_s),
+        "lmdb_state_events_per_s": rate(total, state_s),
+        "sqlite_joiner_events_per_s": rate(total, log_s),
+        "ratios": ratios,
         "examples_baseline": base_n,
         "examples_sqlite_joiner": log_n,
         "same_examples": base_n == state_n == log_n,
@@ -152,9 +150,17 @@ def run_benchmark(events: int = 200_000, *, as_json: bool = False, batch: int = 
         table = Table(title=f"joiner: {total} events ({len(imps)} impressions, {len(acts)} actions)")
         for col in ("join", "events/s", "vs dict"):
             table.add_column(col, justify="right" if col != "join" else "left")
-        table.add_row("in-memory dict (baseline, not durable)", f"{total / base_s:,.0f}", "1.00")
-        table.add_row("JoinState on LMDB (durable)", f"{total / state_s:,.0f}", f"{base_s / state_s:.2f}")
-        table.add_row("Joiner over SQLite log (end to end)", f"{total / log_s:,.0f}", f"{base_s / log_s:.2f}")
+        table.add_row("in-memory dict (baseline, not durable)", f"{result['dict_join_events_per_s']:,.0f}", "1.00")
+        table.add_row(
+            "JoinState on LMDB (durable)",
+            f"{result['lmdb_state_events_per_s']:,.0f}",
+            f"{ratios['lmdb_state_vs_dict']:.2f}",
+        )
+        table.add_row(
+            "Joiner over SQLite log (end to end)",
+            f"{result['sqlite_joiner_events_per_s']:,.0f}",
+            f"{ratios['sqlite_joiner_vs_dict']:.2f}",
+        )
         Console().print(table)
         print(f"examples: {state_n} (baseline {base_n}, end to end {log_n})")
     return result

@@ -54,7 +54,6 @@ import shutil
 import signal
 import socket
 import sqlite3
-import statistics
 import subprocess
 import tempfile
 import time
@@ -67,6 +66,7 @@ from typing import Any
 
 import msgspec
 
+from streamrec.benchutil import median, rate, rate_ratio, seconds
 from streamrec.log.open import open_log
 from streamrec.records import ActionEvent
 
@@ -96,12 +96,6 @@ def bench_events(n: int) -> list[ActionEvent]:
     ]
 
 
-def _rate(count: int, fn: Callable[[], Any]) -> float:
-    started = time.perf_counter()
-    fn()
-    return count / max(time.perf_counter() - started, 1e-9)
-
-
 # -- part one: batching and raw store, in one process ---------------------------------------------
 def _measure_log(url: str, events: list[ActionEvent], per_record: int, batch: int) -> dict[str, float]:
     with open_log(url) as log:
@@ -122,18 +116,18 @@ def _measure_log(url: str, events: list[ActionEvent], per_record: int, batch: in
             with log.consumer("bench", "bench-in-process", ActionEvent) as consumer:
                 left = len(events) - len(consumer.poll(max_records=1000, timeout_s=30.0))
                 consumer.commit()
-                timed, started = left, time.perf_counter()
+                counted, started = left, time.perf_counter()
                 while left > 0:
                     got = consumer.poll(max_records=1000, timeout_s=5.0)
                     if not got:
                         raise RuntimeError(f"{url}: the in-process consumer stopped {left} records short")
                     consumer.commit()
                     left -= len(got)
-                return timed / max(time.perf_counter() - started, 1e-9)
+                return rate(counted, time.perf_counter() - started)
 
         return {
-            "append_per_s": _rate(len(events), batched),
-            "append_per_record_per_s": _rate(per_record, one_by_one),
+            "append_per_s": rate(len(events), seconds(batched)),
+            "append_per_record_per_s": rate(per_record, seconds(one_by_one)),
             "consume_per_s": consume(),
         }
 
@@ -151,7 +145,7 @@ def _raw_sqlite(path: Path, payloads: list[bytes], batch: int) -> float:
             conn.execute("COMMIT")
 
     try:
-        return _rate(len(payloads), write)
+        return rate(len(payloads), seconds(write))
     finally:
         conn.close()
 
@@ -169,7 +163,7 @@ def _raw_redis(url: str, payloads: list[bytes], batch: int) -> float:
             pipe.execute()
 
     try:
-        return _rate(len(payloads), write)
+        return rate(len(payloads), seconds(write))
     finally:
         client.close()
 
@@ -198,10 +192,10 @@ def _raw_kafka(bootstrap: str, payloads: list[bytes], batch: int) -> float:
                 producer.produce("raw-bench", payload, partition=0, on_delivery=report)
             producer.flush(30)
 
-    rate = _rate(len(payloads), write)
+    per_s = rate(len(payloads), seconds(write))
     if failed:
         raise RuntimeError(f"raw Kafka produce failed: {failed[0]}")
-    return rate
+    return per_s
 
 
 # -- part two: the grid of partitions x consumer processes ----------------------------------------
@@ -332,7 +326,7 @@ def _median_cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """
     ranked = sorted(runs, key=lambda r: r["consume_per_s"])
     cell = dict(ranked[len(ranked) // 2])
-    cell["append_per_s"] = statistics.median(r["append_per_s"] for r in runs)
+    cell["append_per_s"] = median(r["append_per_s"] for r in runs)
     cell["exactly_once"] = all(r["exactly_once"] for r in runs)
     cell["committed_is_end"] = all(r["committed_is_end"] for r in runs)
     keep = ("append_per_s", "consume_per_s", "delivered", "exactly_once", "machine_idle")
@@ -371,9 +365,9 @@ def _grid_run(
             held[index] = message[1]
             if all(h is not None for h in held):
                 break
-    append_per_s = _rate(
+    append_per_s = rate(
         len(events),
-        lambda: [log.append(topic, events[s : s + batch], key="user") for s in range(0, len(events), batch)],
+        seconds(lambda: [log.append(topic, events[s : s + batch], key="user") for s in range(0, len(events), batch)]),
     )
     ends = log.end_offsets(topic)
     machine = _machine_cpu()
@@ -449,7 +443,7 @@ def _check_cell(
         "consumers": members,
         "records": sum(ends),
         "append_per_s": append_per_s,
-        "consume_per_s": sum(ends) / max(finished - go, 1e-9),
+        "consume_per_s": rate(sum(ends), finished - go),
         "delivered": delivered,
         "exactly_once": exact,
         "committed_is_end": committed == ends,
@@ -642,14 +636,14 @@ def _exit_on_sigterm() -> Any:
 
 def _ratios(backends: dict[str, Any]) -> dict[str, Any]:
     ratios: dict[str, Any] = {
-        f"{name}_{ratio}": round(numbers["append_per_s"] / numbers[base], 3)
+        f"{name}_{ratio}": round(rate_ratio(numbers["append_per_s"], numbers[base]), 3)
         for name, numbers in backends.items()
         for ratio, base in (("append_vs_per_record", "append_per_record_per_s"), ("append_vs_raw", "raw_append_per_s"))
     }
     scaling = {}
     for name, numbers in backends.items():
-        rate = {(c["partitions"], c["consumers"]): c["consume_per_s"] for c in numbers["grid"]}
-        scaling[name] = rate[(max(PARTITIONS), 2)] / rate[(max(PARTITIONS), 1)]
+        per_s = {(c["partitions"], c["consumers"]): c["consume_per_s"] for c in numbers["grid"]}
+        scaling[name] = rate_ratio(per_s[(max(PARTITIONS), 2)], per_s[(max(PARTITIONS), 1)])
     ratios["consume_2_vs_1_consumers"] = scaling
     return ratios
 

@@ -14,9 +14,9 @@ only on the feature (a window without rows: another entity type's slot, an unsee
 one number are built once per query and shared, so a query over a user and 500 items costs what
 two entity-typed queries cost and leaves little for the garbage collector.
 
-Cache and storage: the read table is an LRU map entity key -> :class:`Profile`. Every
+Cache and storage: the read table is an LRU map entity key -> :class:`Profile` (``cache.py``). Every
 ``flush_interval`` (and at ``flush``/``close``) the dirty profiles are serialized (msgspec +
-zstd) and written to LMDB with the WAL sequence number they include, in one transaction; then the
+zstd, ``codec.py``) and written to LMDB with the WAL sequence number they include, in one transaction; then the
 WAL segments they cover are deleted. Over ``memory_budget_mb``, clean profiles are evicted, and
 a later read loads them back (a miss). On open, LMDB is read and the WAL records after its
 sequence number are replayed; a damaged record is skipped, reported and moved aside, and the
@@ -31,23 +31,21 @@ Time: the store's clock is wall time, or with ``clock = "event"`` the latest eve
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import numpy as np
-import zstandard
 
 from streamrec.errors import InvalidInputError, StreamrecError
+from streamrec.profiles.cache import ProfileCache
+from streamrec.profiles.codec import DEFAULT_MAX_PROFILE_BYTES, ProfileCodec
 from streamrec.profiles.config import ProfilesConfig, profiles_config
 from streamrec.profiles.events import MAX_TIME, EntityKeyer, SlotRows, SlotSpec, build_specs, events_to_rows
-from streamrec.profiles.profile import Profile, ProfileBlob, SlotData, blob_arrays, decode_untrusted, slot_to_blob
+from streamrec.profiles.profile import Profile, SlotData
 from streamrec.profiles.query import (
     CompiledFeature,
     SlotWindows,
@@ -64,16 +62,10 @@ from streamrec.profiles.wal import WalBatch, WalSlotRows, WriteAheadLog
 
 __all__ = ["ProfileStore"]
 
-_FORMAT = 1
 _COMPACT_INTERVAL = 60.0
 
 # More values than any slot can hold (SQL asks 2^30 for "all of them").
 MAX_TOP_K = 1 << 31
-# Decompressed bytes one imported profile may inflate to. A profile is bounded by its slots' tiers
-# and truncation (with the defaults ~50 x 225 rows a slot: well under a megabyte); a zstd blob that
-# inflates past this is a bomb or garbage, refused while streaming, before it is allocated.
-DEFAULT_MAX_PROFILE_BYTES = 64 << 20
-_INFLATE_CHUNK = 1 << 20
 
 
 class ProfileStore:
@@ -129,19 +121,14 @@ class ProfileStore:
         else:
             self._clock = time.time if cfg.clock == "wall" else None
         self._watermark = 0.0
-        self._profiles: OrderedDict[bytes, Profile] = OrderedDict()
         self._pending: list[tuple[int, list[SlotRows], list[bytes]]] = []
         self._deleted: set[bytes] = set()
         self._write_lock = threading.Lock()
         self._merge_lock = threading.RLock()
         self._flush_lock = threading.Lock()
         self._seq = 0
-        self._mem = 0
-        self._budget = int(cfg.memory_budget_mb * (1 << 20))
         self._plans: dict[Feature, CompiledFeature] = {}
-        # zstd contexts are not thread-safe and flushes, exports, loads on a miss run on different
-        # threads: each thread gets its own codecs.
-        self._codecs = threading.local()
+        self._codec = ProfileCodec(self.specs, cfg.compression_level)
         self._stats = dict.fromkeys(
             (
                 "accepted",
@@ -164,6 +151,7 @@ class ProfileStore:
             ),
             0,
         )
+        self._cache = ProfileCache(len(self.specs), int(cfg.memory_budget_mb * (1 << 20)), self._load, self._stats)
         self._closed = False
         self._last_compact = time.monotonic()
         self.path = Path(path) if path is not None else None
@@ -287,9 +275,7 @@ class ProfileStore:
                 self._merge_group(group, now)
                 group = []
                 for key in deletes:
-                    p = self._profiles.pop(key, None)
-                    if p is not None:
-                        self._mem -= p.nbytes
+                    self._cache.pop(key)
                     self._deleted.add(key)
         self._merge_group(group, now)
 
@@ -362,7 +348,7 @@ class ProfileStore:
         delta = slot.nbytes() - (old.nbytes() if old is not None else 0)
         profile.slots[spec.index] = slot if starts.shape[0] else None
         profile.nbytes += delta
-        self._mem += delta
+        self._cache.mem += delta
         profile.version += 1
 
     def compact(self, now: float | None = None) -> None:
@@ -371,7 +357,7 @@ class ProfileStore:
             now = self.now() if now is None else now
             plans = {s.index: s.plan.bounds(now) for s in self.specs}
             keys = {i: (tb.tobytes(), cutoff) for i, (tb, cutoff) in plans.items()}
-            for profile in list(self._profiles.values()):
+            for profile in list(self._cache.profiles.values()):
                 for spec in self.specs:
                     old = profile.slots[spec.index]
                     if old is None or old.sliced_at == keys[spec.index]:
@@ -392,156 +378,31 @@ class ProfileStore:
     # ------------------------------------------------------------------ cache
 
     def _get(self, key: bytes, create: bool, count: bool = True) -> Profile | None:
-        profiles = self._profiles
-        p = profiles.get(key)
-        if p is not None:
-            if count:
-                self._stats["cache_hits"] += 1
-            with contextlib.suppress(KeyError):  # evicted meanwhile; the object is still valid to read
-                profiles.move_to_end(key)
-            return p
-        if count:
-            self._stats["cache_misses"] += 1
-        blob = None
-        if self._storage is not None and key not in self._deleted:
-            blob = self._storage.get(key)
-        if blob is not None:
-            p = self._decode(blob)
-            p.stored = True
-            self._stats["loads"] += 1
-        elif create:
-            p = Profile(len(self.specs))
-        else:
+        return self._cache.get(key, create, count)
+
+    def _load(self, key: bytes) -> Profile | None:
+        """A cache miss: the profile stored in LMDB (``None``: memory-only, deleted or never flushed)."""
+        if self._storage is None or key in self._deleted:
             return None
-        existing = profiles.setdefault(key, p)
-        if existing is p:
-            self._mem += p.nbytes
-        return existing
+        blob = self._storage.get(key)
+        if blob is None:
+            return None
+        p = self._codec.decode(blob)
+        p.stored = True
+        self._stats["loads"] += 1
+        return p
 
     def _evict(self) -> None:
         # Caller holds the merge lock (so no merge is writing into a profile being evicted).
-        if self._storage is None or self._mem <= self._budget:
-            return
-        for key in list(self._profiles.keys()):
-            if self._mem <= self._budget * 0.9:
-                break
-            p = self._profiles.get(key)
-            if p is not None and not p.dirty:
-                del self._profiles[key]
-                self._mem -= p.nbytes
-                self._stats["evictions"] += 1
-        if self._mem > self._budget:
+        if self._storage is not None and self._cache.evict():
             self._wake.set()  # everything left is dirty: ask the thread to flush
-
-    # ------------------------------------------------------------------ serialization
-
-    def _encode(self, slots: list[SlotData | None]) -> bytes:
-        blob = ProfileBlob(
-            format=_FORMAT,
-            slots={
-                spec.name: slot_to_blob(s, spec.columns)
-                for spec, s in zip(self.specs, slots, strict=True)
-                if s is not None
-            },
-        )
-        codecs = self._thread_codecs()
-        return codecs.cctx.compress(codecs.enc.encode(blob))
-
-    def _thread_codecs(self) -> threading.local:
-        codecs = self._codecs
-        if not hasattr(codecs, "cctx"):
-            codecs.cctx = zstandard.ZstdCompressor(level=self.cfg.compression_level)
-            codecs.dctx = zstandard.ZstdDecompressor()
-            codecs.enc = msgspec.msgpack.Encoder()
-            codecs.dec = msgspec.msgpack.Decoder(ProfileBlob)
-        return codecs
-
-    def _decode(self, raw: bytes) -> Profile:
-        """A profile from its stored form (LMDB: written by this store, so not re-validated)."""
-        try:
-            plain = self._thread_codecs().dctx.decompress(raw)
-        except zstandard.ZstdError as exc:
-            raise InvalidInputError("profile", raw[:16], f"not a stored profile: {exc}") from None
-        return self._profile(plain, "profile", "")
-
-    def _inflate(self, raw: Any, index: int, left: int | None, total: int | None) -> bytes:
-        """Decompress one imported blob, refusing (before allocating) past the per-blob cap or past
-        ``left`` (what the call's ``max_total_bytes = total`` leaves)."""
-        if not isinstance(raw, bytes | bytearray | memoryview):
-            raise InvalidInputError("blobs", type(raw).__name__, f"blob {index}: expected bytes")
-        cap = self.max_profile_bytes if left is None else min(self.max_profile_bytes, left)
-
-        def too_big(size: Any) -> InvalidInputError:
-            if left is not None and left <= self.max_profile_bytes and total is not None:
-                what = f"the blobs of this import decompress past max_import_bytes = {_mib(total)}"
-            else:
-                what = f"decompresses past max_profile_bytes = {_mib(self.max_profile_bytes)}"
-            return InvalidInputError("blobs", size, f"blob {index}: {what}")
-
-        try:
-            size = zstandard.frame_content_size(raw)
-        except zstandard.ZstdError as exc:
-            raise InvalidInputError("blobs", bytes(raw[:16]), f"blob {index}: not a zstd frame ({exc})") from None
-        if size > cap:
-            raise too_big(size)
-        dctx = self._thread_codecs().dctx
-        try:
-            if size >= 0:  # the frame states its size (as every blob this store exports does)
-                return dctx.decompress(raw)
-            out = bytearray()  # size not stated: stream, and stop as soon as it is past the cap
-            with dctx.stream_reader(raw) as reader:
-                while chunk := reader.read(_INFLATE_CHUNK):
-                    out += chunk
-                    if len(out) > cap:
-                        raise too_big(f">{len(out) - len(chunk)} bytes")
-            return bytes(out)
-        except zstandard.ZstdError as exc:
-            raise InvalidInputError("blobs", bytes(raw[:16]), f"blob {index}: corrupt zstd data ({exc})") from None
-
-    def _profile(self, plain: bytes, field: str, where: str, check: bool = False) -> Profile:
-        """A profile from its msgpack form; ``check``: from outside, decoded within bounds and validated."""
-        try:
-            blob = decode_untrusted(plain) if check else self._thread_codecs().dec.decode(plain)
-        except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
-            raise InvalidInputError(field, bytes(plain[:16]), f"{where}not a stored profile: {exc}") from None
-        if blob.format != _FORMAT:
-            raise InvalidInputError(
-                field, blob.format, f"{where}unknown profile format tag (this build reads format {_FORMAT})"
-            )
-        p = Profile(len(self.specs))
-        for name, sb in blob.slots.items():
-            spec = self._spec_by_name.get(name)
-            if spec is None:
-                continue  # a slot no longer configured
-            try:
-                starts, vals, data = blob_arrays(sb)
-            except ValueError as exc:
-                raise InvalidInputError(field, name, f"{where}slot {name!r}: corrupt slot: {exc}") from None
-            data = self._remap(spec, sb.columns, data)
-            if check:
-                _check_slot_values(spec, starts, data, field, f"{where}slot {name!r}")
-            slot = SlotData(starts, vals, data, list(sb.vocab))
-            p.slots[spec.index] = slot
-            p.nbytes += slot.nbytes()
-        return p
-
-    @staticmethod
-    def _remap(spec, columns: list[str], data: np.ndarray) -> np.ndarray:
-        if columns == spec.columns:
-            return data
-        out = np.tile(spec.identity, (data.shape[0], 1))
-        pos = {c: i for i, c in enumerate(columns)}
-        for j, c in enumerate(spec.columns):
-            if c in pos:
-                out[:, j] = data[:, pos[c]]
-        return out
 
     # ------------------------------------------------------------------ moving profiles
 
     def entity_keys(self) -> Iterator[bytes]:
         """Keys of the entities held by this store (cached and stored)."""
         self.merge()
-        seen = set(self._profiles.keys())
+        seen = set(self._cache.profiles.keys())
         yield from list(seen)
         if self._storage is not None:
             for key in self._storage.iter_keys():
@@ -556,7 +417,7 @@ class ProfileStore:
             key = _as_key(key)
             p = self._get(key, create=False, count=False)
             if p is not None and any(s is not None for s in p.slots):
-                out[key] = self._encode(list(p.slots))
+                out[key] = self._codec.encode(list(p.slots))
         return out
 
     def import_profiles(self, blobs: dict[bytes, bytes], *, max_total_bytes: int | None = None) -> None:
@@ -578,10 +439,10 @@ class ProfileStore:
         left = max_total_bytes
         for i, (key, raw) in enumerate(blobs.items()):
             key = _as_key(key)
-            plain = self._inflate(raw, i, left, max_total_bytes)
+            plain = self._codec.inflate(raw, i, left, max_total_bytes, self.max_profile_bytes)
             if left is not None:
                 left -= len(plain)
-            p = self._profile(plain, "blobs", f"blob {i}: ", check=True)
+            p = self._codec.profile(plain, "blobs", f"blob {i}: ", check=True)
             for spec, slot in zip(self.specs, p.slots, strict=True):
                 if slot is None:
                     continue
@@ -792,9 +653,9 @@ class ProfileStore:
                     clock = self._watermark
                 if pending:
                     self._apply(pending, self.now())
-                snapshot = [(k, p, p.version, list(p.slots)) for k, p in self._profiles.items() if p.dirty]
+                snapshot = [(k, p, p.version, list(p.slots)) for k, p in self._cache.profiles.items() if p.dirty]
                 deleted = set(self._deleted)
-            puts = [(k, self._encode(slots)) for k, _, _, slots in snapshot if any(s is not None for s in slots)]
+            puts = [(k, self._codec.encode(slots)) for k, _, _, slots in snapshot if any(s is not None for s in slots)]
             empty = {k for k, _, _, slots in snapshot if all(s is None for s in slots)}
             put_keys = {k for k, _ in puts}
             self._storage.commit(puts, (deleted | empty) - put_keys, seq, clock)
@@ -821,7 +682,7 @@ class ProfileStore:
                 if spec is None:
                     continue
                 data = np.frombuffer(wr.data, dtype=np.float64).reshape(len(wr.keys), max(len(wr.columns), 1))
-                data = self._remap(spec, wr.columns, data.copy())
+                data = self._codec.remap(spec, wr.columns, data.copy())
                 times = np.frombuffer(wr.times, dtype=np.float64).copy()
                 rows.append(SlotRows(spec.index, list(wr.keys), times, list(wr.values), data))
                 if self.cfg.clock == "event" and times.size:
@@ -860,19 +721,19 @@ class ProfileStore:
     def stats(self) -> dict[str, Any]:
         """Counters and sizes: entities, bytes, cache hits/misses, rejected, too_old, evictions..."""
         out: dict[str, Any] = dict(self._stats)
-        out["cached_entities"] = len(self._profiles)
-        out["memory_bytes"] = self._mem
+        out["cached_entities"] = len(self._cache.profiles)
+        out["memory_bytes"] = self._cache.mem
         out["pending_batches"] = len(self._pending)
         out["wal_seq"] = self._seq
         if self._storage is not None and not self._closed:
             n, size = self._storage.entries_and_bytes()
             out["stored_entities"] = n
             out["stored_bytes"] = size
-            new = sum(1 for p in list(self._profiles.values()) if not p.stored)
+            new = sum(1 for p in list(self._cache.profiles.values()) if not p.stored)
             gone = sum(1 for k in list(self._deleted) if self._storage.get(k) is not None)
             out["entities"] = n + new - gone
         else:
-            out["entities"] = len(self._profiles)
+            out["entities"] = len(self._cache.profiles)
         return out
 
     def close(self) -> None:
@@ -931,33 +792,10 @@ def _checked_plan(plan: CompiledFeature) -> CompiledFeature:
     return plan
 
 
-def _check_slot_values(spec, starts: np.ndarray, data: np.ndarray, field: str, where: str) -> None:
-    """Values an imported slot may hold: those a write could have made (see ``import_profiles``)."""
-    if starts.size and (int(starts.min()) < 0 or int(starts.max()) > MAX_TIME):
-        bad = int(starts.min()) if int(starts.min()) < 0 else int(starts.max())
-        raise InvalidInputError(field, bad, f"{where}: slice start outside [0, {MAX_TIME}]")
-    if not data.size:
-        return
-    ident = spec.identity
-    ok = np.isfinite(data) | (data == ident) | (np.isnan(data) & np.isnan(ident))
-    if not ok.all():
-        row, col = (int(i[0]) for i in np.nonzero(~ok))
-        raise InvalidInputError(
-            field,
-            float(data[row, col]),
-            f"{where} column {spec.columns[col]!r}: counters are finite, or the reduce's identity "
-            f"({float(ident[col])!r}: NaN for max/min/last/first, -inf for a hidden time column)",
-        )
-
-
 def _positive(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise InvalidInputError(name, value, "must be a positive number of bytes")
     return value
-
-
-def _mib(n: int) -> str:
-    return f"{n} ({n / (1 << 20):g} MiB)"
 
 
 def _as_key(key: Any) -> bytes:

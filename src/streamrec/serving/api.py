@@ -53,6 +53,7 @@ from streamrec.records import parse_record
 from streamrec.serving.dashboard import dashboard_config, static_text
 from streamrec.serving.limits import ServingLimits, check_epoch, check_seconds, find_unencodable, json_safe
 from streamrec.serving.metrics import CONTENT_TYPE_LATEST
+from streamrec.serving.openapi import BODIES, document_bodies
 from streamrec.serving.recommender import ProfilesBehindError, ProfilesUnavailableError, Recommender
 
 __all__ = ["create_app"]
@@ -178,6 +179,7 @@ def create_app(recommender: Recommender, *, token: str | None = None, worker: in
         version=__version__,
         description="Real-time recommendations: events in, ranked items out. See docs/serving.md.",
     )
+    document_bodies(app)  # the msgspec schemas of the raw-JSON bodies below (serving/openapi.py)
     metrics = recommender.metrics
     limits = recommender.config.limits
     expected = f"Bearer {token}".encode() if token else None
@@ -235,7 +237,7 @@ def create_app(recommender: Recommender, *, token: str | None = None, worker: in
     async def _on_error(request: Request, exc: StreamrecError) -> JSONResponse:
         return JSONResponse({"detail": json_safe(str(exc))}, status_code=400)
 
-    @app.post("/v1/events", summary="Record a batch of user actions")
+    @app.post("/v1/events", summary="Record a batch of user actions", openapi_extra=BODIES["/v1/events"])
     def post_events(
         body: Any = Body(
             ...,
@@ -290,7 +292,7 @@ def create_app(recommender: Recommender, *, token: str | None = None, worker: in
             "timings_ms": {stage: round(1000 * sec, 3) for stage, sec in rec.timings.items()},
         }
 
-    @app.post("/v1/features/query", summary="Query profile features")
+    @app.post("/v1/features/query", summary="Query profile features", openapi_extra=BODIES["/v1/features/query"])
     def post_features_query(
         body: Any = Body(
             ...,
