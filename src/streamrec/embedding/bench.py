@@ -1,7 +1,8 @@
 """``streamrec bench embedding``: the collisionless table against the baselines people use.
 
 Every figure is measured in this process on the same ids, alternating the contenders in each
-repetition so a noisy neighbour hurts both, and the median of the repetitions is reported:
+repetition (:func:`streamrec.benchutil.race`: rotating order) so a noisy neighbour hurts both, and
+the median of the repetitions is reported:
 
 * ``lookup_vs_modulo`` — lookup + gather throughput of a ``rows``-row table (dim 16) on batches of
   65,536 Zipf-distributed ids (about 2 % absent), divided by ``F.embedding`` on a same-sized
@@ -19,10 +20,7 @@ repetition so a noisy neighbour hurts both, and the median of the repetitions is
 
 from __future__ import annotations
 
-import gc
 import json
-import statistics
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from streamrec.benchutil import median, race, rate, rate_ratio, speedup
 from streamrec.embedding.collection import EmbeddingCollection
 from streamrec.embedding.config import Adagrad, Normal, SlotConfig, Zeros
 from streamrec.embedding.module import EmbeddingModule
@@ -82,27 +81,9 @@ def scattered_ids(rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.permutation(ids)[:n]
 
 
-def _timer(fn: Callable[[], object]) -> Callable[[], float]:
-    """A function that runs ``fn`` once and returns the seconds it took."""
-
-    def timed() -> float:
-        start = time.perf_counter()
-        fn()
-        return time.perf_counter() - start
-
-    return timed
-
-
 def _race(contenders: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
     """Median seconds of each contender, run alternately ``reps`` times after one warm-up."""
-    for fn in contenders.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(reps):
-        for name, fn in contenders.items():
-            gc.collect()
-            times[name].append(_timer(fn)())
-    return {name: statistics.median(values) for name, values in times.items()}
+    return {name: median(times) for name, times in race(contenders, reps).items()}
 
 
 # -- lookups ---------------------------------------------------------------------------------------
@@ -126,9 +107,9 @@ def bench_lookup(s: Sizes, rng: np.random.Generator, result: Result, label: str 
 
     times = _race({"ours": ours, "modulo": modulo}, s.reps)
     n_ids = s.batches * s.batch
-    result.throughput[f"lookup_ids_per_s{label}"] = n_ids / times["ours"]
-    result.throughput[f"modulo_lookup_ids_per_s{label}"] = n_ids / times["modulo"]
-    result.ratios[f"lookup_vs_modulo{label}"] = times["modulo"] / times["ours"]
+    result.throughput[f"lookup_ids_per_s{label}"] = rate(n_ids, times["ours"])
+    result.throughput[f"modulo_lookup_ids_per_s{label}"] = rate(n_ids, times["modulo"])
+    result.ratios[f"lookup_vs_modulo{label}"] = speedup(times["ours"], baseline_seconds=times["modulo"])
     if label:
         return
 
@@ -145,8 +126,10 @@ def bench_lookup(s: Sizes, rng: np.random.Generator, result: Result, label: str 
 
     # The dict is ~10x slower, so it runs on fewer batches; compare per-id throughputs.
     times = _race({"dict": python_dict}, max(2, s.reps // 2))
-    result.throughput["dict_lookup_ids_per_s"] = s.dict_batches * s.batch / times["dict"]
-    result.ratios["lookup_vs_dict"] = result.throughput["lookup_ids_per_s"] / result.throughput["dict_lookup_ids_per_s"]
+    result.throughput["dict_lookup_ids_per_s"] = rate(s.dict_batches * s.batch, times["dict"])
+    result.ratios["lookup_vs_dict"] = rate_ratio(
+        result.throughput["lookup_ids_per_s"], baseline_rate=result.throughput["dict_lookup_ids_per_s"]
+    )
 
     memory = table.memory()
     overhead = memory["index_bytes"] + memory["row_metadata_bytes"]
@@ -178,9 +161,9 @@ def bench_insert(s: Sizes, rng: np.random.Generator, result: Result) -> None:
 
     times = _race({"ours": ours, "dict": python_dict}, max(2, s.reps // 2))
     table: EmbeddingTable = ours.table  # type: ignore[attr-defined]
-    result.throughput["insert_ids_per_s"] = s.rows / times["ours"]
-    result.throughput["dict_insert_ids_per_s"] = s.rows / times["dict"]
-    result.ratios["insert_vs_dict"] = times["dict"] / times["ours"]
+    result.throughput["insert_ids_per_s"] = rate(s.rows, times["ours"])
+    result.throughput["dict_insert_ids_per_s"] = rate(s.rows, times["dict"])
+    result.ratios["insert_vs_dict"] = speedup(times["ours"], baseline_seconds=times["dict"])
     loads = table.index.growth_loads
     result.extra["load_factor_at_growth"] = round(float(np.mean(loads)), 4) if loads else float("nan")
     result.extra["load_factor_at_growth_min"] = round(float(np.min(loads)), 4) if loads else float("nan")
@@ -244,9 +227,9 @@ def bench_train_step(s: Sizes, rng: np.random.Generator, result: Result) -> None
 
     times = _race({"ours": ours, "modulo": modulo}, s.reps)
     n = s.train_steps * s.train_batch
-    result.throughput["train_examples_per_s"] = n / times["ours"]
-    result.throughput["modulo_train_examples_per_s"] = n / times["modulo"]
-    result.ratios["train_step_vs_modulo"] = times["modulo"] / times["ours"]
+    result.throughput["train_examples_per_s"] = rate(n, times["ours"])
+    result.throughput["modulo_train_examples_per_s"] = rate(n, times["modulo"])
+    result.ratios["train_step_vs_modulo"] = speedup(times["ours"], baseline_seconds=times["modulo"])
 
 
 # -- admission filter ------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -32,6 +31,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from streamrec.benchutil import median, race, rate, seconds, speedup
 
 
 @dataclass(frozen=True)
@@ -63,19 +64,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def race(contenders: dict[str, Callable[[], object]], reps: int, device: torch.device) -> dict[str, float]:
-    """Median seconds of each contender, alternating, after one warm-up run of each."""
-    for fn in contenders.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(reps):
-        for name, fn in contenders.items():
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(v) for name, v in times.items()}
+def _race(contenders: dict[str, Callable[[], object]], reps: int, device: torch.device) -> dict[str, float]:
+    """Median seconds of each contender, alternating, after one warm-up run of each (synchronised)."""
+    times = race(contenders, reps, collect=False, sync=lambda: _sync(device))
+    return {name: median(v) for name, v in times.items()}
+
+
+def _synced_seconds(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds of ``fn`` with the device's queued work included (synchronised before and after)."""
+    _sync(device)
+    return seconds(lambda: (fn(), _sync(device)))
 
 
 def distinct_ids(n: int, device: torch.device, generator: torch.Generator) -> torch.Tensor:
@@ -105,12 +103,12 @@ def _filled_table(rows: int, dim: int, device: str, load: float | None, insert_b
     if load is not None:
         table.index._rebuilt(math.ceil(rows / (load * 5)), None)
     ids = distinct_ids(rows, table.device, gen)
-    _sync(table.device)
-    start = time.perf_counter()
-    for lo in range(0, rows, insert_batch):
-        table.admit_distinct(ids[lo : lo + insert_batch], now=1)
-    _sync(table.device)
-    return table, ids, time.perf_counter() - start
+
+    def fill() -> None:
+        for lo in range(0, rows, insert_batch):
+            table.admit_distinct(ids[lo : lo + insert_batch], now=1)
+
+    return table, ids, _synced_seconds(fill, table.device)
 
 
 def bench_lookup(s: GpuSizes, device: str, out: dict, gen: torch.Generator, big: bool) -> None:
@@ -119,7 +117,7 @@ def bench_lookup(s: GpuSizes, device: str, out: dict, gen: torch.Generator, big:
     table, ids, fill_s = _filled_table(rows, s.dim, device, s.big_load if big else None, s.insert_batch, gen)
     dev = table.device
     if big:
-        out["throughput"]["gpu_insert_ids_per_s"] = rows / fill_s
+        out["throughput"]["gpu_insert_ids_per_s"] = rate(rows, fill_s)
         out["extra"]["insert_setup"] = (
             f"{rows:,} new distinct ids in batches of {s.insert_batch:,}, index sized for load {s.big_load}"
         )
@@ -146,12 +144,12 @@ def bench_lookup(s: GpuSizes, device: str, out: dict, gen: torch.Generator, big:
     check = batches[0][:4096]
     assert torch.equal(gather(check, table.weight, table.default), table.weight[table.index.lookup(check).long()]
                        .masked_fill((table.index.lookup(check) < 0).unsqueeze(1), 0.0))  # fmt: skip
-    times = race({"ours": ours, "embedding": embedding}, s.reps, dev)
+    times = _race({"ours": ours, "embedding": embedding}, s.reps, dev)
     n = n_batches * s.batch
-    out["throughput"][f"gpu_lookup_ids_per_s{label}"] = n / times["ours"]
-    out["throughput"][f"gpu_embedding_ids_per_s{label}"] = n / times["embedding"]
+    out["throughput"][f"gpu_lookup_ids_per_s{label}"] = rate(n, times["ours"])
+    out["throughput"][f"gpu_embedding_ids_per_s{label}"] = rate(n, times["embedding"])
     if not big:
-        out["ratios"]["gpu_lookup_vs_embedding"] = times["embedding"] / times["ours"]
+        out["ratios"]["gpu_lookup_vs_embedding"] = speedup(times["ours"], baseline_seconds=times["embedding"])
 
 
 class _Logistic(nn.Module):
@@ -230,7 +228,7 @@ def bench_train_step(s: GpuSizes, device: str, out: dict, gen: torch.Generator) 
             acc.index_copy_(0, distinct, state)
             weight.index_copy_(0, distinct, leaf.detach().addcdiv_(grad, state.sqrt_().add_(1e-10), value=-lr))
 
-    times = race({"ours": ours, "embeddingbag": embeddingbag, "rowwise": rowwise}, s.train_reps, dev)
+    times = _race({"ours": ours, "embeddingbag": embeddingbag, "rowwise": rowwise}, s.train_reps, dev)
     # where our step's time goes (synchronised phases, one pass), and one kernel launch's cost
     phases = {"lookup": 0.0, "head_and_backward": 0.0, "sparse_update": 0.0}
     for _, features, labels in steps:
@@ -256,18 +254,14 @@ def bench_train_step(s: GpuSizes, device: str, out: dict, gen: torch.Generator) 
     one = universes[names[0]][:1]
     for _ in range(3):
         table.index.lookup(one)
-    _sync(dev)
-    t0 = time.perf_counter()
-    for _ in range(200):
-        table.index.lookup(one)
-    _sync(dev)
-    out["extra"]["lookup_call_us"] = round((time.perf_counter() - t0) / 200 * 1e6, 1)  # one id: launch + alloc
+    call_s = _synced_seconds(lambda: [table.index.lookup(one) for _ in range(200)], dev)
+    out["extra"]["lookup_call_us"] = round(call_s / 200 * 1e6, 1)  # one id: launch + alloc
     out["extra"]["kernel_launches"] = dict(table.launch.launches)  # direct cuLaunchKernel vs numba's dispatcher
     n = s.train_steps * s.train_batch
     for name, t in times.items():
-        out["throughput"][f"gpu_train_examples_per_s_{name}"] = n / t
-    out["ratios"]["gpu_train_step_vs_embeddingbag"] = times["embeddingbag"] / times["ours"]
-    out["ratios"]["gpu_train_step_vs_torch_rowwise"] = times["rowwise"] / times["ours"]
+        out["throughput"][f"gpu_train_examples_per_s_{name}"] = rate(n, t)
+    out["ratios"]["gpu_train_step_vs_embeddingbag"] = speedup(times["ours"], baseline_seconds=times["embeddingbag"])
+    out["ratios"]["gpu_train_step_vs_torch_rowwise"] = speedup(times["ours"], baseline_seconds=times["rowwise"])
     out["extra"]["train_setup"] = (
         f"{s.slots} slots x {s.train_rows:,} ids, dim {s.dim}, batch {s.train_batch:,}, "
         f"{s.train_steps} steps per timed run, Zipf(1.05) ids, Adagrad lr {lr}"
