@@ -6,6 +6,9 @@ A deliberate change to one of these commands: regenerate the file with
 ``PYTHONPATH=src python tests/test_cli_tree.py`` and commit it with the change.
 """
 
+import ast
+import importlib
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -53,6 +56,16 @@ def test_the_commands_and_options_are_the_recorded_ones():
     assert sorted(now) == sorted(recorded), "commands added or gone"
     for path, command in recorded.items():
         assert now[path] == command, f"`streamrec {path}` changed"
+
+
+def test_every_part_defines_its_commands_at_module_level_and_register_only_attaches_them():
+    from streamrec.cli import _PARTS
+
+    for name in _PARTS:
+        module = importlib.import_module(name)
+        (register,) = [n for n in ast.parse(inspect.getsource(module)).body if getattr(n, "name", None) == "register"]
+        nested = [n.name for n in ast.walk(register) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)][1:]
+        assert not nested, f"{name}.register defines {nested}; define them at module level"
 
 
 if __name__ == "__main__":

@@ -33,42 +33,45 @@ DEMO_SLOTS = {
 }
 
 
+def demo(
+    minutes: float = typer.Option(3.0, min=0.1, help="Wall minutes the three arms run (plus setup)."),
+    seed: int = typer.Option(0, help="Seed of the world and the models."),
+    out: Path = typer.Option(Path("runs/demo"), help="Folder of the stores, the report and the plots."),
+    sim_minutes: float = typer.Option(90.0, min=1.0, help="Most simulated minutes the arms run."),
+    users: int = typer.Option(500, min=10, help="Simulated users."),
+    history_minutes: float = typer.Option(60.0, min=1.0, help="Simulated random-policy history (profiles)."),
+    warmup_minutes: float = typer.Option(60.0, min=1.0, help="Simulated popularity traffic for the batch stage."),
+    movielens: bool = typer.Option(False, "--movielens", help="The MovieLens embedding-table demo instead."),
+    data: Path | None = typer.Option(None, help="--movielens: MovieLens dir (RecBole layout); default ml-100k."),
+    batch_size: int = typer.Option(256, min=1, help="--movielens: examples per training step."),
+    sync_every: int = typer.Option(20, min=1, help="--movielens: delta to the serving replica every N steps."),
+    as_json: bool = typer.Option(False, "--json", help="End with one JSON object of the results."),
+    retrieval: bool = typer.Option(
+        True, help="The online and frozen arms retrieve with a two-tower model too (the ann source)."
+    ),
+) -> None:
+    """The whole loop on a simulated world: online vs frozen vs popularity, live, then a report.
+
+    With --movielens: train a small model on MovieLens over the collisionless table instead.
+    """
+    if movielens:
+        summary = run_demo(data, batch_size=batch_size, sync_every=sync_every, seed=seed, quiet=as_json)
+        if as_json:
+            print(json.dumps(summary))
+        return
+    from streamrec.loop import LoopConfig
+    from streamrec.loop.cli import run_demo_loop
+
+    cfg = LoopConfig(
+        seed=seed, n_users=users, history_minutes=history_minutes, warmup_minutes=warmup_minutes,
+        sim_minutes=sim_minutes, wall_minutes=minutes, retrieval=retrieval,
+    )  # fmt: skip
+    run_demo_loop(cfg, out, as_json=as_json)
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    @app.command("demo")
-    def demo(
-        minutes: float = typer.Option(3.0, min=0.1, help="Wall minutes the three arms run (plus setup)."),
-        seed: int = typer.Option(0, help="Seed of the world and the models."),
-        out: Path = typer.Option(Path("runs/demo"), help="Folder of the stores, the report and the plots."),
-        sim_minutes: float = typer.Option(90.0, min=1.0, help="Most simulated minutes the arms run."),
-        users: int = typer.Option(500, min=10, help="Simulated users."),
-        history_minutes: float = typer.Option(60.0, min=1.0, help="Simulated random-policy history (profiles)."),
-        warmup_minutes: float = typer.Option(60.0, min=1.0, help="Simulated popularity traffic for the batch stage."),
-        movielens: bool = typer.Option(False, "--movielens", help="The MovieLens embedding-table demo instead."),
-        data: Path | None = typer.Option(None, help="--movielens: MovieLens dir (RecBole layout); default ml-100k."),
-        batch_size: int = typer.Option(256, min=1, help="--movielens: examples per training step."),
-        sync_every: int = typer.Option(20, min=1, help="--movielens: delta to the serving replica every N steps."),
-        as_json: bool = typer.Option(False, "--json", help="End with one JSON object of the results."),
-        retrieval: bool = typer.Option(
-            True, help="The online and frozen arms retrieve with a two-tower model too (the ann source)."
-        ),
-    ) -> None:
-        """The whole loop on a simulated world: online vs frozen vs popularity, live, then a report.
-
-        With --movielens: train a small model on MovieLens over the collisionless table instead.
-        """
-        if movielens:
-            summary = run_demo(data, batch_size=batch_size, sync_every=sync_every, seed=seed, quiet=as_json)
-            if as_json:
-                print(json.dumps(summary))
-            return
-        from streamrec.loop import LoopConfig
-        from streamrec.loop.cli import run_demo_loop
-
-        cfg = LoopConfig(
-            seed=seed, n_users=users, history_minutes=history_minutes, warmup_minutes=warmup_minutes,
-            sim_minutes=sim_minutes, wall_minutes=minutes, retrieval=retrieval,
-        )  # fmt: skip
-        run_demo_loop(cfg, out, as_json=as_json)
+    """Attach ``streamrec demo`` (a command of the root)."""
+    app.command("demo")(demo)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """``streamrec eval collisions|online|recommend``: run the experiments, print a table (PNG plots, --json).
 
-Every command sets torch's (and Numba's) thread count (``--threads``, default 1), as ``serve`` and
+The commands are module-level functions on ``eval_app``, which ``register`` attaches. Every
+command sets torch's (and Numba's) thread count (``--threads``, default 1), as ``serve`` and
 ``train online`` do: on a shared machine torch's default of one thread per core made the same
 ``eval collisions`` take 369 s instead of 8 s next to one busy process.
 """
@@ -26,10 +27,6 @@ def set_threads(threads: int) -> None:
 
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     torch.set_num_threads(threads)
-
-
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    app.add_typer(eval_app, name="eval")
 
 
 @eval_app.command("collisions")
@@ -142,6 +139,11 @@ def eval_recommend(
         out.print(f"{'[green]held[/]' if ok else '[red]did not hold[/]'}: {name}")
     for note in notes:
         out.print(f"[yellow]warning[/]: {note}")
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    """Attach ``streamrec eval collisions|online|recommend``."""
+    app.add_typer(eval_app, name="eval")
 
 
 def _run(experiment: str, data: list[str], run, plot, out: Path, as_json: bool) -> None:

@@ -7,8 +7,9 @@ of every table (``ShardedEmbeddingModule``) and a copy of the head, and takes it
 the job trains the parameters one process would (to float rounding). Evaluation is collective,
 the snapshot is a sharded directory (``training/shards.py``), and rank 0 alone prints.
 
-The online stage (``streamrec train online``) registers itself on the same ``train`` sub-app from
-``online_cli.py``.
+The commands are module-level functions on ``train_app`` (one ``typer.Typer()`` for the part); the
+online stage's ``streamrec train online`` is defined in ``online_cli.py``, whose ``register``
+attaches it to the same ``train_app``.
 """
 
 from __future__ import annotations
@@ -19,10 +20,6 @@ from pathlib import Path
 import typer
 
 train_app = typer.Typer(help="Train ranking models: the batch stage over history, then online from the log.")
-
-
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    app.add_typer(train_app, name="train")
 
 
 @train_app.command("batch")
@@ -91,6 +88,11 @@ def train_batch(
         summary = run_batch_rank(data, model, epochs, batch_size, test_fraction, out, config, seed, quiet=as_json)
     if as_json and summary is not None:
         print(json.dumps(summary))
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    """Attach ``streamrec train`` (``train batch``; ``online_cli`` adds ``train online``)."""
+    app.add_typer(train_app, name="train")
 
 
 def run_batch(

@@ -4,7 +4,7 @@ The online stage is a long-running process (a cluster runs one per model), so th
 parse the schedules (``10s``, ``5m``), restore the snapshot, run :class:`OnlineTrainer` with a live
 status line (examples/s, syncs, snapshots, how far event time lags the wall clock), stop cleanly on
 SIGTERM/Ctrl-C with a final snapshot, and print a summary (one JSON object with ``--json``).
-It registers on the ``train`` sub-app that ``streamrec.training.cli`` owns.
+``register`` attaches ``train online`` to the ``train`` group that ``streamrec.training.cli`` owns.
 """
 
 from __future__ import annotations
@@ -15,93 +15,97 @@ from pathlib import Path
 import typer
 
 
+def train_online(
+    log: str = typer.Option(..., "--log", help="Event log URL: sqlite:///path.db or redis://host:port/db."),
+    snapshot: Path = typer.Option(..., "--snapshot", help="Trainer snapshot to start from; rewritten in place."),
+    sparse_sync_interval: str = typer.Option("10s", help="How often touched rows are published (10s, 500ms)."),
+    dense_sync_interval: str = typer.Option("5m", help="How often the dense parameters are published."),
+    snapshot_interval: str = typer.Option("10m", help="How often to snapshot (offsets commit after each)."),
+    expiry_interval: str = typer.Option("1m", help="How often idle rows are expired (event time)."),
+    batch_size: int = typer.Option(512, min=1, help="Most examples per training step."),
+    group: str = typer.Option("trainer", help="Consumer group on topic 'examples'."),
+    max_seconds: float | None = typer.Option(None, min=0, help="Stop after this many seconds (default: never)."),
+    until_drained: bool = typer.Option(False, "--until-drained", help="Stop when no example is waiting."),
+    threads: int = typer.Option(0, min=0, help="Torch intra-op threads (0: torch default; 1 suits small steps)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the summary at the end."),
+    ranks: int = typer.Option(
+        1, "--ranks", min=1, help="Train as W local ranks (sharded tables; like torchrun, which also works)."
+    ),
+    device: str = typer.Option(
+        "cpu", "--device", help='"cuda" or "cuda:N": restore tables and head onto that GPU (one process).'
+    ),
+    retrieval: bool = typer.Option(
+        False, "--retrieval", help="A two-tower snapshot trained as a retriever (in-batch softmax, log-Q)."
+    ),
+    updates_topic: str = typer.Option("model-updates", help="Topic the updates are published to."),
+) -> None:
+    """Continue a snapshot online: train from 'examples', publish updates to 'model-updates'.
+
+    With --ranks W (or under torchrun, which sets RANK/WORLD_SIZE), W processes share the
+    partitions of 'examples', each holding one shard of the tables; snapshots become sharded
+    directories (beside a one-file snapshot: <snapshot>.shards/). If a rank dies, the job stops
+    with its exit code; run it again to resume from the last snapshot and committed offsets.
+    """
+    import sys
+
+    from streamrec.training.launch import launch_local, rank_from_env
+
+    if device != "cpu":
+        from streamrec.embedding.cuda_table import torch_device
+        from streamrec.errors import InvalidInputError
+
+        torch_device(device)  # no GPU: one line now
+        if ranks > 1 or rank_from_env() is not None:
+            raise InvalidInputError("--device", device, "the GPU placement trains in one process (no --ranks)")
+    if ranks > 1 and rank_from_env() is None:
+        raise typer.Exit(launch_local(sys.argv[1:], ranks, threads=threads or 1))
+    if rank_from_env() is not None:
+        from streamrec.training.distributed import init_from_env
+
+        rank, _ = init_from_env()
+        as_json = as_json and rank == 0  # one summary for the job: rank 0's
+    summary = run_online(
+        log, snapshot, sparse_sync_interval, dense_sync_interval, snapshot_interval, expiry_interval,
+        batch_size, group, max_seconds, until_drained, threads=threads, quiet=as_json or _not_rank_0(),
+        device=device, retrieval=retrieval, updates_topic=updates_topic,
+    )  # fmt: skip
+    if as_json:
+        print(json.dumps(summary))
+
+
+def bench_training(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    quick: bool = typer.Option(False, "--quick", help="Smaller sizes (under a minute), for a smoke test."),
+    threads: int = typer.Option(1, min=0, help="Torch intra-op threads for both contenders (0: torch default)."),
+    ranks: str | None = typer.Option(
+        None,
+        "--ranks",
+        help="Also train on W local ranks for each W listed (e.g. 1,2; one thread per rank, the same examples "
+        "and global batches): examples/s, ratios vs the first W, all-to-all bytes per example, parameter "
+        "difference from the first W, and TorchRec's sharded EmbeddingBagCollection where it installs.",
+    ),
+    ranks_batch_size: int = typer.Option(
+        4096, min=2, help="Global batch of the --ranks phase (split over the ranks; the same for every W)."
+    ),
+    device: str = typer.Option(
+        "cpu", "--device", help='"cuda" or "cuda:N": the training step on GPU tables vs EmbeddingBag on that GPU.'
+    ),
+) -> None:
+    """Training throughput on collisionless tables vs modulo hashing (batch and online), sync lag;
+    with --ranks, distributed training's scaling, bytes and equivalence."""
+    from streamrec.training.bench import run_benchmark
+
+    run_benchmark(
+        as_json=as_json, quick=quick, threads=threads, ranks=ranks, ranks_batch_size=ranks_batch_size, device=device
+    )
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    """Attach ``streamrec train online`` (to ``train_app`` of ``streamrec.training.cli``) and ``bench training``."""
     from streamrec.training.cli import train_app
 
-    @train_app.command("online")
-    def train_online(
-        log: str = typer.Option(..., "--log", help="Event log URL: sqlite:///path.db or redis://host:port/db."),
-        snapshot: Path = typer.Option(..., "--snapshot", help="Trainer snapshot to start from; rewritten in place."),
-        sparse_sync_interval: str = typer.Option("10s", help="How often touched rows are published (10s, 500ms)."),
-        dense_sync_interval: str = typer.Option("5m", help="How often the dense parameters are published."),
-        snapshot_interval: str = typer.Option("10m", help="How often to snapshot (offsets commit after each)."),
-        expiry_interval: str = typer.Option("1m", help="How often idle rows are expired (event time)."),
-        batch_size: int = typer.Option(512, min=1, help="Most examples per training step."),
-        group: str = typer.Option("trainer", help="Consumer group on topic 'examples'."),
-        max_seconds: float | None = typer.Option(None, min=0, help="Stop after this many seconds (default: never)."),
-        until_drained: bool = typer.Option(False, "--until-drained", help="Stop when no example is waiting."),
-        threads: int = typer.Option(0, min=0, help="Torch intra-op threads (0: torch default; 1 suits small steps)."),
-        as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the summary at the end."),
-        ranks: int = typer.Option(
-            1, "--ranks", min=1, help="Train as W local ranks (sharded tables; like torchrun, which also works)."
-        ),
-        device: str = typer.Option(
-            "cpu", "--device", help='"cuda" or "cuda:N": restore tables and head onto that GPU (one process).'
-        ),
-        retrieval: bool = typer.Option(
-            False, "--retrieval", help="A two-tower snapshot trained as a retriever (in-batch softmax, log-Q)."
-        ),
-        updates_topic: str = typer.Option("model-updates", help="Topic the updates are published to."),
-    ) -> None:
-        """Continue a snapshot online: train from 'examples', publish updates to 'model-updates'.
-
-        With --ranks W (or under torchrun, which sets RANK/WORLD_SIZE), W processes share the
-        partitions of 'examples', each holding one shard of the tables; snapshots become sharded
-        directories (beside a one-file snapshot: <snapshot>.shards/). If a rank dies, the job stops
-        with its exit code; run it again to resume from the last snapshot and committed offsets.
-        """
-        import sys
-
-        from streamrec.training.launch import launch_local, rank_from_env
-
-        if device != "cpu":
-            from streamrec.embedding.cuda_table import torch_device
-            from streamrec.errors import InvalidInputError
-
-            torch_device(device)  # no GPU: one line now
-            if ranks > 1 or rank_from_env() is not None:
-                raise InvalidInputError("--device", device, "the GPU placement trains in one process (no --ranks)")
-        if ranks > 1 and rank_from_env() is None:
-            raise typer.Exit(launch_local(sys.argv[1:], ranks, threads=threads or 1))
-        if rank_from_env() is not None:
-            from streamrec.training.distributed import init_from_env
-
-            rank, _ = init_from_env()
-            as_json = as_json and rank == 0  # one summary for the job: rank 0's
-        summary = run_online(
-            log, snapshot, sparse_sync_interval, dense_sync_interval, snapshot_interval, expiry_interval,
-            batch_size, group, max_seconds, until_drained, threads=threads, quiet=as_json or _not_rank_0(),
-            device=device, retrieval=retrieval, updates_topic=updates_topic,
-        )  # fmt: skip
-        if as_json:
-            print(json.dumps(summary))
-
-    @bench_app.command("training")
-    def bench_training(
-        as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
-        quick: bool = typer.Option(False, "--quick", help="Smaller sizes (under a minute), for a smoke test."),
-        threads: int = typer.Option(1, min=0, help="Torch intra-op threads for both contenders (0: torch default)."),
-        ranks: str | None = typer.Option(
-            None,
-            "--ranks",
-            help="Also train on W local ranks for each W listed (e.g. 1,2; one thread per rank, the same examples "
-            "and global batches): examples/s, ratios vs the first W, all-to-all bytes per example, parameter "
-            "difference from the first W, and TorchRec's sharded EmbeddingBagCollection where it installs.",
-        ),
-        ranks_batch_size: int = typer.Option(
-            4096, min=2, help="Global batch of the --ranks phase (split over the ranks; the same for every W)."
-        ),
-        device: str = typer.Option(
-            "cpu", "--device", help='"cuda" or "cuda:N": the training step on GPU tables vs EmbeddingBag on that GPU.'
-        ),
-    ) -> None:
-        """Training throughput on collisionless tables vs modulo hashing (batch and online), sync lag;
-        with --ranks, distributed training's scaling, bytes and equivalence."""
-        from streamrec.training.bench import run_benchmark
-
-        run_benchmark(
-            as_json=as_json, quick=quick, threads=threads, ranks=ranks, ranks_batch_size=ranks_batch_size, device=device
-        )
+    train_app.command("online")(train_online)
+    bench_app.command("training")(bench_training)
 
 
 def _not_rank_0() -> bool:
