@@ -29,19 +29,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import statistics
 import sys
 import tempfile
 import threading
 import time
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from streamrec.batch import ExampleBatch
+from streamrec.benchutil import median, paired_rate_ratio, percentiles, rate, rate_ratio, seconds
 
 
 @dataclass(frozen=True)
@@ -156,8 +157,13 @@ def _summarise(per_rep: dict[str, list[float]]) -> dict[str, float]:
     Each repetition times both contenders back to back on the same examples, so a burst of load
     from elsewhere hits one pair; the median of paired ratios shrugs it off where a ratio of two
     medians would not."""
-    ratios = [a / b for a, b in zip(per_rep["collisionless"], per_rep["modulo"], strict=True)]
-    return {**{name: statistics.median(values) for name, values in per_rep.items()}, "ratio": statistics.median(ratios)}
+    ratio = paired_rate_ratio(per_rep["collisionless"], baseline_rates=per_rep["modulo"])
+    return {**{name: median(values) for name, values in per_rep.items()}, "ratio": ratio}
+
+
+def _train_all(trainer, data: ExampleBatch, batch_size: int) -> None:
+    for batch in data.batches(batch_size):
+        trainer.train_step(batch)
 
 
 def _batch_phase(trainers: dict, data: ExampleBatch, sizes: Sizes) -> dict[str, float]:
@@ -167,10 +173,8 @@ def _batch_phase(trainers: dict, data: ExampleBatch, sizes: Sizes) -> dict[str, 
         part = data[rep * chunk : (rep + 1) * chunk]
         order = list(trainers) if rep % 2 == 0 else list(reversed(trainers))
         for name in order:
-            started = time.perf_counter()
-            for batch in part.batches(sizes.batch_size):
-                trainers[name].train_step(batch)
-            per_rep[name].append(len(part) / (time.perf_counter() - started))
+            took = seconds(partial(_train_all, trainers[name], part, sizes.batch_size))
+            per_rep[name].append(rate(len(part), took))
     return _summarise(per_rep)
 
 
@@ -198,7 +202,7 @@ def _online_phase(trainers: dict, url: str, topics: list[str], sizes: Sizes) -> 
                     pass
                 elapsed = time.perf_counter() - started - config.poll_timeout_s
                 online.finish()  # the end-of-run flush is not steady state
-            per_rep[name].append(online.stats.examples / max(elapsed, 1e-9))
+            per_rep[name].append(rate(online.stats.examples, elapsed))
     return _summarise(per_rep)
 
 
@@ -245,13 +249,15 @@ def _lag_phase(trainer, url: str, records: list, sizes: Sizes) -> dict[str, floa
     serving.stop()
     online.close()
     log.close()
-    lags = np.array([a.lag_s for a in serving.applied if a.kind != "full"])
-    stale = np.array([a.staleness_s for a in serving.applied if a.kind == "sparse"])
+    lags = [a.lag_s for a in serving.applied if a.kind != "full"]
+    stale = [a.staleness_s for a in serving.applied if a.kind == "sparse"]
+    nan = float("nan")
+    lag = percentiles(lags, (50, 99)) if lags else {"p50": nan, "p99": nan}
     return {
-        "sync_lag_p50_s": float(np.percentile(lags, 50)) if len(lags) else float("nan"),
-        "sync_lag_p99_s": float(np.percentile(lags, 99)) if len(lags) else float("nan"),
-        "staleness_p99_s": float(np.percentile(stale, 99)) if len(stale) else float("nan"),
-        "sync_bytes_per_s": (stats.bytes_published - bytes_before) / elapsed,
+        "sync_lag_p50_s": lag["p50"],
+        "sync_lag_p99_s": lag["p99"],
+        "staleness_p99_s": percentiles(stale, (99,))["p99"] if stale else nan,
+        "sync_bytes_per_s": rate(stats.bytes_published - bytes_before, elapsed),
         "updates_applied": len(serving.applied),
         "lag_phase_examples": stats.examples,
         "serving_exact_after_final_sync": exact,
@@ -461,7 +467,7 @@ def _ranks_phase(worlds: list[int], sizes: Sizes) -> dict:
         for rep in range(sizes.ranks_reps):
             lo = size + rep * chunk
             for world in worlds[rep % len(worlds) :] + worlds[: rep % len(worlds)]:
-                per_rep[world].append(chunk / max(groups[world].ask("train", lo, lo + chunk)))
+                per_rep[world].append(rate(chunk, max(groups[world].ask("train", lo, lo + chunk))))
         dumps = {world: group.ask("dump") for world, group in groups.items()}
     finally:
         for group in groups.values():
@@ -490,7 +496,7 @@ def _ranks_phase(worlds: list[int], sizes: Sizes) -> dict:
         ids = sum(len(v) for d in shards for k, v in d["parameters"].items() if k.endswith("/ids"))
         held = sum(sum(v for k, v in m.items() if k.endswith("_bytes")) for d in shards for m in d["memory"])
         out["examples_per_s"][str(world)] = round(rates[world])
-        out["examples_per_s_median"][str(world)] = round(statistics.median(per_rep[world]))
+        out["examples_per_s_median"][str(world)] = round(median(per_rep[world]))
         out["examples_per_s_per_rank"][str(world)] = round(rates[world] / world)
         out["all_to_all_bytes_per_example"][str(world)] = sum(d["bytes_sent"] for d in shards) / n
         out["table_bytes_per_id"][str(world)] = round(held / max(ids, 1), 1)
@@ -500,7 +506,7 @@ def _ranks_phase(worlds: list[int], sizes: Sizes) -> dict:
     out["equivalence_max_abs_diff"] = max(out["equivalence_max_abs_diff_by_ranks"].values(), default=0.0)
     out["ratios"] = {
         f"examples_per_s_{world}_vs_{base}_ranks": round(
-            out["examples_per_s"][str(world)] / out["examples_per_s"][str(base)], 3
+            rate_ratio(out["examples_per_s"][str(world)], baseline_rate=out["examples_per_s"][str(base)]), 3
         )
         for world in worlds
         if world != base
