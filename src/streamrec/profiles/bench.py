@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import zstandard
 
+from streamrec.benchutil import paired_speedup, percentiles, rate, rate_ratio, seconds, time_ratio
 from streamrec.errors import InvalidInputError, StreamrecError
 from streamrec.profiles.config import ProfilesConfig, profiles_config
 from streamrec.profiles.events import EntityKeyer
@@ -424,8 +425,11 @@ def _canon(res: FeatureResult | tuple) -> tuple:
     return (values, [[round(float(x), 9) for x in row] for row in data])
 
 
-def _percentile(xs: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
+def _ms(xs: list[float]) -> dict[str, float]:
+    """p50 and p99 of latencies in seconds, in milliseconds (nan where nothing was timed)."""
+    if not xs:
+        return {"p50": float("nan"), "p99": float("nan")}
+    return {q: v * 1e3 for q, v in percentiles(xs, (50, 99)).items()}
 
 
 def _progress(as_json: bool, text: str) -> None:
@@ -494,22 +498,19 @@ def _throughput_rounds(
     noisy neighbour on a shared machine hit both sides alike.
     """
     size = max(len(queries) // rounds, 1)
-    t_local = 0.0
-    t_groups = [0.0] * len(groups)
-    ratios: list[list[float]] = [[] for _ in groups]
+    t_local: list[float] = []
+    t_groups: list[list[float]] = [[] for _ in groups]
     for r in range(rounds):
         chunk = queries[r * size : (r + 1) * size]
-        a = time.perf_counter()
-        for q in chunk:
-            local.query(q)
-        dl = time.perf_counter() - a
-        t_local += dl
+        t_local.append(seconds(lambda chunk=chunk: [local.query(q) for q in chunk]))
         for g, conc in enumerate(groups):
-            dg = conc.round(chunk)
-            t_groups[g] += dg
-            ratios[g].append(dl / dg)
+            t_groups[g].append(conc.round(chunk))
     n = size * rounds
-    return n / t_local, [n / t for t in t_groups], [float(np.median(r)) for r in ratios]
+    return (
+        rate(n, sum(t_local)),
+        [rate(n, sum(t)) for t in t_groups],
+        [paired_speedup(t, baseline_seconds=t_local) for t in t_groups],
+    )
 
 
 def measure(scale: Scale, as_json: bool = True, seed: int = 7) -> dict[str, Any]:
@@ -552,7 +553,9 @@ def measure(scale: Scale, as_json: bool = True, seed: int = 7) -> dict[str, Any]
         a = time.perf_counter()
         client.flush()  # merge + LMDB, counted against streamrec
         t_sr += time.perf_counter() - a
-        _progress(as_json, f"ingest: streamrec {len(data) / t_sr:,.0f} ev/s, redis {len(data) / t_redis:,.0f} ev/s")
+        _progress(
+            as_json, f"ingest: streamrec {rate(len(data), t_sr):,.0f} ev/s, redis {rate(len(data), t_redis):,.0f} ev/s"
+        )
 
         # ---- same answers on both sides
         q_of = {u: FeatureQuery(features=features, entities=[f"user:{u}"], now=end) for u in users}
@@ -626,10 +629,10 @@ def measure(scale: Scale, as_json: bool = True, seed: int = 7) -> dict[str, Any]
         node.stop()
         server.stop()
 
-    qps_sr = len(lat_sr) / sum(lat_sr)
-    qps_redis = len(lat_redis) / sum(lat_redis)
-    p99_sr, p99_redis = _percentile(lat_sr, 99), _percentile(lat_redis, 99)
-    ingest_sr, ingest_redis = len(data) / t_sr, len(data) / t_redis
+    qps_sr = rate(len(lat_sr), sum(lat_sr))
+    qps_redis = rate(len(lat_redis), sum(lat_redis))
+    ms_sr, ms_redis, ms_local = _ms(lat_sr), _ms(lat_redis), _ms(lat_local)
+    ingest_sr, ingest_redis = rate(len(data), t_sr), rate(len(data), t_redis)
     try:
         import hiredis  # noqa: F401
 
@@ -648,9 +651,9 @@ def measure(scale: Scale, as_json: bool = True, seed: int = 7) -> dict[str, Any]
             "slots": len(BENCH_SLOTS),
         },
         "ratios": {
-            "query_qps_vs_redis": qps_sr / qps_redis,
-            "query_p99_vs_redis": p99_sr / p99_redis,
-            "ingest_vs_redis": ingest_sr / ingest_redis,
+            "query_qps_vs_redis": rate_ratio(qps_sr, baseline_rate=qps_redis),
+            "query_p99_vs_redis": time_ratio(ms_sr["p99"], baseline_seconds=ms_redis["p99"]),
+            "ingest_vs_redis": rate_ratio(ingest_sr, baseline_rate=ingest_redis),
             "grpc_qps_vs_in_process": ratio_concurrent,
         },
         "goals": {
@@ -665,14 +668,14 @@ def measure(scale: Scale, as_json: bool = True, seed: int = 7) -> dict[str, Any]
             "concurrent_query_qps": qps_concurrent,
             "concurrent_separate_clients_query_qps": qps_separate,
             "concurrent_separate_clients_vs_in_process": ratio_separate,
-            "query_p50_ms": _percentile(lat_sr, 50) * 1e3,
-            "query_p99_ms": p99_sr * 1e3,
+            "query_p50_ms": ms_sr["p50"],
+            "query_p99_ms": ms_sr["p99"],
             "ingest_events_per_s": ingest_sr,
         },
         "redis": {
             "query_qps": qps_redis,
-            "query_p50_ms": _percentile(lat_redis, 50) * 1e3,
-            "query_p99_ms": p99_redis * 1e3,
+            "query_p50_ms": ms_redis["p50"],
+            "query_p99_ms": ms_redis["p99"],
             "ingest_events_per_s": ingest_redis,
             "bytes_per_profile": redis_mem / max(len(blobs), 1),
             "reply_parser": parser,
@@ -681,11 +684,11 @@ def measure(scale: Scale, as_json: bool = True, seed: int = 7) -> dict[str, Any]
         },
         "in_process": {
             "query_qps": qps_local,
-            "query_p50_ms": _percentile(lat_local, 50) * 1e3,
-            "query_p99_ms": _percentile(lat_local, 99) * 1e3,
+            "query_p50_ms": ms_local["p50"],
+            "query_p99_ms": ms_local["p99"],
         },
-        "in_process_query_p50_ms": _percentile(lat_local, 50) * 1e3,
-        "in_process_query_p99_ms": _percentile(lat_local, 99) * 1e3,
+        "in_process_query_p50_ms": ms_local["p50"],
+        "in_process_query_p99_ms": ms_local["p99"],
         "profiles": len(blobs),
         "compression_ratio": raw / max(stored, 1),
         "bytes_per_profile": stored / max(len(blobs), 1),
