@@ -62,6 +62,17 @@ from typing import Any
 
 import numpy as np
 
+from streamrec.benchutil import (
+    median,
+    paired_rate_ratio,
+    paired_speedup,
+    paired_time_ratio,
+    percentiles,
+    rate,
+    rate_ratio,
+    time_ratio,
+)
+
 __all__ = ["QUICK", "Scale", "build_world", "fetch_split", "generate_events", "run_benchmark"]
 
 WINDOWS = ("5m", "1h", "6h", "1d", "3d", "7d", "30d")
@@ -293,12 +304,10 @@ def _same(a: Any, b: Any) -> bool:
 # --------------------------------------------------------------------------- measuring
 
 
-def _pct(xs: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(xs, dtype=np.float64), q)) * 1000.0
-
-
 def _summary(xs: Sequence[float]) -> dict[str, float]:
-    return {"p50_ms": _pct(xs, 50), "p99_ms": _pct(xs, 99), "mean_ms": 1000.0 * statistics.fmean(xs)}
+    """p50, p99 and mean of latencies in seconds, in milliseconds."""
+    p = percentiles(xs, (50, 99))
+    return {"p50_ms": 1000.0 * p["p50"], "p99_ms": 1000.0 * p["p99"], "mean_ms": 1000.0 * statistics.fmean(xs)}
 
 
 class _GcWatch:
@@ -356,7 +365,7 @@ def _concurrent(call: Callable[[int], Any], n: int, threads: int) -> float:
     started = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(call, range(n)))
-    return n / (time.perf_counter() - started)
+    return rate(n, time.perf_counter() - started)
 
 
 def _free_port() -> int:
@@ -447,28 +456,29 @@ def _measure(bench: Bench, scale: Scale, seed: int, progress: Callable[[str], No
     with _GcWatch() as watch:
         unfrozen, _, _ = _sequential(rec, draw[: scale.requests], k)
     gc_unfrozen = watch.summary(len(unfrozen), sum(unfrozen))
-    in_process = {**_summary(totals), "qps": len(totals) / sum(totals), "qps_threads": qps_threads}
-    in_unfrozen = {**_summary(unfrozen), "qps": len(unfrozen) / sum(unfrozen)}
-    http_lat = {**_summary(http_totals), "qps": len(http_totals) / sum(http_totals), "qps_threads": http_qps_threads}
+    in_process = {**_summary(totals), "qps": rate(len(totals), sum(totals)), "qps_threads": qps_threads}
+    in_unfrozen = {**_summary(unfrozen), "qps": rate(len(unfrozen), sum(unfrozen))}
+    http_qps = rate(len(http_totals), sum(http_totals))
+    http_lat = {**_summary(http_totals), "qps": http_qps, "qps_threads": http_qps_threads}
     ratios = {
-        "p99_vs_p50": in_process["p99_ms"] / in_process["p50_ms"],
-        "p99_vs_p50_heap_not_frozen": in_unfrozen["p99_ms"] / in_unfrozen["p50_ms"],
+        "p99_vs_p50": time_ratio(in_process["p99_ms"], baseline_seconds=in_process["p50_ms"]),
+        "p99_vs_p50_heap_not_frozen": time_ratio(in_unfrozen["p99_ms"], baseline_seconds=in_unfrozen["p50_ms"]),
         "features_vs_precomputed_redis": base.pop("features_vs_precomputed_redis"),
         "features_uncached_vs_precomputed_redis": base.pop("features_uncached_vs_precomputed_redis"),
         "features_vs_per_entity": base.pop("features_vs_per_entity"),
         "one_query_vs_two_queries": base.pop("one_query_vs_two_queries"),
         "retrieve_excluding_vs_plain": base.pop("retrieve_excluding_vs_plain"),
-        "http_vs_in_process_p50": http_lat["p50_ms"] / in_process["p50_ms"],
-        "in_process_qps_vs_http": in_process["qps"] / http_lat["qps"],
+        "http_vs_in_process_p50": time_ratio(http_lat["p50_ms"], baseline_seconds=in_process["p50_ms"]),
+        "in_process_qps_vs_http": rate_ratio(in_process["qps"], baseline_rate=http_lat["qps"]),
         "http_qps_vs_in_process_one_thread": workers["ratio"],
         # The same workers' QPS against the in-process QPS of the first phase (200 requests in a
         # row, the item cache at its busiest): not side by side, but never in the workers' favour
         # when the alternating blocks caught the in-process side in a slow stretch.
-        "http_qps_vs_in_process_first_phase": workers["qps"] / in_process["qps"],
+        "http_qps_vs_in_process_first_phase": rate_ratio(workers["qps"], baseline_rate=in_process["qps"]),
     }
     return {
         "config": {
-            "candidates": int(np.median(candidates)),
+            "candidates": int(median(candidates)),
             "candidates_min": int(min(candidates)),
             "http_candidates_min": int(min(http_candidates)),
             "quotas": dict(QUOTAS),
@@ -658,10 +668,10 @@ def _workers(bench: Bench, draw: Sequence[str], scale: Scale, k: int, progress: 
             for u in draw[:sequential]:
                 for stage, sec in bench.recommender.recommend(u, k, NOW).timings.items():
                     stages.setdefault(stage, []).append(sec)
-            one.append(sequential / (time.perf_counter() - t0))
+            one.append(rate(sequential, time.perf_counter() - t0))
             t0 = time.perf_counter()
             asyncio.run(_load(port, paths[rep * block : (rep + 1) * block], conns))
-            many.append(block / (time.perf_counter() - t0))
+            many.append(rate(block, time.perf_counter() - t0))
     finally:
         proc.terminate()
         try:
@@ -674,10 +684,10 @@ def _workers(bench: Bench, draw: Sequence[str], scale: Scale, k: int, progress: 
         "cores": cores,
         "clients": conns,
         "requests": 3 * block,
-        "qps": statistics.median(many),
-        "in_process_one_thread_qps": statistics.median(one),
-        "in_process_stages_p50_ms": {stage: 1000.0 * statistics.median(xs) for stage, xs in stages.items()},
-        "ratio": statistics.median(m / o for m, o in zip(many, one, strict=True)),
+        "qps": median(many),
+        "in_process_one_thread_qps": median(one),
+        "in_process_stages_p50_ms": {stage: 1000.0 * median(xs) for stage, xs in stages.items()},
+        "ratio": paired_rate_ratio(many, baseline_rates=one),
         "note": f"this machine has {cores} cores; the load generator and other work share them with the workers",
     }
 
@@ -762,14 +772,13 @@ def _redis_baseline(bench: Bench, users: Sequence[str]) -> dict[str, Any]:
                 if got["redis"][1] != got["features"].categories:
                     raise RuntimeError(f"the categories read from Redis differ from the served ones for user {u!r}")
         r.close()
-    ratio = lambda a, b: statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))  # noqa: E731
     return {
-        "features_vs_precomputed_redis": ratio("features", "redis"),
-        "features_uncached_vs_precomputed_redis": ratio("uncached", "redis"),
-        "features_cached_ms": 1000.0 * statistics.median(times["features"]),
-        "features_uncached_ms": 1000.0 * statistics.median(times["uncached"]),
-        "precomputed_redis_ms": 1000.0 * statistics.median(times["redis"]),
-        "redis_fields_per_request": len(unames) + len(inames) * int(np.median([len(i) for _, i in requests])),
+        "features_vs_precomputed_redis": paired_time_ratio(times["features"], baseline_seconds=times["redis"]),
+        "features_uncached_vs_precomputed_redis": paired_time_ratio(times["uncached"], baseline_seconds=times["redis"]),
+        "features_cached_ms": 1000.0 * median(times["features"]),
+        "features_uncached_ms": 1000.0 * median(times["uncached"]),
+        "precomputed_redis_ms": 1000.0 * median(times["redis"]),
+        "redis_fields_per_request": len(unames) + len(inames) * int(median([len(i) for _, i in requests])),
     }
 
 
@@ -799,14 +808,13 @@ def _baselines(bench: Bench, users: Sequence[str]) -> dict[str, Any]:
             _same(answers["features"], answers["two_queries"]) and _same(answers["features"], answers["per_entity"])
         ):
             raise RuntimeError(f"the baselines' features differ from the plan's for user {u!r}")
-    ratio = lambda a, b: statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))  # noqa: E731
     return {
         **_exclusion(bench, users),
-        "features_vs_per_entity": ratio("per_entity", "features"),
-        "one_query_vs_two_queries": ratio("features", "two_queries"),
-        "features_ms": 1000.0 * statistics.median(times["features"]),
-        "two_queries_ms": 1000.0 * statistics.median(times["two_queries"]),
-        "per_entity_ms": 1000.0 * statistics.median(times["per_entity"]),
+        "features_vs_per_entity": paired_speedup(times["features"], baseline_seconds=times["per_entity"]),
+        "one_query_vs_two_queries": paired_time_ratio(times["features"], baseline_seconds=times["two_queries"]),
+        "features_ms": 1000.0 * median(times["features"]),
+        "two_queries_ms": 1000.0 * median(times["two_queries"]),
+        "per_entity_ms": 1000.0 * median(times["per_entity"]),
         "repetitions": len(users),
     }
 
@@ -841,11 +849,10 @@ def _exclusion(bench: Bench, users: Sequence[str]) -> dict[str, Any]:
                     raise RuntimeError(f"retrieval with exclusion returned an item user {u!r} clicked")
                 unfilled += len(got) < config.total
         excluded_total += len(excluded)
-    pairs = zip(times["excluding"], times["plain"], strict=True)
     return {
-        "retrieve_excluding_vs_plain": statistics.median(x / y for x, y in pairs),
-        "retrieve_plain_ms": 1000.0 * statistics.median(times["plain"]),
-        "retrieve_excluding_ms": 1000.0 * statistics.median(times["excluding"]),
+        "retrieve_excluding_vs_plain": paired_time_ratio(times["excluding"], baseline_seconds=times["plain"]),
+        "retrieve_plain_ms": 1000.0 * median(times["plain"]),
+        "retrieve_excluding_ms": 1000.0 * median(times["excluding"]),
         "excluded_per_user": excluded_total / max(len(users), 1),
         "excluding_unfilled_requests": unfilled,
     }
