@@ -66,7 +66,7 @@ from typing import Any
 
 import msgspec
 
-from streamrec.benchutil import median, rate, rate_ratio, seconds
+from streamrec.benchutil import median, rate, rate_ratio, seconds, time_ratio
 from streamrec.log.open import open_log
 from streamrec.records import ActionEvent
 
@@ -454,7 +454,7 @@ def _check_cell(
                 "partitions": r["partitions_held"],
                 "partitions_at_end": r["partitions_at_end"],
                 "records": r["records"],
-                "busy": round(r["cpu_s"] / max(finished - go, 1e-9), 3),
+                "busy": round(time_ratio(r["cpu_s"], baseline_seconds=finished - go), 3),
             }
             for r in results
         ],
