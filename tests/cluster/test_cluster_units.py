@@ -66,7 +66,7 @@ def test_every_process_gets_a_unit_that_systemd_accepts(tmp_path):
     }
     assert set(units["streamrec.target"]["Wants"][0].split()) == {f"streamrec-{n}.service" for n in names}
     topics = exec_args(units["streamrec-topics.service"]["ExecStart"][0])
-    assert topics[-4:] == ["actions:3", "impressions:3", "examples:3", "model-updates:1"]
+    assert topics[-5:] == ["actions:3", "impressions:3", "examples:3", "model-updates:1", "retrieval-updates:1"]
     api_after = set(units["streamrec-api.service"]["After"][0].split())
     assert {"streamrec-node-0.service", "streamrec-node-1.service", "streamrec-redis.service"} <= api_after
     assert _order(units)[0] == "streamrec-redis.service"
