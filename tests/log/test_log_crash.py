@@ -40,8 +40,14 @@ def read_until(proc: subprocess.Popen[str], done) -> list[str]:  # type: ignore[
 
 def kill9(proc: subprocess.Popen[str]) -> list[str]:
     proc.send_signal(signal.SIGKILL)
-    rest, _ = proc.communicate(timeout=30)
+    proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
+    # Read through proc.stdout itself: ``communicate`` reads the pipe's file descriptor and misses the
+    # lines ``readline`` (in read_until) already pulled into proc.stdout's buffer — under load a burst
+    # of "P" lines sat there, and the test saw a commit past every offset it had been shown.
+    rest = proc.stdout.read()
+    proc.stdout.close()
+    proc.stderr.close()
     return [line.split() for line in rest.splitlines()]
 
 
