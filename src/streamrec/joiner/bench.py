@@ -8,16 +8,15 @@ over an SQLite log (decode, join, outbox, append, commit) for the end-to-end rat
 
 from __future__ import annotations
 
-import heapq
 import json
 import random
 import tempfile
 from typing import Any
 
 from streamrec.benchutil import rate, speedup, timed
+from streamrec.joiner.baselines import dict_join
 from streamrec.joiner.config import JoinConfig
-from streamrec.joiner.sampling import keep_negative
-from streamrec.records import ActionEvent, Example, Impression
+from streamrec.records import ActionEvent, Impression
 
 __all__ = ["make_events", "run_benchmark"]
 
@@ -62,36 +61,6 @@ def _steps(
     return steps
 
 
-def _dict_join(steps: list[tuple[list[Impression], list[ActionEvent]]], config: JoinConfig) -> int:
-    """The baseline: the same windows in a dict and a heap, nothing durable."""
-    pending: dict[tuple[str, str], Impression] = {}
-    heap: list[tuple[float, tuple[str, str]]] = []
-    out: list[Example] = []
-    w, r = config.window_s, config.negative_rate
-    for ib, ab in steps:
-        for imp in ib:
-            key = (imp.request_id, imp.item)
-            if key not in pending:
-                pending[key] = imp
-                heapq.heappush(heap, (imp.time + w, key))
-        for act in ab:
-            imp = pending.get((act.request_id or "", act.item))
-            if imp is not None and act.time <= imp.time + w:
-                out.append(Example(sparse=imp.sparse, dense=imp.dense, label=1.0, time=act.time, item=imp.item))
-                pending[(imp.request_id, imp.item)] = None  # type: ignore[assignment]
-        wm = ib[-1].time - config.allowed_lateness_s
-        while heap and heap[0][0] < wm:
-            deadline, key = heapq.heappop(heap)
-            imp = pending.pop(key)
-            if imp is not None and keep_negative(imp.request_id, imp.item, r):
-                out.append(Example(sparse=imp.sparse, dense=imp.dense, label=0.0, sample_rate=r, time=deadline))
-    for _, key in heap:
-        imp = pending.pop(key)
-        if imp is not None and keep_negative(imp.request_id, imp.item, r):
-            out.append(Example(sparse=imp.sparse, dense=imp.dense, label=0.0, sample_rate=r, time=imp.time + w))
-    return len(out)
-
-
 def _state_join(steps: list[tuple[list[Impression], list[ActionEvent]]], config: JoinConfig) -> int:
     from streamrec.joiner.state import JoinState
 
@@ -126,7 +95,7 @@ def run_benchmark(events: int = 200_000, *, as_json: bool = False, batch: int = 
     imps, acts = make_events(events)
     steps = _steps(imps, acts, batch)
     total = len(imps) + len(acts)
-    base_n, base_s = timed(lambda: _dict_join(steps, config))
+    base_n, base_s = timed(lambda: len(dict_join(steps, config)))
     state_n, state_s = timed(lambda: _state_join(steps, config))
     log_n, log_s = _log_join(imps, acts, config)
     ratios = {"lmdb_state_vs_dict": speedup(state_s, base_s), "sqlite_joiner_vs_dict": speedup(log_s, base_s)}
