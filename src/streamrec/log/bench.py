@@ -53,7 +53,6 @@ import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import tempfile
 import time
@@ -67,6 +66,7 @@ from typing import Any
 import msgspec
 
 from streamrec.benchutil import median, rate, rate_ratio, seconds, time_ratio
+from streamrec.log.baselines import raw_kafka_append, raw_redis_append, raw_sqlite_append
 from streamrec.log.open import open_log
 from streamrec.records import ActionEvent
 
@@ -130,72 +130,6 @@ def _measure_log(url: str, events: list[ActionEvent], per_record: int, batch: in
             "append_per_record_per_s": rate(per_record, seconds(one_by_one)),
             "consume_per_s": consume(),
         }
-
-
-def _raw_sqlite(path: Path, payloads: list[bytes], batch: int) -> float:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("CREATE TABLE t (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL)")
-
-    def write() -> None:
-        for start in range(0, len(payloads), batch):
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("INSERT INTO t(payload) VALUES (?)", [(p,) for p in payloads[start : start + batch]])
-            conn.execute("COMMIT")
-
-    try:
-        return rate(len(payloads), seconds(write))
-    finally:
-        conn.close()
-
-
-def _raw_redis(url: str, payloads: list[bytes], batch: int) -> float:
-    import redis
-
-    client = redis.Redis.from_url(url)
-
-    def write() -> None:
-        for start in range(0, len(payloads), batch):
-            pipe = client.pipeline(transaction=True)
-            for payload in payloads[start : start + batch]:
-                pipe.xadd("raw-bench", {b"d": payload})
-            pipe.execute()
-
-    try:
-        return rate(len(payloads), seconds(write))
-    finally:
-        client.close()
-
-
-def _raw_kafka(bootstrap: str, payloads: list[bytes], batch: int) -> float:
-    from confluent_kafka import Producer
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until its futures are done
-    for future in admin.create_topics([NewTopic("raw-bench", 1, 1)]).values():
-        future.result(30)
-    # The log's producer settings (streamrec.log.kafka), connected and warm before the clock starts.
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5})
-    failed: list[Any] = []
-
-    def report(err: Any, _msg: Any) -> None:
-        if err is not None:
-            failed.append(err)
-
-    producer.produce("raw-bench", payloads[0], partition=0, on_delivery=report)
-    producer.flush(30)
-
-    def write() -> None:
-        for start in range(0, len(payloads), batch):
-            for payload in payloads[start : start + batch]:
-                producer.produce("raw-bench", payload, partition=0, on_delivery=report)
-            producer.flush(30)
-
-    per_s = rate(len(payloads), seconds(write))
-    if failed:
-        raise RuntimeError(f"raw Kafka produce failed: {failed[0]}")
-    return per_s
 
 
 # -- part two: the grid of partitions x consumer processes ----------------------------------------
@@ -522,16 +456,16 @@ def _open_backend(
 ) -> tuple[str, Callable[[], float]]:
     """The log URL of backend ``name`` (its server started on ``stack``) and its raw-store append measurement."""
     if name == "sqlite":
-        return f"sqlite://{folder}/log.db", partial(_raw_sqlite, folder / "raw.db", payloads, batch)
+        return f"sqlite://{folder}/log.db", partial(raw_sqlite_append, folder / "raw.db", payloads, batch)
     if name == "redis":
         from streamrec.redis_server import RedisServer
 
         url = stack.enter_context(RedisServer()).url
-        return url, partial(_raw_redis, url, payloads, batch)
+        return url, partial(raw_redis_append, url, payloads, batch)
     bootstrap = stack.enter_context(_tansu())
     # session_s: Tansu holds a join for half the session timeout (45 s by default): 2 s keeps a
     # cell's rebalance near a second. Apache Kafka refuses sessions under 6 s; this broker is ours.
-    return f"kafka://{bootstrap}?session_s={KAFKA_SESSION_S}", partial(_raw_kafka, bootstrap, payloads, batch)
+    return f"kafka://{bootstrap}?session_s={KAFKA_SESSION_S}", partial(raw_kafka_append, bootstrap, payloads, batch)
 
 
 # -- the run ----------------------------------------------------------------------------------
