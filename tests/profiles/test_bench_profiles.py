@@ -8,7 +8,7 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from streamrec.profiles.bench import RedisProfiles
+from streamrec.profiles.baselines import RedisProfiles
 
 
 def test_cover_uses_the_fewest_buckets_and_matches_streamrec_rounding():
