@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
-from torch import nn
 
 from streamrec.benchutil import median, race, rate, rate_ratio, speedup
+from streamrec.embedding.baselines import DictLookup, LogisticHead, ModuloBagModel, dict_insert, modulo_lookup
 from streamrec.embedding.collection import EmbeddingCollection
 from streamrec.embedding.config import Adagrad, Normal, SlotConfig, Zeros
 from streamrec.embedding.module import EmbeddingModule
@@ -103,7 +103,7 @@ def bench_lookup(s: Sizes, rng: np.random.Generator, result: Result, label: str 
 
     def modulo() -> None:
         for b in batches:
-            F.embedding(torch.from_numpy(b) % s.rows, weight)
+            modulo_lookup(torch.from_numpy(b), weight)
 
     times = _race({"ours": ours, "modulo": modulo}, s.reps)
     n_ids = s.batches * s.batch
@@ -113,16 +113,12 @@ def bench_lookup(s: Sizes, rng: np.random.Generator, result: Result, label: str 
     if label:
         return
 
-    mapping = dict(zip(present.tolist(), range(s.rows), strict=True))
-    dense = table.weight.numpy()
-    default = table.default
+    by_dict = DictLookup(present, table.weight.numpy(), table.default)  # admitted in order: row i holds present[i]
     dict_batches = batches[: s.dict_batches]
 
     def python_dict() -> None:
         for b in dict_batches:
-            rows = np.fromiter((mapping.get(i, -1) for i in b.tolist()), dtype=np.int64, count=len(b))
-            out = dense[rows]
-            out[rows < 0] = default
+            by_dict.lookup(b)
 
     # The dict is ~10x slower, so it runs on fewer batches; compare per-id throughputs.
     times = _race({"dict": python_dict}, max(2, s.reps // 2))
@@ -154,10 +150,7 @@ def bench_insert(s: Sizes, rng: np.random.Generator, result: Result) -> None:
         ours.table = table  # type: ignore[attr-defined]
 
     def python_dict() -> None:
-        d: dict[int, int] = {}
-        for chunk in chunks:
-            base = len(d)
-            d.update(zip(chunk.tolist(), range(base, base + len(chunk)), strict=True))
+        dict_insert(chunks)
 
     times = _race({"ours": ours, "dict": python_dict}, max(2, s.reps // 2))
     table: EmbeddingTable = ours.table  # type: ignore[attr-defined]
@@ -172,17 +165,6 @@ def bench_insert(s: Sizes, rng: np.random.Generator, result: Result) -> None:
 
 
 # -- training step ---------------------------------------------------------------------------------
-class _Logistic(nn.Module):
-    """A logistic model over concatenated slot embeddings: the part both contenders share."""
-
-    def __init__(self, slots: int, dim: int) -> None:
-        super().__init__()
-        self.linear = nn.Linear(slots * dim, 1)
-
-    def forward(self, embeddings: list[torch.Tensor]) -> torch.Tensor:
-        return self.linear(torch.cat(embeddings, dim=1)).squeeze(1)
-
-
 def bench_train_step(s: Sizes, rng: np.random.Generator, result: Result) -> None:
     torch.manual_seed(0)
     names = [f"c{i}" for i in range(s.slots)]
@@ -200,13 +182,10 @@ def bench_train_step(s: Sizes, rng: np.random.Generator, result: Result) -> None
     opt = Adagrad(lr=0.05)
     tables = EmbeddingCollection({n: SlotConfig(dim=s.dim, optimizer=opt, capacity=s.train_rows) for n in names})
     module = EmbeddingModule(tables)
-    head = _Logistic(s.slots, s.dim)
+    head = LogisticHead(s.slots, s.dim)
     head_opt = torch.optim.Adagrad(head.parameters(), lr=0.05)
 
-    bags = nn.ModuleList(nn.EmbeddingBag(s.train_rows, s.dim, mode="sum", sparse=True) for _ in names)
-    base_head = _Logistic(s.slots, s.dim)
-    base_opt = torch.optim.Adagrad([*bags.parameters(), *base_head.parameters()], lr=0.05)
-    offsets = torch.arange(s.train_batch)
+    baseline = ModuloBagModel(names, s.train_rows, s.dim, s.train_batch, lr=0.05)
 
     def ours() -> None:
         for features, labels in steps:
@@ -219,11 +198,7 @@ def bench_train_step(s: Sizes, rng: np.random.Generator, result: Result) -> None
 
     def modulo() -> None:
         for features, labels in steps:
-            emb = [bag(features[n] % s.train_rows, offsets) for bag, n in zip(bags, names, strict=True)]
-            loss = F.binary_cross_entropy_with_logits(base_head(emb), labels)
-            base_opt.zero_grad()
-            loss.backward()
-            base_opt.step()
+            baseline.step(features, labels)
 
     times = _race({"ours": ours, "modulo": modulo}, s.reps)
     n = s.train_steps * s.train_batch

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from streamrec.benchutil import median, race, rate, seconds, speedup
+from streamrec.embedding.baselines import LogisticHead, ModuloBagModel, RowwiseAdagrad, modulo_lookup
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ def bench_lookup(s: GpuSizes, device: str, out: dict, gen: torch.Generator, big:
 
     def embedding() -> None:
         for b in batches:
-            F.embedding(b % rows, weight)
+            modulo_lookup(b, weight)
 
     # the same answer as the host-side lookup (bit-identical vectors), on one batch's first ids
     check = batches[0][:4096]
@@ -150,15 +150,6 @@ def bench_lookup(s: GpuSizes, device: str, out: dict, gen: torch.Generator, big:
     out["throughput"][f"gpu_embedding_ids_per_s{label}"] = rate(n, times["embedding"])
     if not big:
         out["ratios"]["gpu_lookup_vs_embedding"] = speedup(times["ours"], baseline_seconds=times["embedding"])
-
-
-class _Logistic(nn.Module):
-    def __init__(self, slots: int, dim: int) -> None:
-        super().__init__()
-        self.linear = nn.Linear(slots * dim, 1)
-
-    def forward(self, embeddings: list[torch.Tensor]) -> torch.Tensor:
-        return self.linear(torch.cat(embeddings, dim=1)).squeeze(1)
 
 
 def bench_train_step(s: GpuSizes, device: str, out: dict, gen: torch.Generator) -> None:
@@ -181,7 +172,7 @@ def bench_train_step(s: GpuSizes, device: str, out: dict, gen: torch.Generator) 
     tables = EmbeddingCollection({n: SlotConfig(dim=s.dim, optimizer=Adagrad(lr=lr), capacity=s.train_rows)
                                   for n in names}, device=device)  # fmt: skip
     module = EmbeddingModule(tables)
-    head = _Logistic(s.slots, s.dim).to(dev)
+    head = LogisticHead(s.slots, s.dim).to(dev)
     head_opt = torch.optim.Adagrad(head.parameters(), lr=lr)
 
     def ours() -> None:
@@ -193,40 +184,18 @@ def bench_train_step(s: GpuSizes, device: str, out: dict, gen: torch.Generator) 
             head_opt.step()
             module.apply_gradients()
 
-    bags = nn.ModuleList(nn.EmbeddingBag(s.train_rows, s.dim, mode="sum", sparse=True) for _ in names).to(dev)
-    bag_head = _Logistic(s.slots, s.dim).to(dev)
-    bag_opt = torch.optim.Adagrad([*bags.parameters(), *bag_head.parameters()], lr=lr)
-    offsets = torch.arange(s.train_batch, device=dev)
+    bag_model = ModuloBagModel(names, s.train_rows, s.dim, s.train_batch, lr=lr, device=dev)
 
     def embeddingbag() -> None:
         for _, features, labels in steps:
-            emb = [bag(features[n] % s.train_rows, offsets) for bag, n in zip(bags, names, strict=True)]
-            loss = F.binary_cross_entropy_with_logits(bag_head(emb), labels)
-            bag_opt.zero_grad()
-            loss.backward()
-            bag_opt.step()
+            bag_model.step(features, labels)
 
     # streamrec's design in plain torch: one table for all slots, ids are rows (no hashing).
-    weight = torch.randn(s.slots * s.train_rows, s.dim, device=dev) * 0.01
-    acc = torch.zeros_like(weight)
-    row_head = _Logistic(s.slots, s.dim).to(dev)
-    row_opt = torch.optim.Adagrad(row_head.parameters(), lr=lr)
-    slot_base = (torch.arange(s.slots, device=dev) * s.train_rows).unsqueeze(1)
+    row_model = RowwiseAdagrad(s.slots, s.train_rows, s.dim, lr=lr, device=dev)
 
     def rowwise() -> None:
         for ranks, _, labels in steps:
-            flat = (ranks + slot_base).reshape(-1)
-            distinct, inverse = torch.unique(flat, return_inverse=True)
-            leaf = weight.index_select(0, distinct).requires_grad_(True)
-            emb = F.embedding(inverse.view(s.slots, s.train_batch), leaf)
-            loss = F.binary_cross_entropy_with_logits(row_head(list(emb.unbind(0))), labels)
-            row_opt.zero_grad()
-            loss.backward()
-            row_opt.step()
-            grad = leaf.grad
-            state = acc.index_select(0, distinct).addcmul_(grad, grad)
-            acc.index_copy_(0, distinct, state)
-            weight.index_copy_(0, distinct, leaf.detach().addcdiv_(grad, state.sqrt_().add_(1e-10), value=-lr))
+            row_model.step(ranks, labels)
 
     times = _race({"ours": ours, "embeddingbag": embeddingbag, "rowwise": rowwise}, s.train_reps, dev)
     # where our step's time goes (synchronised phases, one pass), and one kernel launch's cost
