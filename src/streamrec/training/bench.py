@@ -43,6 +43,7 @@ import torch
 
 from streamrec.batch import ExampleBatch
 from streamrec.benchutil import median, paired_rate_ratio, percentiles, rate, rate_ratio, seconds
+from streamrec.training.baselines import modulo_trainer, torchrec_baseline
 
 
 @dataclass(frozen=True)
@@ -138,17 +139,8 @@ def _collisionless(data: ExampleBatch, sizes: Sizes, seed: int = 0, accumulator:
 
 
 def _contenders(data: ExampleBatch, sizes: Sizes, seed: int = 0):
-    from streamrec.models import ModelConfig, build_hashed_model
-    from streamrec.training.trainer import TrainConfig, Trainer
-
-    slots = list(data.sparse)
-    config = ModelConfig(kind="deepfm", hidden=[64, 32], n_dense=data.n_dense)
-    train = TrainConfig(batch_size=sizes.batch_size, hashed_sparse_lr=0.05, seed=seed)
     collisionless = _collisionless(data, sizes, seed)
-    rows = {s: max(1, len(np.unique(data.sparse[s].values.numpy()))) for s in slots}
-    torch.manual_seed(seed)
-    hashed = Trainer(build_hashed_model(config, dict.fromkeys(slots, sizes.dim), rows, {}), train)
-    return {"collisionless": collisionless, "modulo": hashed}
+    return {"collisionless": collisionless, "modulo": modulo_trainer(data, sizes.dim, sizes.batch_size, seed)}
 
 
 def _summarise(per_rep: dict[str, list[float]]) -> dict[str, float]:
@@ -265,15 +257,6 @@ def _lag_phase(trainer, url: str, records: list, sizes: Sizes) -> dict[str, floa
 
 
 # -- ranks: the same training over W processes, one core each ----------------------------------------
-
-#: What installing TorchRec next to this build's torch gave when the ranks phase was written (the
-#: bench cannot run pip); printed with the import error when ``torchrec`` is absent.
-TORCHREC_CHECK = (
-    "pip installs torchrec 1.9.2 and fbgemm-gpu-cpu 1.9.0 (the newest on PyPI) next to torch 2.13.0 "
-    "(torchrec with --no-deps: it requires fbgemm-gpu, the CUDA build), but `import fbgemm_gpu` fails: "
-    "OSError: Could not load this library: .../fbgemm_gpu/fbgemm_gpu_tbe_index_select.so "
-    "(undefined symbol torch::autograd::_wrap_outputs: built against another torch's ABI)"
-)
 
 #: Adagrad's initial accumulator in the ranks phase. With streamrec's default (0, eps 1e-10) a
 #: coordinate whose first gradient is at float-rounding level steps by a full lr either way, so
@@ -532,20 +515,6 @@ def table_bytes_per_id(ids: int) -> dict[str, float]:
         memory = table.memory()
         out[f"dim{dim}_{optimizer}"] = round(sum(v for k, v in memory.items() if k.endswith("_bytes")) / len(table), 1)
     return out
-
-
-def torchrec_baseline() -> dict:
-    """TorchRec's row-wise sharded ``EmbeddingBagCollection`` on gloo, where it installs; else why not."""
-    try:
-        import fbgemm_gpu  # noqa: F401
-        import torchrec
-    except Exception as exc:  # ImportError, or OSError from a library built for another torch
-        return {"ran": False, "reason": f"{type(exc).__name__}: {exc}; {TORCHREC_CHECK}"}
-    return {
-        "ran": False,
-        "reason": f"torchrec {getattr(torchrec, '__version__', '?')} imports here, but this bench has no TorchRec "
-        f"contender yet: when it was written, {TORCHREC_CHECK}",
-    }
 
 
 def parse_ranks(value: str) -> list[int]:
