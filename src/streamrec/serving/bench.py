@@ -72,6 +72,7 @@ from streamrec.benchutil import (
     rate_ratio,
     time_ratio,
 )
+from streamrec.serving.baselines import PrecomputedRedisFeatures, fetch_split
 
 __all__ = ["QUICK", "Scale", "build_world", "fetch_split", "generate_events", "run_benchmark"]
 
@@ -254,47 +255,6 @@ def build_world(scale: Scale, folder: Path, seed: int = 0, progress: Callable[[s
         folder, client, log, plan, recommender, users, len(users), len(ranked), len(events),
         time.perf_counter() - started,
     )  # fmt: skip
-
-
-# --------------------------------------------------------------------------- baselines
-
-
-def _split(plan: Any) -> tuple[list[int], list[int]]:
-    """Indices of the plan's query features read from the user (user, user_item, user_top) and from items."""
-    kinds = {d.name: d.kind for d in plan.dense}
-    feats = plan._query_features()
-    item = [j for j, f in enumerate(feats) if kinds.get(f.name) == "item" or f.name == "_category"]
-    user = [j for j in range(len(feats)) if j not in set(item)]
-    return user, item
-
-
-def fetch_split(plan: Any, client: Any, user: str, items: Sequence[str], now: float, per_entity: bool) -> Any:
-    """The plan's FeatureSet from entity-typed queries: the user's features of the user, then the item
-    features of the items in one query (``per_entity=False``) or one query per item (the N+1 way)."""
-    from streamrec.profiles.types import FeatureQuery, QueryResult
-
-    feats = plan._query_features()
-    user_j, item_j = _split(plan)
-    n = len(feats)
-    ufeats, ifeats = [feats[j] for j in user_j], [feats[j] for j in item_j]
-    urow: list[Any] = [None] * n
-    answer = client.query(FeatureQuery(features=ufeats, entities=[f"user:{user}"], now=now))
-    for j, res in zip(user_j, answer.results[0], strict=True):
-        urow[j] = res
-    if per_entity:
-        answers = [
-            client.query(FeatureQuery(features=ifeats, entities=[f"item:{i}"], now=now)).results[0] for i in items
-        ]
-    else:
-        answers = client.query(FeatureQuery(features=ifeats, entities=[f"item:{i}" for i in items], now=now)).results
-    rows = [urow]
-    for got in answers:
-        row: list[Any] = [None] * n
-        for j, res in zip(item_j, got, strict=True):
-            row[j] = res
-        rows.append(row)
-    result = QueryResult(names=[f.output_name() for f in feats], columns=[], keys=[], results=rows, now=now)
-    return plan._assemble(result, user, list(items), float(now))
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -695,69 +655,32 @@ def _workers(bench: Bench, draw: Sequence[str], scale: Scale, k: int, progress: 
 def _redis_baseline(bench: Bench, users: Sequence[str]) -> dict[str, Any]:
     """The feature stage against reading the same features precomputed in Redis hashes (Feast-style).
 
-    Before timing, every request's user and candidates get one hash each (``f:user:<id>``,
-    ``f:item:<id>``), one field per profile feature of the plan, holding the store's answer at
-    ``NOW``: a number as 8 raw float64 bytes, a top-k answer as msgpack ``(values, rows)``, the
-    category as text. Timed: one pipelined round trip of ``HMGET`` (the user's 57 fields, each
-    candidate's 43) and the decoding into a float64 item matrix, the categories and the user's
-    answers: less than the feature stage does (no crossing, no sparse ids, no FeatureSet), so the
-    comparison favours Redis. Contenders, in rotating order on the same (user, candidates): the
+    Before timing, every request's user and candidates get their hashes
+    (:class:`~streamrec.serving.baselines.PrecomputedRedisFeatures`, which says what is stored and
+    read). Timed: one pipelined round trip of ``HMGET`` (the user's 57 fields, each candidate's 43)
+    and the decoding into a float64 item matrix, the categories and the user's answers.
+    Contenders, in rotating order on the same (user, candidates): the
     feature stage as served (``plan.fetch`` with the recommender's item cache, warm from the
     measured requests) and without the cache. The categories read back are checked equal to the
     served ones.
     """
-    import struct
-
-    import msgspec
     import redis
 
-    from streamrec.profiles.types import FeatureQuery
     from streamrec.redis_server import RedisServer
 
     plan, client, retriever = bench.plan, bench.client, bench.recommender.retriever
     cache = bench.recommender.item_cache
-    user_feats, item_feats = plan._split_features()
-    unames = [f.output_name() for f in user_feats]
-    inames = [f.output_name() for f in item_feats]
-    enc = msgspec.msgpack.Encoder()
-    dec = msgspec.msgpack.Decoder()
-
-    def encode(name: str, res: Any) -> bytes:
-        if name == "_category":
-            return (res.values[0] if res.values else "").encode()
-        if res.values is None and len(res.data) == 1 and len(res.data[0]) == 1:
-            return struct.pack("<d", res.data[0][0])
-        return enc.encode((res.values, res.data))
-
     requests = [(u, retriever.retrieve(u, NOW).items) for u in users]
     with RedisServer() as server:
         r = redis.Redis.from_url(server.url)
-        pipe = r.pipeline(transaction=False)
-        for u, items in requests:
-            row = client.query(FeatureQuery(features=user_feats, entities=[f"user:{u}"], now=NOW)).results[0]
-            pipe.hset(f"f:user:{u}", mapping={n: encode(n, x) for n, x in zip(unames, row, strict=True)})
-            answer = client.query(FeatureQuery(features=item_feats, entities=[f"item:{i}" for i in items], now=NOW))
-            for i, row in zip(items, answer.results, strict=True):
-                pipe.hset(f"f:item:{i}", mapping={n: encode(n, x) for n, x in zip(inames, row, strict=True)})
-        pipe.execute()
-        scalar = [j for j, f in enumerate(user_feats) if f.top_k == 0]
-
-        def read(u: str, items: list[str]) -> tuple[np.ndarray, list[str], dict[str, Any]]:
-            p = r.pipeline(transaction=False)
-            p.hmget(f"f:user:{u}", unames)
-            for i in items:
-                p.hmget(f"f:item:{i}", inames)
-            out = p.execute()
-            urow = out[0]
-            user = {unames[j]: struct.unpack("<d", urow[j])[0] for j in scalar}
-            user.update({unames[j]: dec.decode(v) for j, v in enumerate(urow) if j not in set(scalar)})
-            numbers = np.frombuffer(b"".join(v for row in out[1:] for v in row[:-1]), dtype=np.float64)
-            return numbers.reshape(len(items), len(inames) - 1), [row[-1].decode() for row in out[1:]], user
+        precomputed = PrecomputedRedisFeatures(r, plan)
+        precomputed.load(client, requests, NOW)
+        unames, inames = precomputed.unames, precomputed.inames
 
         ways: dict[str, Callable[[str, list[str]], Any]] = {
             "features": lambda u, items: plan.fetch(client, u, items, NOW, cache),
             "uncached": lambda u, items: plan.fetch(client, u, items, NOW),
-            "redis": read,
+            "redis": precomputed.read,
         }
         times: dict[str, list[float]] = {name: [] for name in ways}
         for rep in range(3):  # each request three times: the cache stays warm as when serving
