@@ -47,7 +47,9 @@ def demo(
     sync_every: int = typer.Option(20, min=1, help="--movielens: delta to the serving replica every N steps."),
     as_json: bool = typer.Option(False, "--json", help="End with one JSON object of the results."),
     retrieval: bool = typer.Option(
-        True, help="The online and frozen arms retrieve with a two-tower model too (the ann source)."
+        False,
+        help="The online and frozen arms retrieve with a two-tower model too (the ann source; off by "
+        "default: a frozen retriever drags the frozen arm below popularity, docs/loop.md).",
     ),
 ) -> None:
     """The whole loop on a simulated world: online vs frozen vs popularity, live, then a report.
