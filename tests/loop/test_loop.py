@@ -150,20 +150,3 @@ def test_auc_is_nan_with_one_class_and_matches_a_pairwise_count():
     pairs = [(p, n) for p in range(5) for n in range(5) if labels[p] == 1 and labels[n] == 0]
     expected = sum(scores[p] > scores[n] for p, n in pairs) / len(pairs)
     assert auc_or_nan(labels, scores) == pytest.approx(expected)
-
-
-def test_the_retrieval_model_trains_online_and_feeds_the_ann_source(tmp_path):
-    """`--retrieval`: the two-tower model is trained online beside the ranker, its updates reach the
-    online arm's replica (counted on both sides) and the ann source rebuilds its index from them."""
-    summary = run_loop(LoopConfig(**SMALL, retrieval=True), tmp_path).summary
-    retrieval = summary["retrieval"]
-    assert retrieval is not None and retrieval["steps"] > 0 and retrieval["examples_trained"] > 0
-    assert retrieval["sparse_syncs"] >= 1
-    assert retrieval["updates_applied"] == retrieval["sparse_syncs"] + retrieval["dense_syncs"]
-    assert retrieval["serving_version"] == retrieval["updates_applied"]
-    assert retrieval["ann_rebuilds"] >= 1
-    log = open_log(f"sqlite:///{tmp_path}/arm-online/log.db")
-    try:
-        assert log.end_offset("retrieval-updates") == retrieval["updates_applied"]
-    finally:
-        log.close()

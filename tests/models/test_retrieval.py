@@ -111,7 +111,7 @@ def test_the_demo_loop_trains_the_retriever_online_and_the_ann_index_follows_its
     from streamrec.loop import LoopConfig, run_loop
 
     small = dict(n_users=150, history_minutes=20, warmup_minutes=8, sim_minutes=4, bucket_s=120, sparse_sync_s=20)
-    summary = run_loop(LoopConfig(**small), tmp_path).summary
+    summary = run_loop(LoopConfig(**small, retrieval=True), tmp_path).summary
     online, retrieval = summary["online"], summary["retrieval"]
     # both trainers read the whole examples topic after the warm-up: the same examples
     assert retrieval["examples_trained"] == online["examples_trained"] > 0

@@ -294,6 +294,12 @@ def test_ingest_with_three_replicas_keeps_missed_parts_as_hints_in_the_log(tmp_p
     assert stats.hints_written == 3 and stats.hints_delivered == 0
     assert log.end_offset("actions.hints") == 3
     three.start(1)
+    # The client's channel to the restarted node reconnects with gRPC's backoff: wait until the node
+    # answers through it, so the hints' first delivery is not spent on a channel still reconnecting
+    # (a CI run under load saw 0 of 3 delivered before ingest's idle exit).
+    deadline = time.monotonic() + 30
+    while client.health()[three.addresses[1]] != "SERVING" and time.monotonic() < deadline:
+        time.sleep(0.05)
     client._suspect.clear()
     stats = ingest(client, url, batch=100, idle_exit_s=1.0)
     assert (stats.polled, stats.hints_delivered) == (0, 3)
