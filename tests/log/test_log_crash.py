@@ -48,7 +48,9 @@ def kill9(proc: subprocess.Popen[str]) -> list[str]:
     rest = proc.stdout.read()
     proc.stdout.close()
     proc.stderr.close()
-    return [line.split() for line in rest.splitlines()]
+    # Unbuffered, print writes each argument on its own: the kill can cut the last line ("C" without
+    # its offset). A line without its newline was not reported whole, so it does not count.
+    return [line.split() for line in rest.splitlines(keepends=True) if line.endswith("\n")]
 
 
 def read_all(log, topic: str, group: str) -> list:
