@@ -55,6 +55,11 @@ def serve(
         None, "--sample-rate", help="Negative sampling rate the model was trained with (score correction)."
     ),
     threads: int = typer.Option(1, "--threads", help="torch intra-op threads."),
+    compute_threads: int = typer.Option(
+        1,
+        "--compute-threads",
+        help="Threads per process that run recommendations and feature queries (more cores: use --workers).",
+    ),
     workers: int = typer.Option(
         0,
         "--workers",
@@ -75,6 +80,8 @@ def serve(
     """Run the HTTP API: events in, recommendations out (OpenAPI at /docs)."""
     if workers < 0:
         raise typer.BadParameter(f"must be >= 0, got {workers}", param_hint="--workers")
+    if not 1 <= compute_threads <= 64:
+        raise typer.BadParameter(f"must be from 1 to 64, got {compute_threads}", param_hint="--compute-threads")
     if on_worker_death not in ("restart", "exit"):
         raise typer.BadParameter(
             f"must be 'restart' or 'exit', got {on_worker_death!r}", param_hint="--on-worker-death"
@@ -87,6 +94,7 @@ def serve(
         def command(index: int, fd: int) -> list[str]:
             argv = [sys.executable, "-m", "streamrec", "serve", "--host", host, "--port", str(port)]
             argv += ["--log", log, "--profiles", profiles, "--threads", str(threads), "--workers", str(workers)]
+            argv += ["--compute-threads", str(compute_threads)]
             argv += ["--follow" if follow else "--no-follow", "--worker-index", str(index), "--ready-fd", str(fd)]
             argv += ["--snapshot", snapshot] if snapshot else []
             argv += ["--config", config] if config else []
@@ -161,7 +169,7 @@ def serve(
     )
     # Compile (or load) the kernels now, not inside the first requests (each part warms its own).
     warmed = (warm_embedding() if model is not None else 0.0) + (warm_profiles(cfg) if embedded else 0.0)
-    api = create_app(recommender, token=token, worker=worker_index)
+    api = create_app(recommender, token=token, worker=worker_index, compute_threads=compute_threads)
     # Everything alive now (torch, numba, the model, the profile cache so far) is long-lived: moved out
     # of the collector's view, a full collection walks only what requests leave behind. Full
     # collections over the whole heap were the recommender's p99 (docs/serving.md, latency).

@@ -56,6 +56,7 @@ from streamrec.serving.retrieval import Candidates, RetrievalConfig, Retriever
 from streamrec.serving.slots import check_slots, stamp
 
 __all__ = [
+    "PendingRecommendation",
     "ProfilesBehindError",
     "ProfilesUnavailableError",
     "Recommendation",
@@ -120,6 +121,28 @@ class Recommendation:
     items: list[tuple[str, float, str]]
     timings: dict[str, float] = field(default_factory=dict)
     n_candidates: int = 0
+
+
+class PendingRecommendation:
+    """An answer whose impressions are queued for the log (:meth:`Recommender.begin`)."""
+
+    def __init__(
+        self, recommender: Recommender, user: str, answer: Recommendation, candidates: Any, ticket: int | None,
+        started_log: float,
+    ) -> None:  # fmt: skip
+        self._rec, self._user, self.answer, self._candidates = recommender, user, answer, candidates
+        self._ticket, self._started_log = ticket, started_log
+
+    def finish(self) -> Recommendation:
+        """Wait until the impressions are durable (raising the log's error, if the append failed),
+        record the request's metrics, and return the answer."""
+        answer, rec = self.answer, self._rec
+        if self._ticket is not None:
+            rec._impressions.wait(self._ticket)
+            answer.timings["log"] = time.perf_counter() - self._started_log
+        rec._observe(answer.timings, self._candidates, answer.items)
+        rec.live.observe_request(answer.request_id, answer.items, sum(answer.timings.values()), self._user)
+        return answer
 
 
 @dataclass(frozen=True)
@@ -265,9 +288,18 @@ class GroupAppender:
 
     def append(self, records: list[Any]) -> None:
         """Return once ``records`` are in the log (raise the append's error if it failed)."""
+        self.wait(self.submit(records))
+
+    def submit(self, records: list[Any]) -> int:
+        """Queue ``records`` for the open batch and return its number, without waiting: durable
+        only once :meth:`wait` of that number returns (any waiter appends every queued record)."""
         with self._cond:
-            mine = self._open
             self._queue.extend(records)
+            return self._open
+
+    def wait(self, mine: int) -> None:
+        """Return once batch ``mine`` is in the log, appending it here if no append is running."""
+        with self._cond:
             while self._done < mine:
                 if self._busy:
                     self._cond.wait()
@@ -377,7 +409,21 @@ class Recommender:
 
     # -- requests -----------------------------------------------------------------------------
     def recommend(self, user: str, k: int = 10, now: float | None = None) -> Recommendation:
-        """The top ``k`` items for ``user`` at ``now`` (default: the clock), each with score and source."""
+        """The top ``k`` items for ``user`` at ``now`` (default: the clock), each with score and source.
+
+        Returns once the impressions are in the log (``begin(...).finish()``).
+        """
+        return self.begin(user, k, now).finish()
+
+    def begin(self, user: str, k: int = 10, now: float | None = None) -> PendingRecommendation:
+        """Everything of :meth:`recommend` but the wait for the log: the answer and its
+        impressions queued for the log's next append. :meth:`PendingRecommendation.finish` waits
+        until they are durable (and raises the append's error); answer nobody before it returns.
+
+        Why split: an append waits for the disk (``synchronous=FULL``). ``serve`` computes the next
+        request in its compute lane while this one's impressions are written, and the requests
+        that end meanwhile share the next append.
+        """
         if not isinstance(user, str) or not user:
             raise InvalidInputError("user_id", user, "must be a non-empty string")
         if not is_utf8(user):
@@ -391,21 +437,17 @@ class Recommender:
         t1 = time.perf_counter()
         if not len(candidates):
             timings = {"retrieve": t1 - t0, "features": 0.0, "rank": 0.0, "log": 0.0}
-            self._observe(timings, candidates, [])
-            self.live.observe_request(request_id, [], t1 - t0, user)
-            return Recommendation(request_id, [], timings, 0)
+            return PendingRecommendation(self, user, Recommendation(request_id, [], timings, 0), candidates, None, t1)
         features = self.plan.fetch(self.profiles, user, candidates.items, now, self.item_cache)
         t2 = time.perf_counter()
         scores = self.score(features)
         chosen = top_k(scores, k, features.categories, self.config.category_cap)
         t3 = time.perf_counter()
         items = [(candidates.items[i], float(scores[i]), candidates.sources[i]) for i in chosen.tolist()]
-        self._log_impressions(request_id, features, chosen, scores)
-        t4 = time.perf_counter()
-        timings = {"retrieve": t1 - t0, "features": t2 - t1, "rank": t3 - t2, "log": t4 - t3}
-        self._observe(timings, candidates, items)
-        self.live.observe_request(request_id, items, t4 - t0, user)
-        return Recommendation(request_id, items, timings, len(candidates))
+        ticket = self._impressions.submit(self._impressions_of(request_id, features, chosen, scores))
+        timings = {"retrieve": t1 - t0, "features": t2 - t1, "rank": t3 - t2}
+        answer = Recommendation(request_id, items, timings, len(candidates))
+        return PendingRecommendation(self, user, answer, candidates, ticket, t3)
 
     def score(self, features: FeatureSet) -> np.ndarray:
         """Corrected probabilities of every candidate (float64), or the fallback column without a model."""
@@ -414,7 +456,9 @@ class Recommender:
         rate = self.config.sample_rate
         return self.model.predict(features.batch(), sample_rate=rate if rate < 1.0 else None)
 
-    def _log_impressions(self, request_id: str, features: FeatureSet, chosen: np.ndarray, scores: np.ndarray) -> None:
+    def _impressions_of(
+        self, request_id: str, features: FeatureSet, chosen: np.ndarray, scores: np.ndarray
+    ) -> list[Impression]:
         dense = features.dense[chosen].tolist()
         records = [
             Impression(
@@ -423,7 +467,7 @@ class Recommender:
             )
             for p, i in enumerate(chosen.tolist())
         ]  # fmt: skip
-        self._impressions.append(records)
+        return records
 
     def _observe(self, timings: dict[str, float], candidates: Candidates, items: list) -> None:
         m = self.metrics
