@@ -29,6 +29,7 @@ whenever the store did not change within the bound (see the class for the bound)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import threading
@@ -60,6 +61,11 @@ def stable_id(slot: str, value: str) -> int:
     """A stable non-negative int64 id of ``value`` in ``slot`` (BLAKE2b; the same in every process)."""
     digest = hashlib.blake2b(f"{slot}\x1f{value}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & _MASK
+
+
+# Requests ask for the same hot items and categories over and over: their ids are remembered
+# (a pure function; 2**17 entries, about 20 MB at most).
+_cached_id = functools.lru_cache(maxsize=1 << 17)(stable_id)
 
 
 class DenseFeature(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -337,6 +343,7 @@ class FeaturePlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         n = len(items)
         dense = np.zeros((n, self.n_dense), dtype=np.float32)
         item_col = 0
+        item_keys = cat_keys = None  # the items' and categories' names as NumPy strings, when needed
         for c, d in enumerate(self.dense):
             if d.kind == "context":
                 dense[:, c] = _context(d.context or "", now)
@@ -347,28 +354,37 @@ class FeaturePlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
                 dense[:, c] = numbers[:, item_col]
                 item_col += 1
             else:
+                if d.match == "item":
+                    keys = item_keys if item_keys is not None else (item_keys := _strings(items))
+                else:
+                    keys = cat_keys if cat_keys is not None else (cat_keys := _strings(categories))
                 answer = user_row[d.name]
-                table = dict(zip(answer.values or (), (row[0] for row in answer.data), strict=False))
-                keys = items if d.match == "item" else categories
-                dense[:, c] = np.fromiter((table.get(k, 0.0) for k in keys), dtype=np.float64, count=n)
+                dense[:, c] = _match(answer.values or (), [row[0] for row in answer.data], keys)
         # An empty window of a max/min counter answers its identity (inf, or NaN once reduced):
         # the model sees 0 ("nothing in the window") instead.
         np.nan_to_num(dense, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         log_cols = [c for c, d in enumerate(self.dense) if d.transform == "log1p"]
         if log_cols:
             dense[:, log_cols] = np.log1p(np.maximum(dense[:, log_cols], 0.0))
-        sparse: dict[str, list[list[int]]] = {}
+        ids: dict[str, JaggedIds] = {}
+        one_each = np.arange(n, dtype=np.int64)
         for s in self.sparse:
             if s.kind == "user":
-                sparse[s.name] = [[stable_id(s.name, user)]] * n
+                ids[s.name] = _bags(np.full(n, stable_id(s.name, user), dtype=np.int64), one_each)
             elif s.kind == "item":
-                sparse[s.name] = [[stable_id(s.name, i)] for i in items]
+                name = s.name
+                ids[s.name] = _bags(np.fromiter((_cached_id(name, i) for i in items), np.int64, n), one_each)
             elif s.kind == "category":
-                sparse[s.name] = [[stable_id(s.name, c)] if c else [] for c in categories]
+                name = s.name
+                # -1 for "no category" (stable ids are >= 0): such a candidate has no id in the slot
+                each = np.fromiter((_cached_id(name, c) if c else -1 for c in categories), np.int64, n)
+                held = each >= 0
+                ids[s.name] = _bags(each[held], np.cumsum(held) - held)
             else:
                 top = user_row[f"_top:{s.name}"].values or []
-                sparse[s.name] = [[stable_id(s.name, v) for v in top]] * n
-        return FeatureSet(user=user, items=items, categories=categories, sparse=sparse, dense=dense, now=now, plan=self)
+                one = np.array([stable_id(s.name, v) for v in top], dtype=np.int64)
+                ids[s.name] = _bags(np.tile(one, n), one_each * len(one))
+        return FeatureSet(user=user, items=items, categories=categories, ids=ids, dense=dense, now=now, plan=self)
 
 
 def item_numbers(result: QueryResult, item_features: list[Feature], rows: list[Any]) -> tuple[np.ndarray, list[str]]:
@@ -533,6 +549,32 @@ def _local_store(client: Any) -> Any:
     return None
 
 
+def _strings(values: Sequence[str]) -> np.ndarray:
+    """``values`` as a NumPy string array (what :func:`_match` compares in C)."""
+    return np.array(values, dtype=str) if len(values) else np.empty(0, dtype="<U1")
+
+
+def _match(names: Sequence[str], numbers: Sequence[float], keys: np.ndarray) -> np.ndarray:
+    """For each of ``keys``, the number of the equal name (the last one if repeated), else 0:
+    ``dict(zip(names, numbers)).get(key, 0.0)`` for every key, by one sort and a binary search."""
+    m = min(len(names), len(numbers))
+    if m == 0 or keys.size == 0:
+        return np.zeros(keys.size, dtype=np.float64)
+    held = _strings(list(names[:m]))
+    order = np.argsort(held, kind="stable")  # equal names keep their order
+    sorted_names = held[order]
+    at = np.searchsorted(sorted_names, keys, side="right") - 1  # the last of equal names
+    found = at >= 0
+    at = np.maximum(at, 0)
+    found &= sorted_names[at] == keys
+    values = np.asarray(numbers[:m], dtype=np.float64)[order]
+    return np.where(found, values[at], 0.0)
+
+
+def _bags(values: np.ndarray, offsets: np.ndarray) -> JaggedIds:
+    return JaggedIds(torch.from_numpy(values), torch.from_numpy(offsets.astype(np.int64)))  # a copy per slot
+
+
 def _jagged(lists: list[list[int]]) -> JaggedIds:
     """Per-example id lists as :class:`JaggedIds` (NumPy, no per-id Python objects kept)."""
     n = len(lists)
@@ -562,7 +604,7 @@ class FeatureSet:
 
     Attributes
     ----------
-    sparse: model slot -> per candidate, the list of ids (what an :class:`Impression` logs).
+    ids: model slot -> the candidates' ids (:class:`JaggedIds`: one bag per candidate, NumPy-backed).
     dense: float32 ``[n_candidates, n_dense]`` in the plan's order.
     categories: each candidate's category (``""`` when the profiles do not know it).
     """
@@ -570,7 +612,7 @@ class FeatureSet:
     user: str
     items: list[str]
     categories: list[str]
-    sparse: dict[str, list[list[int]]]
+    ids: dict[str, JaggedIds]
     dense: np.ndarray
     now: float
     plan: FeaturePlan
@@ -578,20 +620,29 @@ class FeatureSet:
     def __len__(self) -> int:
         return len(self.items)
 
+    @property
+    def sparse(self) -> dict[str, list[list[int]]]:
+        """Model slot -> per candidate, the list of its ids (what an :class:`Impression` logs)."""
+        return {slot: [self._bag(bags, i) for i in range(len(self.items))] for slot, bags in self.ids.items()}
+
+    def _bag(self, bags: JaggedIds, i: int) -> list[int]:
+        offsets = bags.offsets.numpy()
+        end = int(offsets[i + 1]) if i + 1 < len(offsets) else bags.values.numel()
+        return bags.values.numpy()[int(offsets[i]) : end].tolist()
+
     def column(self, name: str) -> np.ndarray:
         """The dense column ``name`` (one value per candidate)."""
         return self.dense[:, self.plan.dense_names.index(name)]
 
     def sparse_of(self, i: int) -> dict[str, list[int]]:
         """Candidate ``i``'s sparse ids, as an :class:`Impression` stores them."""
-        return {slot: list(ids[i]) for slot, ids in self.sparse.items()}
+        return {slot: self._bag(bags, i) for slot, bags in self.ids.items()}
 
     def batch(self) -> ExampleBatch:
         """The candidates as an unlabelled :class:`ExampleBatch` (what the ranker scores)."""
         n = len(self.items)
-        sparse = {slot: _jagged(lists) for slot, lists in self.sparse.items()}
         return ExampleBatch(
-            sparse,
+            dict(self.ids),
             torch.from_numpy(self.dense),
             torch.zeros(n),
             time=torch.full((n,), self.now, dtype=torch.float64),
