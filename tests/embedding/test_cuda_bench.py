@@ -53,6 +53,10 @@ def test_gpu_training_bench_keys_and_figures(capsys):
     names = ("ours", "embeddingbag", "rowwise")
     assert set(out["throughput"]) == {f"gpu_train_examples_per_s_{n}" for n in names}
     assert {"lookup_call_us", "kernel_launches", "train_setup"} <= set(out["extra"])
+    extra = out["extra"]
+    # the grouped step: one host sync, five numba launches per slot plus a few torch ops per slot
+    assert extra["syncs_per_step"] == 1 and extra["numba_launches_per_step"] == 5 * cuda_bench.SIM.slots
+    assert extra["numba_launches_per_step"] < extra["launches_per_step"] <= 8 * cuda_bench.SIM.slots + 40
     assert {f"ours_ms_per_step_{p}" for p in ("lookup", "head_and_backward", "sparse_update")} <= set(out["extra"])
     assert set(out["goals_met"]) == {"gpu_train_step_vs_embeddingbag", "gpu_train_step_vs_torch_rowwise"}
     t = {n: out["throughput"][f"gpu_train_examples_per_s_{n}"] for n in names}
