@@ -378,29 +378,40 @@ def test_grouped_training_matches_the_per_slot_path_and_cpu_tables():
 
 
 def test_grouped_walk_failures_are_placed_and_keep_their_rows():
-    """A table whose index is nearly full when its walks run (an index sized for the ids but not the
-    bound, walks forced to fail by a tiny MAX_KICKS): the failed pairs keep their rows through the
-    step and the settle grows the index with them."""
+    """Walks forced to fail (a walk kernel compiled with no kicks) during the lookups of a nearly full
+    index: the failed ids keep their rows through the step (their gradients land), later finds see
+    them, and the settle in apply_gradients grows the index with them (with the real walk)."""
     from streamrec.embedding import cuda_kernels
 
-    cfg = {"a": SlotConfig(dim=2, optimizer=SGD(lr=1.0), initializer=Zeros(), capacity=200)}
+    cfg = {"a": SlotConfig(dim=2, optimizer=SGD(lr=1.0), initializer=Zeros(), capacity=500)}
     cpu, gpu = EmbeddingCollection(cfg, seed=1), EmbeddingCollection(cfg, seed=1, device="cuda")
     modules = EmbeddingModule(cpu), EmbeddingModule(gpu)
-    ids = torch.from_numpy(crafted_ids(np.random.default_rng(12), 180))
-    kicks = cuda_kernels.MAX_KICKS
-    try:
-        cuda_kernels.MAX_KICKS = 0  # read at compile time: recompile the walk with it
-        cuda_kernels.walk_spilled = cuda_kernels.cuda.jit(cuda_kernels.walk_spilled.py_func)
-        for step in range(3):
-            for module in modules:
-                out = module({"a": ids[: 60 * (step + 1)]}, now=1 + step)
-                (out["a"] * torch.tensor([1.0, -2.0])).sum().backward()
-                module.apply_gradients()
-    finally:
-        cuda_kernels.MAX_KICKS = kicks
-        cuda_kernels.walk_spilled = cuda_kernels.cuda.jit(cuda_kernels.walk_spilled.py_func)
-    np.testing.assert_allclose(gpu["a"].lookup(ids.numpy()), cpu["a"].lookup(ids.numpy()), atol=1e-6, rtol=0)
-    assert sorted(gpu["a"].rows_of(ids.numpy()).tolist()) == list(range(180))
+    ids = torch.from_numpy(crafted_ids(np.random.default_rng(12), 540))
+    table = gpu["a"]
+    walk, kicks, failed = cuda_kernels.walk_spilled, cuda_kernels.MAX_KICKS, 0
+    buckets = table.index.n_buckets
+    for step in range(13):
+        batch = ids[40 * step : 40 * (step + 1)]
+        batch = torch.cat([batch, batch[:7], ids[:5]])  # repeats, and ids held already
+        for module in modules:
+            if module is modules[1] and step >= 11:  # the index is ~0.8-0.9 full: spills are common
+                cuda_kernels.MAX_KICKS = 0  # read when compiled: a walk that fails at once
+                cuda_kernels.walk_spilled = cuda_kernels.cuda.jit(walk.py_func)
+            try:
+                out = module({"a": batch}, now=1 + step)
+            finally:
+                cuda_kernels.MAX_KICKS, cuda_kernels.walk_spilled = kicks, walk
+            if module is modules[1]:
+                failed += int(table._ctr[cuda_kernels.C_FAIL])
+                rows, inverse = table.admit_distinct(batch[:40], now=1 + step)  # finds the failed list too
+                assert torch.equal(table.weight[rows[inverse].long()], out["a"][:40].detach())
+            (out["a"] * torch.tensor([1.0, -2.0])).sum().backward()
+            module.apply_gradients()
+    assert failed > 0 and table.index.n_buckets > buckets
+    probe = ids.numpy()
+    np.testing.assert_allclose(table.lookup(probe), cpu["a"].lookup(probe), atol=1e-6, rtol=0)
+    assert sorted(table.rows_of(probe[:520]).tolist()) == list(range(520))
+    assert len(table) == len(cpu["a"]) == 520
 
 
 def test_a_nan_gradient_in_one_grouped_slot_changes_no_table():
