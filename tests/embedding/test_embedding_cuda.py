@@ -513,3 +513,23 @@ def test_a_grouped_step_of_26_slots_makes_one_sync_and_a_few_launches_per_slot()
     torch_ops = ops.kernels / 3 - 26 * 2  # the loss's backward: a mul and a sum per slot
     assert launches + torch_ops <= 8 * 26 + 40, (launches, torch_ops, ops.names)
     assert torch_ops <= 30, ops.names  # the dedup, the leaf's embedding, the NaN check: all slots at once
+
+
+@pytest.mark.parametrize("dim", [1, 3, 16, 17, 40])
+def test_lookup_gather_is_bit_identical_to_rows_then_index(dim):
+    """The warp-wide probe + cooperative copy (rows handed over by shuffles on a GPU, through shared
+    memory in the simulator), for dims that leave lanes idle, fill a warp and need several passes;
+    a batch that ends mid-warp, absent ids getting the default vector."""
+    rng = np.random.default_rng(dim)
+    ids = crafted_ids(rng, 300)
+    cpu = CuckooIndex(capacity=300)
+    cpu.insert(ids, rng.permutation(300).astype(np.int32))
+    index = CudaCuckooIndex.from_cpu(cpu, _Launcher(torch_device("cuda")))
+    dev = index.device
+    weights = torch.from_numpy(rng.normal(size=(300, dim)).astype(np.float32)).to(dev)
+    default = torch.from_numpy(rng.normal(size=dim).astype(np.float32)).to(dev)
+    probe = np.concatenate([ids[::2], np.arange(5, 40), ids[:3]])  # 188 ids: not a multiple of 32
+    rows = torch.from_numpy(cpu.lookup(probe)).to(dev)
+    want = torch.where((rows < 0).unsqueeze(1), default, weights[rows.clamp(min=0).long()])
+    got = index.gather(torch.from_numpy(probe).to(dev), weights, default)
+    assert torch.equal(got, want)

@@ -24,6 +24,8 @@ Why these shapes (see ``cuckoo.py`` for the index itself):
   buckets) when it next settles, nothing lost. Kernels whose work depends on a count made on the
   device (the walk, the new rows' init) are launched over the batch size, the threads past the
   count exiting.
+* Lookup + gather (:func:`lookup_gather`) probes one id per thread, 32 per warp in flight, then
+  the warp copies the rows together, lanes over coordinates.
 * The optimizer kernels update a row's weights and state in place, one thread per (row,
   coordinate), with the CPU optimizers' float32 arithmetic in the same order, so the two
   placements agree to ~1 ulp.
@@ -181,40 +183,51 @@ def lookup_rows(keys, rows, n_buckets, seed1, seed2, ids, out):
         out[i] = rows[row_at(p)] if p >= 0 else -1
 
 
+GATHER_BLOCK = 256  # lookup_gather's largest block (its shared array holds one row index per thread)
+
+
 @cuda.jit
 def lookup_gather(keys, rows, n_buckets, seed1, seed2, ids, weights, default, out, dim, shift, shuffle):
-    """``2**shift`` threads per id (at most 32, so a group never straddles a warp): the group's
-    first thread probes the two buckets, a warp shuffle hands the row to the others, and each
-    copies every ``2**shift``-th coordinate, so a row moves in coalesced pieces while the hashing
-    and the bucket scan run once per id. ``weights`` and ``out`` are flat (row-major, ``dim``
-    wide) and the thread -> (id, lane) split is shifts, not divisions: this kernel is bound by
-    instructions, not by memory. ``shuffle=0`` (the simulator, which has no shuffles) has every
-    thread probe for itself: the same answer."""
-    t = cuda.grid(1)
-    lanes = 1 << shift
-    i = t >> shift
-    lane = t & (lanes - 1)
-    valid = i < ids.shape[0]
+    """Warp-wide probe, then a cooperative copy. Every thread probes the two buckets of its own id
+    (32 probes in flight per warp); then the warp copies its 32 rows together: ``2**shift`` lanes
+    per row (``2**shift`` = ``dim`` rounded up to a power of two, at most 32), so ``32 >> shift``
+    rows move at once, each row's index taken from its owner lane by ``cuda.shfl_sync`` and its
+    coordinates spread over the lanes (consecutive lanes, consecutive addresses: coalesced).
+    ``weights`` and ``out`` are flat (row-major, ``dim`` wide). Every thread of a block takes part
+    (those past the last id too): the launch covers whole warps and nobody returns early.
+    ``shuffle=0`` (the simulator, which has no shuffles) hands the row indices over through shared
+    memory instead: the same copy, the same answer, tested on the CPU."""
+    i = cuda.grid(1)
+    n = ids.shape[0]
     r = np.int32(-1)
-    if valid and (lane == 0 or shuffle == 0):
+    if i < n:
         key = ids[i]
-        base1 = bucket_of(key, seed1, n_buckets) * STRIDE
-        base2 = bucket_of(key, seed2, n_buckets) * STRIDE
-        p = find_in(keys, rows, base1, base2, key)
+        p = find_in(keys, rows, bucket_of(key, seed1, n_buckets) * STRIDE, bucket_of(key, seed2, n_buckets) * STRIDE,
+                    key)  # fmt: skip
         if p >= 0:
             r = rows[row_at(p)]
-    if shuffle != 0:  # every thread of the warp takes part (out-of-range ones too): full mask
-        r = cuda.shfl_sync(0xFFFFFFFF, r, cuda.laneid - lane)
-    if not valid:
-        return
-    dst = i * dim
-    if r >= 0:
-        src = np.int64(r) * dim
-        for d in range(lane, dim, lanes):
-            out[dst + d] = weights[src + d]
-    else:
-        for d in range(lane, dim, lanes):
-            out[dst + d] = default[d]
+    tid = cuda.threadIdx.x
+    lane = tid & 31
+    handed = cuda.shared.array(GATHER_BLOCK, dtype=np.int32)
+    if shuffle == 0:
+        handed[tid] = r
+        cuda.syncthreads()
+    lanes = 1 << shift
+    sub = lane >> shift  # which of the rows moved at once this lane works on
+    coord = lane & (lanes - 1)
+    for base in range(0, 32, 32 >> shift):
+        owner = base + sub
+        rr = cuda.shfl_sync(0xFFFFFFFF, r, owner) if shuffle != 0 else handed[tid - lane + owner]
+        j = i - lane + owner
+        if j < n:
+            dst = np.int64(j) * dim
+            if rr >= 0:
+                src = np.int64(rr) * dim
+                for d in range(coord, dim, lanes):
+                    out[dst + d] = weights[src + d]
+            else:
+                for d in range(coord, dim, lanes):
+                    out[dst + d] = default[d]
 
 
 # Counters a table keeps on the device (``CudaEmbeddingTable._ctr``), read by the host in one

@@ -351,9 +351,9 @@ class CudaCuckooIndex:
         dim = weights.shape[1]
         if out is None:
             out = torch.empty((ids.shape[0], dim), dtype=weights.dtype, device=self.device)
-        shift = max(0, min(5, (dim - 1).bit_length()))
+        shift = max(0, min(5, (dim - 1).bit_length()))  # lanes per row: dim rounded up to 2**k, <= 32
         a = self.launch.arr
-        self.launch(_kernels().lookup_gather, ids.shape[0] << shift, self.k, self.r, self.n_buckets, self.seed1,
+        self.launch(_kernels().lookup_gather, ids.shape[0], self.k, self.r, self.n_buckets, self.seed1,
                     self.seed2, a(ids), a(weights.view(-1)), a(default), a(out.view(-1)), dim, shift,
                     0 if self.launch.sim else 1)  # fmt: skip
         return out
