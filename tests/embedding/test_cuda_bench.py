@@ -35,7 +35,18 @@ def test_gpu_embedding_bench_keys_and_figures(monkeypatch, capsys):
         "gpu_lookup_ids_per_s_big",
         "gpu_embedding_ids_per_s_big",
     }
-    assert set(out["extra"]) == {"load_factor_1m", "table_ids_1m", "insert_setup", "load_factor_big", "table_ids_big"}
+    assert set(out["extra"]) == {
+        "load_factor_1m",
+        "table_ids_1m",
+        "insert_setup",
+        "load_factor_big",
+        "table_ids_big",
+        "insert_syncs_per_batch",
+        "insert_launches_per_batch",
+    }
+    # admit_distinct reads nothing back: the fill's one read is its final settle (2 batches here)
+    assert out["extra"]["insert_syncs_per_batch"] <= 0.5
+    assert out["extra"]["insert_launches_per_batch"] == 3  # find-or-insert, walk, init
     assert set(out["goals_met"]) == {"gpu_lookup_vs_embedding", "gpu_insert_ids_per_s"}
     t = out["throughput"]
     assert all(v > 0 for v in t.values())

@@ -8,9 +8,14 @@ repetition (``torch.cuda.synchronize`` around each timed run); medians of the re
   ``F.embedding(ids % rows, weight)`` on a same-sized tensor (the collision baseline).
 * ``throughput.gpu_lookup_ids_per_s_100m`` — the same lookup on a 100 M-id table at load >= 0.9
   (``--quick``: 10 M), and ``throughput.gpu_embedding_ids_per_s_100m`` its ``F.embedding``.
-* ``throughput.gpu_insert_ids_per_s`` — filling that table: ``admit`` of 1 M-id batches of new,
-  distinct ids (dedup, find-or-insert, row initialisation, spilled ids' cuckoo walk included),
-  into an index sized up front (as HierarchicalKV's figures are), from empty to the final load.
+* ``throughput.gpu_insert_ids_per_s`` — filling that table: ``admit_distinct`` of 1 M-id batches
+  of new, distinct ids (dedup, find-or-insert, row initialisation, spilled ids' cuckoo walk
+  included, and the final read of the table's counters), into an index sized up front (as
+  HierarchicalKV's figures are), from empty to the final load; ``extra.insert_syncs_per_batch``
+  and ``extra.insert_launches_per_batch`` count its device reads and numba launches.
+* ``extra.syncs_per_step`` / ``extra.launches_per_step`` (and ``numba_launches_per_step``,
+  ``torch_syncs_per_step`` on a GPU) — counted over one untimed pass of the training steps, see
+  :func:`count_step_work`.
 * ``ratios.gpu_train_step_vs_embeddingbag`` / ``ratios.gpu_train_step_vs_torch_rowwise`` — a full
   training step (lookup with admission, forward, backward, Adagrad on rows and head) of the
   26-slot logistic model of ``bench embedding`` at batch 65,536, against ``nn.EmbeddingBag`` +
@@ -110,21 +115,28 @@ def _filled_table(rows: int, dim: int, device: str, load: float | None, insert_b
             table.admit_distinct(ids[lo : lo + insert_batch], now=1)
         table.settle()  # the host's counters read back (one sync): part of the time
 
-    return table, ids, _synced_seconds(fill, table.device)
+    from streamrec.embedding.cuda_table import COUNTS
+
+    before = dict(COUNTS)
+    fill_s = _synced_seconds(fill, table.device)
+    batches = math.ceil(rows / insert_batch)
+    work = {f"insert_{k}_per_batch": round((COUNTS[k] - before[k]) / batches, 2) for k in ("syncs", "launches")}
+    return table, ids, fill_s, work
 
 
 def bench_lookup(s: GpuSizes, device: str, out: dict, gen: torch.Generator, big: bool) -> None:
     rows = s.big_rows if big else s.rows
     label = "_100m" if big and s.big_rows == 100_000_000 else ("_big" if big else "")
-    table, ids, fill_s = _filled_table(rows, s.dim, device, s.big_load if big else None, s.insert_batch, gen)
+    table, ids, fill_s, work = _filled_table(rows, s.dim, device, s.big_load if big else None, s.insert_batch, gen)
     dev = table.device
     if big:
         out["throughput"]["gpu_insert_ids_per_s"] = rate(rows, fill_s)
+        out["extra"].update(work)  # device reads (host syncs) and numba launches per admit_distinct
         out["extra"]["insert_setup"] = (
             f"{rows:,} new distinct ids in batches of {s.insert_batch:,}, index sized for load {s.big_load}"
         )
-    out["extra"][f"load_factor{label or '_1m'}"] = round(table.index.load_factor, 4)
     out["extra"][f"table_ids{label or '_1m'}"] = len(table)
+    out["extra"][f"load_factor{label or '_1m'}"] = round(table.index.load_factor, 4)
     absent = distinct_ids(max(1, rows // 50), dev, gen)  # ~2 % of the universe is not in the table
     universe = torch.cat([ids, absent])
     n_batches = s.big_batches if big else s.batches
