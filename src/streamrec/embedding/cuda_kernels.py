@@ -409,10 +409,11 @@ def claim_given(keys, rows, n_buckets, seed1, seed2, ids, new_rows, tickets, spi
 
 
 @cuda.jit
-def init_rows(weights, state, state_init, new_rows, new_ids, ctr, n_at, kind, a, b, seed):
+def init_rows(weights, state, state_init, n_state, new_rows, new_ids, ctr, n_at, kind, a, b, seed):
     """Initial vectors (the CPU initializer's formulas) and optimizer state of the new rows
     ``new_rows[:ctr[n_at]]``, one thread per coordinate; ``state`` is [n_state, rows, dim] and
-    ``state_init`` its initial values. The launch covers an upper bound; the rest exit."""
+    ``state_init`` its initial values (both a 1-entry stand-in when ``n_state`` is 0, so no
+    kernel argument is ever empty). The launch covers an upper bound; the rest exit."""
     t = cuda.grid(1)
     dim = weights.shape[1]
     k = t // dim
@@ -421,7 +422,7 @@ def init_rows(weights, state, state_init, new_rows, new_ids, ctr, n_at, kind, a,
     d = t - k * dim
     r = new_rows[k]
     key = new_ids[k]
-    for s in range(state_init.shape[0]):
+    for s in range(n_state):
         state[s, r, d] = state_init[s]
     if kind == 0:
         weights[r, d] = 0.0

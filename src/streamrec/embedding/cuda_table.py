@@ -564,7 +564,11 @@ class CudaEmbeddingTable:
         a = self.launch.arr
         self._state = {k: self._state_all[i] for i, k in enumerate(self._state_names)}
         self._w = a(self._weights)
-        self._st = a(self._state_all)
+        if self._state_names:
+            self._st, self._st_init = a(self._state_all), a(self._state_init)
+        else:  # no optimizer state (SGD): 1-entry stand-ins, never written (n_state = 0)
+            self._st = a(torch.zeros((1, 1, 1), dtype=torch.float32, device=self.device))
+            self._st_init = a(torch.zeros(1, dtype=torch.float32, device=self.device))
         self._s = {k: a(v) for k, v in self._state.items()}
         self._lu = a(self._last_update)
         self._d = a(self._dirty)
@@ -722,8 +726,8 @@ class CudaEmbeddingTable:
                     spill_rows, ctr, K.C_SPILL, K.C_FAIL, ix.walk_seed(), a(self._fail_ids),
                     a(self._fail_rows))  # fmt: skip
         kind, lo, hi = self._init
-        self.launch(K.init_rows, n * self.dim, self._w, self._st, a(self._state_init), new_rows, new_ids, ctr,
-                    K.C_NEW, kind, float(lo), float(hi), self.seed)  # fmt: skip
+        self.launch(K.init_rows, n * self.dim, self._w, self._st, self._st_init, len(self._state_names), new_rows,
+                    new_ids, ctr, K.C_NEW, kind, float(lo), float(hi), self.seed)  # fmt: skip
 
     def gather_rows(self, rows: torch.Tensor, out: torch.Tensor) -> None:
         """``out[k] = weight[rows[k]]`` (the default vector where ``rows[k] < 0``): one launch."""
