@@ -378,9 +378,9 @@ def test_grouped_training_matches_the_per_slot_path_and_cpu_tables():
 
 
 def test_grouped_walk_failures_are_placed_and_keep_their_rows():
-    """Walks forced to fail (a walk kernel compiled with no kicks) during the lookups of a nearly full
-    index: the failed ids keep their rows through the step (their gradients land), later finds see
-    them, and the settle in apply_gradients grows the index with them (with the real walk)."""
+    """Walks forced to fail (no kicks allowed) during the lookups of a nearly full index: the failed
+    ids keep their rows through the step (their gradients land), later finds see them, and the
+    settle in apply_gradients grows the index with them (with the real walk)."""
     from streamrec.embedding import cuda_kernels
 
     cfg = {"a": SlotConfig(dim=2, optimizer=SGD(lr=1.0), initializer=Zeros(), capacity=500)}
@@ -388,19 +388,18 @@ def test_grouped_walk_failures_are_placed_and_keep_their_rows():
     modules = EmbeddingModule(cpu), EmbeddingModule(gpu)
     ids = torch.from_numpy(crafted_ids(np.random.default_rng(12), 540))
     table = gpu["a"]
-    walk, kicks, failed = cuda_kernels.walk_spilled, cuda_kernels.MAX_KICKS, 0
+    kicks, failed = cuda_kernels.MAX_KICKS, 0
     buckets = table.index.n_buckets
     for step in range(13):
         batch = ids[40 * step : 40 * (step + 1)]
         batch = torch.cat([batch, batch[:7], ids[:5]])  # repeats, and ids held already
         for module in modules:
             if module is modules[1] and step >= 11:  # the index is ~0.8-0.9 full: spills are common
-                cuda_kernels.MAX_KICKS = 0  # read when compiled: a walk that fails at once
-                cuda_kernels.walk_spilled = cuda_kernels.cuda.jit(walk.py_func)
+                cuda_kernels.MAX_KICKS = 0  # passed at each launch: a walk that fails at once
             try:
                 out = module({"a": batch}, now=1 + step)
             finally:
-                cuda_kernels.MAX_KICKS, cuda_kernels.walk_spilled = kicks, walk
+                cuda_kernels.MAX_KICKS = kicks
             if module is modules[1]:
                 failed += int(table._ctr[cuda_kernels.C_FAIL])
                 rows, inverse = table.admit_distinct(batch[:40], now=1 + step)  # finds the failed list too
@@ -509,7 +508,7 @@ def test_a_grouped_step_of_26_slots_makes_one_sync_and_a_few_launches_per_slot()
     launches = (cuda_table.COUNTS["launches"] - counts["launches"]) / 3
     assert syncs <= 2 and syncs == 1
     assert ops.syncs == [], ops.syncs  # no torch op that would read the device back
-    assert launches == 5 * 26  # numba kernels: find-or-insert, walk, init, gather, optimizer
+    assert launches == 4 * 26  # numba kernels: find-or-insert, init + walk, gather, optimizer
     torch_ops = ops.kernels / 3 - 26 * 2  # the loss's backward: a mul and a sum per slot
     assert launches + torch_ops <= 8 * 26 + 40, (launches, torch_ops, ops.names)
     assert torch_ops <= 30, ops.names  # the dedup, the leaf's embedding, the NaN check: all slots at once

@@ -326,27 +326,16 @@ def gather_leaf(weights, default, rows, out):
         out[k, d] = weights[r, d] if r >= 0 else default[d]
 
 
-@cuda.jit
-def walk_spilled(keys, rows, n_buckets, seed1, seed2, locks, spill_ids, spill_rows, ctr, n_at, fail_at, walk_seed,
-                 fail_ids, fail_rows):  # fmt: skip
-    """Every spilled pair walks in parallel, one thread each: claim a slot in either bucket of
-    the pair in hand; else lock one of its buckets (a spin lock per bucket: ``atomic.cas``), swap
-    the pair with a random *held* slot there, unlock, and carry the evicted pair to its other
-    bucket. Claims only take empty slots and swaps only held ones, so they never meet; no finds
-    run meanwhile. A walk longer than ``MAX_KICKS`` leaves its pair in ``fail_*`` (ticket
-    ``ctr[fail_at]``): the host grows the index with them. The pairs are ``spill_*[:ctr[n_at]]``,
-    a count on the device: the launch covers an upper bound and the threads past it exit."""
-    i = cuda.grid(1)
-    if i >= ctr[n_at]:
-        return
-    key = spill_ids[i]
-    row = spill_rows[i]
+@cuda.jit(device=True)
+def _walk_pair(keys, rows, n_buckets, seed1, seed2, locks, key, row, i, walk_seed, max_kicks, ctr, fail_at, fail_ids,
+               fail_rows):  # fmt: skip
+    """The walk of one spilled pair (see :func:`walk_spilled`); ``i`` seeds its random choices."""
     state = cuda.local.array(1, dtype=np.int64)
     state[0] = np.int64(mix64(np.uint64(walk_seed) ^ (np.uint64(i + 1) * _GOLDEN)) | _ONE)
     b1 = bucket_of(key, seed1, n_buckets)
     b2 = bucket_of(key, seed2, n_buckets)
     bucket = b1 if (_xorshift(state) & _ONE) == 0 else b2
-    for _ in range(MAX_KICKS):
+    for _ in range(max_kicks):
         if claim(keys, rows, b1 * STRIDE, b2 * STRIDE, key, row):
             return
         while cuda.atomic.cas(locks, bucket, 0, 1) != 0:
@@ -371,6 +360,23 @@ def walk_spilled(keys, rows, n_buckets, seed1, seed2, locks, spill_ids, spill_ro
     f = cuda.atomic.add(ctr, fail_at, 1)
     fail_ids[f] = key
     fail_rows[f] = row
+
+
+@cuda.jit
+def walk_spilled(keys, rows, n_buckets, seed1, seed2, locks, spill_ids, spill_rows, ctr, n_at, fail_at, walk_seed,
+                 max_kicks, fail_ids, fail_rows):  # fmt: skip
+    """Every spilled pair walks in parallel, one thread each: claim a slot in either bucket of
+    the pair in hand; else lock one of its buckets (a spin lock per bucket: ``atomic.cas``), swap
+    the pair with a random *held* slot there, unlock, and carry the evicted pair to its other
+    bucket. Claims only take empty slots and swaps only held ones, so they never meet; no finds
+    run meanwhile. A walk longer than ``max_kicks`` (``MAX_KICKS``) leaves its pair in ``fail_*``
+    (ticket ``ctr[fail_at]``): the host grows the index with them. The pairs are
+    ``spill_*[:ctr[n_at]]``, a count on the device: the launch covers an upper bound and the
+    threads past it exit."""
+    i = cuda.grid(1)
+    if i < ctr[n_at]:
+        _walk_pair(keys, rows, n_buckets, seed1, seed2, locks, spill_ids[i], spill_rows[i], i, walk_seed, max_kicks,
+                   ctr, fail_at, fail_ids, fail_rows)  # fmt: skip
 
 
 @cuda.jit
@@ -408,20 +414,8 @@ def claim_given(keys, rows, n_buckets, seed1, seed2, ids, new_rows, tickets, spi
         spill_rows[s] = r
 
 
-@cuda.jit
-def init_rows(weights, state, state_init, n_state, new_rows, new_ids, ctr, n_at, kind, a, b, seed):
-    """Initial vectors (the CPU initializer's formulas) and optimizer state of the new rows
-    ``new_rows[:ctr[n_at]]``, one thread per coordinate; ``state`` is [n_state, rows, dim] and
-    ``state_init`` its initial values (both a 1-entry stand-in when ``n_state`` is 0, so no
-    kernel argument is ever empty). The launch covers an upper bound; the rest exit."""
-    t = cuda.grid(1)
-    dim = weights.shape[1]
-    k = t // dim
-    if k >= ctr[n_at]:
-        return
-    d = t - k * dim
-    r = new_rows[k]
-    key = new_ids[k]
+@cuda.jit(device=True, inline=True)
+def _init_coordinate(weights, state, state_init, n_state, r, key, d, kind, a, b, seed):
     for s in range(n_state):
         state[s, r, d] = state_init[s]
     if kind == 0:
@@ -432,6 +426,29 @@ def init_rows(weights, state, state_init, n_state, new_rows, new_ids, ctr, n_at,
         u1 = _unit(seed, key, 2 * d) + 0.5 * _INV24
         u2 = _unit(seed, key, 2 * d + 1)
         weights[r, d] = a + b * math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+
+
+@cuda.jit
+def place_new(
+    keys, rows, n_buckets, seed1, seed2, locks, spill_ids, spill_rows, walk_seed, max_kicks, fail_ids, fail_rows,
+    weights, state, state_init, n_state, new_ids, new_rows, ctr, kind, a, b, seed,
+):  # fmt: skip
+    """After :func:`find_admit_sorted`, in one launch over ``batch * dim`` threads: thread
+    ``(k, d)`` writes coordinate ``d`` of the ``k``-th new row's initial vector (the CPU
+    initializer's formulas) and optimizer state (``state`` [n_state, rows, dim], ``state_init``
+    its initial values; 1-entry stand-ins when ``n_state`` is 0, so no argument is ever empty),
+    for ``k < ctr[C_NEW]``; and thread ``(k, 0)`` walks the ``k``-th spilled pair for
+    ``k < ctr[C_SPILL]`` (:func:`walk_spilled`'s walk, failures to ``fail_*`` at ``ctr[C_FAIL]``).
+    The counts are the device's: the launch covers the batch size and the rest exit."""
+    t = cuda.grid(1)
+    dim = weights.shape[1]
+    k = t // dim
+    d = t - k * dim
+    if k < ctr[C_NEW]:
+        _init_coordinate(weights, state, state_init, n_state, new_rows[k], new_ids[k], d, kind, a, b, seed)
+    if d == 0 and k < ctr[C_SPILL]:
+        _walk_pair(keys, rows, n_buckets, seed1, seed2, locks, spill_ids[k], spill_rows[k], k, walk_seed, max_kicks,
+                   ctr, C_FAIL, fail_ids, fail_rows)  # fmt: skip
 
 
 @cuda.jit

@@ -407,7 +407,7 @@ class CudaCuckooIndex:
         fail_rows = torch.empty(n, dtype=torch.int32, device=self.device)
         a = self.launch.arr
         self.launch(_kernels().walk_spilled, n, k, r, n_buckets, seed1, seed2, a(locks), a(spill_ids), a(spill_rows),
-                    a(counters), 1, 0, self.walk_seed(), a(fail_ids), a(fail_rows))  # fmt: skip
+                    a(counters), 1, 0, self.walk_seed(), _kernels().MAX_KICKS, a(fail_ids), a(fail_rows))  # fmt: skip
         failed = int(device_read(counters)[0])
         return fail_ids[:failed], fail_rows[:failed]
 
@@ -702,9 +702,9 @@ class CudaEmbeddingTable:
 
     def find_or_insert_sorted(self, sorted_ids: torch.Tensor, dpos: torch.Tensor, out: torch.Tensor, now: int) -> None:
         """Find-or-insert of a sorted batch (``dpos``: distinct index of each position, see
-        :func:`first_occurrence_index`) into ``out`` (int32, the batch's size): three launches
-        (find-or-insert, the spilled ids' walk, the new rows' init), each over the batch size with
-        the device's counts deciding which threads work; no host sync."""
+        :func:`first_occurrence_index`) into ``out`` (int32, the batch's size): two launches
+        (find-or-insert; the new rows' init with the spilled ids' walk), each over the batch size
+        with the device's counts deciding which threads work; no host sync."""
         n = sorted_ids.shape[0]
         self._prepare(n)
         ix, a, K = self.index, self.launch.arr, _kernels()
@@ -722,12 +722,13 @@ class CudaEmbeddingTable:
             a(free), self._free.numel(), self._high_water,
             ctr, new_ids, new_rows, spill_ids, spill_rows, a(self._fail_ids), a(self._fail_rows),
         )  # fmt: skip
-        self.launch(K.walk_spilled, n, ix.k, ix.r, ix.n_buckets, ix.seed1, ix.seed2, a(ix._locks), spill_ids,
-                    spill_rows, ctr, K.C_SPILL, K.C_FAIL, ix.walk_seed(), a(self._fail_ids),
-                    a(self._fail_rows))  # fmt: skip
         kind, lo, hi = self._init
-        self.launch(K.init_rows, n * self.dim, self._w, self._st, self._st_init, len(self._state_names), new_rows,
-                    new_ids, ctr, K.C_NEW, kind, float(lo), float(hi), self.seed)  # fmt: skip
+        self.launch(
+            K.place_new, n * self.dim, ix.k, ix.r, ix.n_buckets, ix.seed1, ix.seed2, a(ix._locks),
+            spill_ids, spill_rows, ix.walk_seed(), K.MAX_KICKS, a(self._fail_ids), a(self._fail_rows),
+            self._w, self._st, self._st_init, len(self._state_names), new_ids, new_rows, ctr,
+            kind, float(lo), float(hi), self.seed,
+        )  # fmt: skip
 
     def gather_rows(self, rows: torch.Tensor, out: torch.Tensor) -> None:
         """``out[k] = weight[rows[k]]`` (the default vector where ``rows[k] < 0``): one launch."""
