@@ -342,7 +342,8 @@ def _loss(out: dict, weights: dict) -> torch.Tensor:
 
 def test_grouped_training_matches_the_per_slot_path_and_cpu_tables():
     """Several steps with admission thresholds > 1; rows and the index grow in the middle (capacity
-    4); dims 4 and 3 make two groups, and a jagged slot takes the per-slot path beside them."""
+    4); dims 4 and 3 make two groups, and a jagged slot takes the per-slot path beside them; in one
+    step a slot is left out of the loss (no update for it, Adam's included)."""
     cpu = EmbeddingCollection(GROUPED_SLOTS, seed=4)
     per_slot = EmbeddingCollection(GROUPED_SLOTS, seed=4, device="cuda")
     grouped = EmbeddingCollection(GROUPED_SLOTS, seed=4, device="cuda")
@@ -355,7 +356,7 @@ def test_grouped_training_matches_the_per_slot_path_and_cpu_tables():
         features = _grouped_batch(rng, universe, 60)
         for module in modules:
             out = module(features, now=100 + step)
-            _loss(out, weights).backward()
+            _loss({k: v for k, v in out.items() if step != 2 or k != "b"}, weights).backward()
             module.apply_gradients()
         assert isinstance(modules[2]._touched, list) and not modules[2]._touched
     probe = np.concatenate([universe, np.arange(30)])
@@ -365,13 +366,15 @@ def test_grouped_training_matches_the_per_slot_path_and_cpu_tables():
         for tables in (per_slot, grouped):
             table = tables[slot]
             assert np.array_equal(table.rows_of(probe) >= 0, ref.rows_of(probe) >= 0), slot
-            np.testing.assert_allclose(table.lookup(probe), ref.lookup(probe), atol=1e-6, rtol=0, err_msg=slot)
+            np.testing.assert_allclose(
+                table.lookup(probe), ref.lookup(probe), atol=1e-6, rtol=0, err_msg=f"{slot} {tables is grouped}"
+            )
             assert len(table) == len(ref)
             assert (table.stats.admitted, table.stats.unadmitted_lookups) == (
                 ref.stats.admitted,
                 ref.stats.unadmitted_lookups,
             ), slot
-            assert table.step == ref.step == 5
+            assert table.step == ref.step == (4 if slot == "b" else 5)
             assert sorted(table.export_delta().ids.tolist()) == delta_ids
     assert grouped["a"].row_capacity > 4 and grouped["a"].index.n_buckets > buckets_before
     assert cpu["a"].stats.unadmitted_lookups > 0  # admission after 3 occurrences held some ids back

@@ -31,6 +31,7 @@ latest delta returns bit-identical embeddings.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -120,6 +121,10 @@ class _GroupTouched:
     tables: list  # CudaEmbeddingTable of each of the S slots
     rows: torch.Tensor  # [S, B] int32: row of each slot's d-th distinct id; -1 = not admitted / padding
     leaf: torch.Tensor  # [S * B, dim]: the rows' vectors, slot s at [s * B, (s + 1) * B)
+    # slot s's output got a gradient in backward (set by a hook): a slot left out of the loss is
+    # not updated, as on the per-slot path (where its leaf has no grad), though the shared leaf's
+    # grad holds zeros for it
+    reached: list[bool]
 
 
 class EmbeddingModule(nn.Module):
@@ -239,9 +244,13 @@ class EmbeddingModule(nn.Module):
         leaf.requires_grad_(True)
         inverse += torch.arange(0, n_slots * batch, batch, device=ids.device).unsqueeze(1)
         emb = F.embedding(inverse, leaf)
-        self._touched.append(_GroupTouched(tables, rows, leaf))
+        record = _GroupTouched(tables, rows, leaf, [False] * n_slots)
+        self._touched.append(record)
         # unbind, not emb[s]: its backward is one stack, where S selects would each zero-fill [S, B, dim]
-        return {slot: e for (slot, _, _), e in zip(group, emb.unbind(0), strict=True)}
+        outs = emb.unbind(0)
+        for s, e in enumerate(outs):
+            e.register_hook(functools.partial(_reached, record.reached, s))
+        return {slot: e for (slot, _, _), e in zip(group, outs, strict=True)}
 
     def apply_gradients(self) -> None:
         """Apply the sparse update for everything looked up since the last call.
@@ -288,6 +297,11 @@ class EmbeddingModule(nn.Module):
         self._touched = []
 
 
+def _reached(reached: list[bool], s: int, grad: torch.Tensor | None) -> None:
+    if grad is not None:  # unbind's backward calls the hooks of outputs left out of the loss with None
+        reached[s] = True
+
+
 def _per_slot(t: _Touched | _GroupTouched) -> list[_Touched]:
     """A grouped lookup as per-slot records (rows int64), for the general path."""
     if isinstance(t, _Touched):
@@ -297,7 +311,7 @@ def _per_slot(t: _Touched | _GroupTouched) -> list[_Touched]:
     out = []
     for s, table in enumerate(t.tables):
         leaf = t.leaf.detach()[s * batch : (s + 1) * batch].requires_grad_(True)
-        if grad is not None:
+        if grad is not None and t.reached[s]:
             leaf.grad = grad[s * batch : (s + 1) * batch]
         out.append(_Touched(table, t.rows[s].to(torch.int64), leaf))
     return out
@@ -315,6 +329,6 @@ def _check_group(g: _GroupTouched) -> list[tuple]:
     bad = ((~torch.isfinite(grad)).any(dim=2) & (g.rows >= 0)).any(dim=1)
     flags = settle_tables(g.tables, extra=bad)
     for s, table in enumerate(g.tables):
-        if flags[s]:
+        if flags[s] and g.reached[s]:
             raise_non_finite(table.slot, grad[s][g.rows[s] >= 0])
-    return [(table, g.rows[s], grad[s]) for s, table in enumerate(g.tables)]
+    return [(table, g.rows[s], grad[s]) for s, table in enumerate(g.tables) if g.reached[s]]
