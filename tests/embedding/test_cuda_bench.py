@@ -35,7 +35,18 @@ def test_gpu_embedding_bench_keys_and_figures(monkeypatch, capsys):
         "gpu_lookup_ids_per_s_big",
         "gpu_embedding_ids_per_s_big",
     }
-    assert set(out["extra"]) == {"load_factor_1m", "table_ids_1m", "insert_setup", "load_factor_big", "table_ids_big"}
+    assert set(out["extra"]) == {
+        "load_factor_1m",
+        "table_ids_1m",
+        "insert_setup",
+        "load_factor_big",
+        "table_ids_big",
+        "insert_syncs_per_batch",
+        "insert_launches_per_batch",
+    }
+    # admit_distinct reads nothing back: the fill's one read is its final settle (2 batches here)
+    assert out["extra"]["insert_syncs_per_batch"] <= 0.5
+    assert out["extra"]["insert_launches_per_batch"] == 2  # find-or-insert; init with the walk
     assert set(out["goals_met"]) == {"gpu_lookup_vs_embedding", "gpu_insert_ids_per_s"}
     t = out["throughput"]
     assert all(v > 0 for v in t.values())
@@ -53,6 +64,10 @@ def test_gpu_training_bench_keys_and_figures(capsys):
     names = ("ours", "embeddingbag", "rowwise")
     assert set(out["throughput"]) == {f"gpu_train_examples_per_s_{n}" for n in names}
     assert {"lookup_call_us", "kernel_launches", "train_setup"} <= set(out["extra"])
+    extra = out["extra"]
+    # the grouped step: one host sync, four numba launches per slot plus a few torch ops in all
+    assert extra["syncs_per_step"] == 1 and extra["numba_launches_per_step"] == 4 * cuda_bench.SIM.slots
+    assert extra["numba_launches_per_step"] < extra["launches_per_step"] <= 8 * cuda_bench.SIM.slots + 40
     assert {f"ours_ms_per_step_{p}" for p in ("lookup", "head_and_backward", "sparse_update")} <= set(out["extra"])
     assert set(out["goals_met"]) == {"gpu_train_step_vs_embeddingbag", "gpu_train_step_vs_torch_rowwise"}
     t = {n: out["throughput"][f"gpu_train_examples_per_s_{n}"] for n in names}

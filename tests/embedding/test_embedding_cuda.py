@@ -6,6 +6,8 @@ conftest.py), at small sizes; ``scripts/gpu_check.sh`` runs them on a real GPU.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import os
 import subprocess
 import sys
@@ -313,3 +315,223 @@ def test_a_trainer_on_gpu_tables_matches_the_cpu_trainer_and_its_snapshot_moves_
     restored, _ = load_trainer(tmp_path / "gpu.npz", device="cpu")
     assert isinstance(restored.model.embeddings.tables["c0"], EmbeddingTable)
     np.testing.assert_allclose(restored.predict_logits(data[192:]), gpu_logits, atol=1e-6, rtol=0)
+
+
+# -- the grouped training path (EmbeddingModule over GPU tables with one id per example) -------------
+GROUPED_SLOTS = {
+    "a": SlotConfig(dim=4, admit_after=3, optimizer=Adagrad(lr=0.3), initializer=Normal(std=0.1), capacity=4),
+    "b": SlotConfig(dim=4, admit_after=2, optimizer=Adam(lr=0.05), initializer=Uniform(), capacity=4),
+    "c": SlotConfig(dim=4, optimizer=FTRL(alpha=0.2, l1=0.01), capacity=4),
+    "d": SlotConfig(dim=3, admit_after=2, optimizer=SGD(lr=0.5), initializer=Normal(std=0.2), capacity=4),
+    "tags": SlotConfig(dim=3, admit_after=2, pooling="sum", optimizer=Adagrad(lr=0.1), capacity=4),
+}
+
+
+def _grouped_batch(rng: np.random.Generator, universe: np.ndarray, batch: int) -> dict:
+    features = {
+        slot: torch.from_numpy(universe[np.minimum(rng.zipf(1.3, batch) - 1, len(universe) - 1)])
+        for slot in ("a", "b", "c", "d")
+    }
+    features["tags"] = JaggedIds.from_lists([rng.integers(0, 30, k).tolist() for k in rng.integers(0, 4, batch)])
+    return features
+
+
+def _loss(out: dict, weights: dict) -> torch.Tensor:
+    return sum((out[slot].cpu() * weights[slot]).sum() + 0.1 * (out[slot].cpu() ** 2).sum() for slot in sorted(out))
+
+
+def test_grouped_training_matches_the_per_slot_path_and_cpu_tables():
+    """Several steps with admission thresholds > 1; rows and the index grow in the middle (capacity
+    4); dims 4 and 3 make two groups, and a jagged slot takes the per-slot path beside them; in one
+    step a slot is left out of the loss (no update for it, Adam's included)."""
+    cpu = EmbeddingCollection(GROUPED_SLOTS, seed=4)
+    per_slot = EmbeddingCollection(GROUPED_SLOTS, seed=4, device="cuda")
+    grouped = EmbeddingCollection(GROUPED_SLOTS, seed=4, device="cuda")
+    modules = [EmbeddingModule(cpu), EmbeddingModule(per_slot, grouped=False), EmbeddingModule(grouped)]
+    universe = crafted_ids(np.random.default_rng(10), 150)
+    rng = np.random.default_rng(11)
+    weights = {s: torch.linspace(-1, 1, c.dim) for s, c in GROUPED_SLOTS.items()}
+    buckets_before = grouped["a"].index.n_buckets
+    for step in range(5):
+        features = _grouped_batch(rng, universe, 60)
+        for module in modules:
+            out = module(features, now=100 + step)
+            _loss({k: v for k, v in out.items() if step != 2 or k != "b"}, weights).backward()
+            module.apply_gradients()
+        assert isinstance(modules[2]._touched, list) and not modules[2]._touched
+    probe = np.concatenate([universe, np.arange(30)])
+    for slot in GROUPED_SLOTS:
+        ref = cpu[slot]
+        delta_ids = sorted(ref.export_delta().ids.tolist())
+        for tables in (per_slot, grouped):
+            table = tables[slot]
+            assert np.array_equal(table.rows_of(probe) >= 0, ref.rows_of(probe) >= 0), slot
+            np.testing.assert_allclose(
+                table.lookup(probe), ref.lookup(probe), atol=1e-6, rtol=0, err_msg=f"{slot} {tables is grouped}"
+            )
+            assert len(table) == len(ref)
+            assert (table.stats.admitted, table.stats.unadmitted_lookups) == (
+                ref.stats.admitted,
+                ref.stats.unadmitted_lookups,
+            ), slot
+            assert table.step == ref.step == (4 if slot == "b" else 5)
+            assert sorted(table.export_delta().ids.tolist()) == delta_ids
+    assert grouped["a"].row_capacity > 4 and grouped["a"].index.n_buckets > buckets_before
+    assert cpu["a"].stats.unadmitted_lookups > 0  # admission after 3 occurrences held some ids back
+
+
+def test_grouped_walk_failures_are_placed_and_keep_their_rows():
+    """Walks forced to fail (no kicks allowed) during the lookups of a nearly full index: the failed
+    ids keep their rows through the step (their gradients land), later finds see them, and the
+    settle in apply_gradients grows the index with them (with the real walk)."""
+    from streamrec.embedding import cuda_kernels
+
+    cfg = {"a": SlotConfig(dim=2, optimizer=SGD(lr=1.0), initializer=Zeros(), capacity=500)}
+    cpu, gpu = EmbeddingCollection(cfg, seed=1), EmbeddingCollection(cfg, seed=1, device="cuda")
+    modules = EmbeddingModule(cpu), EmbeddingModule(gpu)
+    ids = torch.from_numpy(crafted_ids(np.random.default_rng(12), 540))
+    table = gpu["a"]
+    kicks, failed = cuda_kernels.MAX_KICKS, 0
+    buckets = table.index.n_buckets
+    for step in range(13):
+        batch = ids[40 * step : 40 * (step + 1)]
+        batch = torch.cat([batch, batch[:7], ids[:5]])  # repeats, and ids held already
+        for module in modules:
+            if module is modules[1] and step >= 11:  # the index is ~0.8-0.9 full: spills are common
+                cuda_kernels.MAX_KICKS = 0  # passed at each launch: a walk that fails at once
+            try:
+                out = module({"a": batch}, now=1 + step)
+            finally:
+                cuda_kernels.MAX_KICKS = kicks
+            if module is modules[1]:
+                failed += int(table._ctr[cuda_kernels.C_FAIL])
+                rows, inverse = table.admit_distinct(batch[:40], now=1 + step)  # finds the failed list too
+                assert torch.equal(table.weight[rows[inverse].long()], out["a"][:40].detach())
+            (out["a"] * torch.tensor([1.0, -2.0])).sum().backward()
+            module.apply_gradients()
+    assert failed > 0 and table.index.n_buckets > buckets
+    probe = ids.numpy()
+    np.testing.assert_allclose(table.lookup(probe), cpu["a"].lookup(probe), atol=1e-6, rtol=0)
+    assert sorted(table.rows_of(probe[:520]).tolist()) == list(range(520))
+    assert len(table) == len(cpu["a"]) == 520
+
+
+def test_a_nan_gradient_in_one_grouped_slot_changes_no_table():
+    cfg = {k: v for k, v in GROUPED_SLOTS.items() if k != "tags"}
+    cpu, gpu = EmbeddingCollection(cfg, seed=6), EmbeddingCollection(cfg, seed=6, device="cuda")
+    modules = EmbeddingModule(cpu), EmbeddingModule(gpu)
+    universe = crafted_ids(np.random.default_rng(13), 80)
+    rng = np.random.default_rng(14)
+    weights = {s: torch.linspace(-1, 1, c.dim) for s, c in cfg.items()}
+    first = {k: v for k, v in _grouped_batch(rng, universe, 50).items() if k != "tags"}
+    for module in modules:
+        _loss(module(first, now=5), weights).backward()
+        module.apply_gradients()
+    second = {k: v for k, v in _grouped_batch(rng, universe, 50).items() if k != "tags"}
+    steps = {slot: gpu[slot].step for slot in cfg}
+    before = {slot: gpu[slot].lookup(universe) for slot in cfg}
+    for module in modules:
+        out = module(second, now=6)
+        poisoned = out["c"] * torch.where(torch.arange(50) == 7, float("nan"), 1.0).unsqueeze(1).to(out["c"].device)
+        _loss({**out, "c": poisoned}, weights).backward()
+        with pytest.raises(NonFiniteGradientError, match=r"^c\.grads"):
+            module.apply_gradients()
+    for slot in cfg:
+        assert gpu[slot].step == steps[slot]
+        held = gpu[slot].rows_of(universe) >= 0
+        # rows held before keep their vectors; ids admitted by the failed step start from init
+        np.testing.assert_array_equal(gpu[slot].lookup(universe)[held & (before[slot] != 0).any(1)],
+                                      before[slot][held & (before[slot] != 0).any(1)])  # fmt: skip
+        np.testing.assert_allclose(gpu[slot].lookup(universe), cpu[slot].lookup(universe), atol=1e-6, rtol=0)
+    # and training goes on the same way on both
+    for module in modules:
+        _loss(module(second, now=7), weights).backward()
+        module.apply_gradients()
+    for slot in cfg:
+        np.testing.assert_allclose(gpu[slot].lookup(universe), cpu[slot].lookup(universe), atol=1e-6, rtol=0)
+
+
+class _SyncingOps(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the aten ops that read device memory back to the host on a GPU (independent of the
+    table's own tally), and every op that runs a kernel (views and allocations excluded)."""
+
+    SYNCING = ("_local_scalar_dense", "nonzero", "_unique", "unique_dim", "unique_consecutive", "masked_select",
+               "is_nonzero", "equal", "item")  # fmt: skip
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.syncs: list[str] = []
+        self.kernels = 0
+        self.names: collections.Counter = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if any(name.startswith(s) for s in self.SYNCING) or (
+            name.startswith("index")
+            and any(
+                isinstance(i, torch.Tensor) and i.dtype == torch.bool
+                for a in args
+                if isinstance(a, list | tuple)
+                for i in a
+            )
+        ):
+            self.syncs.append(name)
+        if not func.is_view and not name.startswith(("empty", "detach", "lift")):
+            self.kernels += 1
+            self.names[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_grouped_step_of_26_slots_makes_one_sync_and_a_few_launches_per_slot():
+    from streamrec.embedding import cuda_table
+
+    names = [f"c{i}" for i in range(26)]
+    cfg = {n: SlotConfig(dim=4, admit_after=2, optimizer=Adagrad(lr=0.1), capacity=64) for n in names}
+    tables = EmbeddingCollection(cfg, seed=3, device="cuda")
+    module = EmbeddingModule(tables)
+    rng = np.random.default_rng(15)
+    head = torch.linspace(-1, 1, 4)
+
+    def step(now: int, ops: _SyncingOps | None = None) -> None:
+        features = {n: torch.from_numpy(rng.integers(0, 40, 32)) for n in names}
+        with ops or contextlib.nullcontext():  # the module's work: lookup, then the update
+            out = module(features, now=now)
+        loss = sum((out[n] * head).sum() for n in names)
+        with ops or contextlib.nullcontext():
+            loss.backward()  # F.embedding's backward: the module's too
+            module.apply_gradients()
+
+    for now in range(8):  # warm-up: rows and index grow ahead of the batch size, then stop
+        step(now)
+    counts = dict(cuda_table.COUNTS)
+    ops = _SyncingOps()
+    for now in range(8, 11):
+        step(now, ops)
+    syncs = (cuda_table.COUNTS["syncs"] - counts["syncs"]) / 3
+    launches = (cuda_table.COUNTS["launches"] - counts["launches"]) / 3
+    assert syncs <= 2 and syncs == 1
+    assert ops.syncs == [], ops.syncs  # no torch op that would read the device back
+    assert launches == 4 * 26  # numba kernels: find-or-insert, init + walk, gather, optimizer
+    torch_ops = ops.kernels / 3 - 26 * 2  # the loss's backward: a mul and a sum per slot
+    assert launches + torch_ops <= 8 * 26 + 40, (launches, torch_ops, ops.names)
+    assert torch_ops <= 30, ops.names  # the dedup, the leaf's embedding, the NaN check: all slots at once
+
+
+@pytest.mark.parametrize("dim", [1, 3, 16, 17, 40])
+def test_lookup_gather_is_bit_identical_to_rows_then_index(dim):
+    """The warp-wide probe + cooperative copy (rows handed over by shuffles on a GPU, through shared
+    memory in the simulator), for dims that leave lanes idle, fill a warp and need several passes;
+    a batch that ends mid-warp, absent ids getting the default vector."""
+    rng = np.random.default_rng(dim)
+    ids = crafted_ids(rng, 300)
+    cpu = CuckooIndex(capacity=300)
+    cpu.insert(ids, rng.permutation(300).astype(np.int32))
+    index = CudaCuckooIndex.from_cpu(cpu, _Launcher(torch_device("cuda")))
+    dev = index.device
+    weights = torch.from_numpy(rng.normal(size=(300, dim)).astype(np.float32)).to(dev)
+    default = torch.from_numpy(rng.normal(size=dim).astype(np.float32)).to(dev)
+    probe = np.concatenate([ids[::2], np.arange(5, 40), ids[:3]])  # 188 ids: not a multiple of 32
+    rows = torch.from_numpy(cpu.lookup(probe)).to(dev)
+    want = torch.where((rows < 0).unsqueeze(1), default, weights[rows.clamp(min=0).long()])
+    got = index.gather(torch.from_numpy(probe).to(dev), weights, default)
+    assert torch.equal(got, want)

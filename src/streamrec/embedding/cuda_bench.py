@@ -8,9 +8,14 @@ repetition (``torch.cuda.synchronize`` around each timed run); medians of the re
   ``F.embedding(ids % rows, weight)`` on a same-sized tensor (the collision baseline).
 * ``throughput.gpu_lookup_ids_per_s_100m`` — the same lookup on a 100 M-id table at load >= 0.9
   (``--quick``: 10 M), and ``throughput.gpu_embedding_ids_per_s_100m`` its ``F.embedding``.
-* ``throughput.gpu_insert_ids_per_s`` — filling that table: ``admit`` of 1 M-id batches of new,
-  distinct ids (dedup, find-or-insert, row initialisation, spilled ids' cuckoo walk included),
-  into an index sized up front (as HierarchicalKV's figures are), from empty to the final load.
+* ``throughput.gpu_insert_ids_per_s`` — filling that table: ``admit_distinct`` of 1 M-id batches
+  of new, distinct ids (dedup, find-or-insert, row initialisation, spilled ids' cuckoo walk
+  included, and the final read of the table's counters), into an index sized up front (as
+  HierarchicalKV's figures are), from empty to the final load; ``extra.insert_syncs_per_batch``
+  and ``extra.insert_launches_per_batch`` count its device reads and numba launches.
+* ``extra.syncs_per_step`` / ``extra.launches_per_step`` (and ``numba_launches_per_step``,
+  ``torch_syncs_per_step`` on a GPU) — counted over one untimed pass of the training steps, see
+  :func:`count_step_work`.
 * ``ratios.gpu_train_step_vs_embeddingbag`` / ``ratios.gpu_train_step_vs_torch_rowwise`` — a full
   training step (lookup with admission, forward, backward, Adagrad on rows and head) of the
   26-slot logistic model of ``bench embedding`` at batch 65,536, against ``nn.EmbeddingBag`` +
@@ -30,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from streamrec.benchutil import median, race, rate, seconds, speedup
 from streamrec.embedding.baselines import LogisticHead, ModuloBagModel, RowwiseAdagrad, modulo_lookup
@@ -107,22 +113,30 @@ def _filled_table(rows: int, dim: int, device: str, load: float | None, insert_b
     def fill() -> None:
         for lo in range(0, rows, insert_batch):
             table.admit_distinct(ids[lo : lo + insert_batch], now=1)
+        table.settle()  # the host's counters read back (one sync): part of the time
 
-    return table, ids, _synced_seconds(fill, table.device)
+    from streamrec.embedding.cuda_table import COUNTS
+
+    before = dict(COUNTS)
+    fill_s = _synced_seconds(fill, table.device)
+    batches = math.ceil(rows / insert_batch)
+    work = {f"insert_{k}_per_batch": round((COUNTS[k] - before[k]) / batches, 2) for k in ("syncs", "launches")}
+    return table, ids, fill_s, work
 
 
 def bench_lookup(s: GpuSizes, device: str, out: dict, gen: torch.Generator, big: bool) -> None:
     rows = s.big_rows if big else s.rows
     label = "_100m" if big and s.big_rows == 100_000_000 else ("_big" if big else "")
-    table, ids, fill_s = _filled_table(rows, s.dim, device, s.big_load if big else None, s.insert_batch, gen)
+    table, ids, fill_s, work = _filled_table(rows, s.dim, device, s.big_load if big else None, s.insert_batch, gen)
     dev = table.device
     if big:
         out["throughput"]["gpu_insert_ids_per_s"] = rate(rows, fill_s)
+        out["extra"].update(work)  # device reads (host syncs) and numba launches per admit_distinct
         out["extra"]["insert_setup"] = (
             f"{rows:,} new distinct ids in batches of {s.insert_batch:,}, index sized for load {s.big_load}"
         )
-    out["extra"][f"load_factor{label or '_1m'}"] = round(table.index.load_factor, 4)
     out["extra"][f"table_ids{label or '_1m'}"] = len(table)
+    out["extra"][f"load_factor{label or '_1m'}"] = round(table.index.load_factor, 4)
     absent = distinct_ids(max(1, rows // 50), dev, gen)  # ~2 % of the universe is not in the table
     universe = torch.cat([ids, absent])
     n_batches = s.big_batches if big else s.batches
@@ -219,6 +233,7 @@ def bench_train_step(s: GpuSizes, device: str, out: dict, gen: torch.Generator) 
         phases["sparse_update"] += time.perf_counter() - t2
     for name, t in phases.items():
         out["extra"][f"ours_ms_per_step_{name}"] = round(1000 * t / len(steps), 3)
+    out["extra"].update(count_step_work(module, head, head_opt, names, steps, dev))
     table = tables[names[0]]
     one = universes[names[0]][:1]
     for _ in range(3):
@@ -235,6 +250,66 @@ def bench_train_step(s: GpuSizes, device: str, out: dict, gen: torch.Generator) 
         f"{s.slots} slots x {s.train_rows:,} ids, dim {s.dim}, batch {s.train_batch:,}, "
         f"{s.train_steps} steps per timed run, Zipf(1.05) ids, Adagrad lr {lr}"
     )
+
+
+class _OpTally(TorchDispatchMode):
+    """Counts the torch ops that run a kernel (views and allocations excluded) while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernels = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not func.is_view and not func.overloadpacket.__name__.startswith(("empty", "detach", "lift")):
+            self.kernels += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_step_work(module, head, head_opt, names: list[str], steps: list, dev: torch.device) -> dict:
+    """Host syncs and launches per training step, counted over one untimed pass of ``steps``:
+
+    * ``syncs_per_step``: reads of device memory by the GPU tables' code (``cuda_table.device_read``,
+      the only way it reads the device), over the whole step;
+    * ``torch_syncs_per_step`` (a GPU only): every synchronising CUDA call torch saw in the whole
+      step (head, loss and optimizer included), by ``torch.cuda.set_sync_debug_mode("warn")``;
+    * ``launches_per_step``: numba kernel launches plus kernel-running torch ops of the embedding
+      module's forward and ``apply_gradients`` (``numba_launches_per_step`` the first part)."""
+    import warnings
+
+    from streamrec.embedding import cuda_table
+
+    tally = _OpTally()
+    before = dict(cuda_table.COUNTS)
+    torch_syncs = 0
+    for _, features, labels in steps:
+        _sync(dev)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            if dev.type == "cuda":
+                torch.cuda.set_sync_debug_mode("warn")
+            try:
+                with tally:
+                    emb = module(features, now=1)
+                loss = F.binary_cross_entropy_with_logits(head([emb[n] for n in names]), labels)
+                head_opt.zero_grad()
+                loss.backward()
+                head_opt.step()
+                with tally:
+                    module.apply_gradients()
+            finally:
+                if dev.type == "cuda":
+                    torch.cuda.set_sync_debug_mode(0)
+        torch_syncs += sum("synchroniz" in str(w.message) for w in seen)
+    n = len(steps)
+    numba = (cuda_table.COUNTS["launches"] - before["launches"]) / n
+    out = {
+        "syncs_per_step": round((cuda_table.COUNTS["syncs"] - before["syncs"]) / n, 2),
+        "launches_per_step": round(numba + tally.kernels / n, 1),
+        "numba_launches_per_step": round(numba, 1),
+    }
+    if dev.type == "cuda":
+        out["torch_syncs_per_step"] = round(torch_syncs / n, 2)
+    return out
 
 
 GOALS = {

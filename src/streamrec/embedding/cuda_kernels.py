@@ -6,20 +6,26 @@ Why these shapes (see ``cuckoo.py`` for the index itself):
   rows in the same 64-byte line), the same murmur3 bucket functions and seeds. A table moves
   between host and GPU memory by copying bytes, never by rehashing, and a snapshot taken from
   either is the other's.
-* Every kernel takes a batch of *distinct* ids (the table deduplicates with ``torch.unique``
-  first, which also gives the per-id occurrence counts admission needs), so no two threads ever
-  work on the same id: a lookup, an admission count, a row taken from the free list and a slot
-  claimed each belong to one thread.
-* Find-or-insert (:func:`find_admit`) is one pass: a thread finds its id in its two buckets (a
-  present id's row is read), else counts it in the admission sketch (``atomic.max`` on the
-  conservative-update counters: estimates still never undercount), takes a row (an
-  ``atomic.add`` ticket into the free list, then past the high-water mark) and claims an empty
-  slot with a compare-and-swap on the slot's row word (-1 -> -2, then the key, a fence, the row),
-  in the emptier of its two buckets. Claims never move a stored id, so concurrent finds stay
-  correct. Only ids whose two buckets are both full go to a second kernel that runs the CPU's
-  random walk (cuckoo kicks), all in parallel (:func:`walk_spilled`: a spin lock per bucket
-  guards each swap); a walk that fails grows the index on the device (:func:`rebuild_claim` + the
-  same walks into 1.5x the buckets), nothing lost.
+* Find-or-insert (:func:`find_admit_sorted`) takes a batch *sorted* on the device (the table
+  deduplicates with one ``torch.sort`` and a cumulative sum of first-occurrence flags: fixed-size
+  arrays, no host sync), and only the first position of each id works, so no two threads ever
+  work on the same id: a lookup, an admission count (the run's length, by binary search, only
+  when ``admit_after > 1``), a row taken from the free list and a slot claimed each belong to one
+  thread. A thread finds its id in its two buckets (a present id's row is read), else counts it
+  in the admission sketch (``atomic.max`` on the conservative-update counters: estimates still
+  never undercount), takes a row (an ``atomic.add`` ticket on a counter that lives on the device,
+  into the free list, then past the high-water mark) and claims an empty slot with a
+  compare-and-swap on the slot's row word (-1 -> -2, then the key, a fence, the row), in the
+  emptier of its two buckets. Claims never move a stored id, so concurrent finds stay correct.
+  Only ids whose two buckets are both full go to a second kernel that runs the CPU's random walk
+  (cuckoo kicks), all in parallel (:func:`walk_spilled`: a spin lock per bucket guards each
+  swap); a walk that fails leaves its pair, with its row, in a list later finds also search, and
+  the host grows the index with it (:func:`rebuild_claim` + the same walks into 1.5x the
+  buckets) when it next settles, nothing lost. Kernels whose work depends on a count made on the
+  device (the walk, the new rows' init) are launched over the batch size, the threads past the
+  count exiting.
+* Lookup + gather (:func:`lookup_gather`) probes one id per thread, 32 per warp in flight, then
+  the warp copies the rows together, lanes over coordinates.
 * The optimizer kernels update a row's weights and state in place, one thread per (row,
   coordinate), with the CPU optimizers' float32 arithmetic in the same order, so the two
   placements agree to ~1 ulp.
@@ -177,106 +183,159 @@ def lookup_rows(keys, rows, n_buckets, seed1, seed2, ids, out):
         out[i] = rows[row_at(p)] if p >= 0 else -1
 
 
+GATHER_BLOCK = 256  # lookup_gather's largest block (its shared array holds one row index per thread)
+
+
 @cuda.jit
 def lookup_gather(keys, rows, n_buckets, seed1, seed2, ids, weights, default, out, dim, shift, shuffle):
-    """``2**shift`` threads per id (at most 32, so a group never straddles a warp): the group's
-    first thread probes the two buckets, a warp shuffle hands the row to the others, and each
-    copies every ``2**shift``-th coordinate, so a row moves in coalesced pieces while the hashing
-    and the bucket scan run once per id. ``weights`` and ``out`` are flat (row-major, ``dim``
-    wide) and the thread -> (id, lane) split is shifts, not divisions: this kernel is bound by
-    instructions, not by memory. ``shuffle=0`` (the simulator, which has no shuffles) has every
-    thread probe for itself: the same answer."""
-    t = cuda.grid(1)
-    lanes = 1 << shift
-    i = t >> shift
-    lane = t & (lanes - 1)
-    valid = i < ids.shape[0]
+    """Warp-wide probe, then a cooperative copy. Every thread probes the two buckets of its own id
+    (32 probes in flight per warp); then the warp copies its 32 rows together: ``2**shift`` lanes
+    per row (``2**shift`` = ``dim`` rounded up to a power of two, at most 32), so ``32 >> shift``
+    rows move at once, each row's index taken from its owner lane by ``cuda.shfl_sync`` and its
+    coordinates spread over the lanes (consecutive lanes, consecutive addresses: coalesced).
+    ``weights`` and ``out`` are flat (row-major, ``dim`` wide). Every thread of a block takes part
+    (those past the last id too): the launch covers whole warps and nobody returns early.
+    ``shuffle=0`` (the simulator, which has no shuffles) hands the row indices over through shared
+    memory instead: the same copy, the same answer, tested on the CPU."""
+    i = cuda.grid(1)
+    n = ids.shape[0]
     r = np.int32(-1)
-    if valid and (lane == 0 or shuffle == 0):
+    if i < n:
         key = ids[i]
-        base1 = bucket_of(key, seed1, n_buckets) * STRIDE
-        base2 = bucket_of(key, seed2, n_buckets) * STRIDE
-        p = find_in(keys, rows, base1, base2, key)
+        p = find_in(keys, rows, bucket_of(key, seed1, n_buckets) * STRIDE, bucket_of(key, seed2, n_buckets) * STRIDE,
+                    key)  # fmt: skip
         if p >= 0:
             r = rows[row_at(p)]
-    if shuffle != 0:  # every thread of the warp takes part (out-of-range ones too): full mask
-        r = cuda.shfl_sync(0xFFFFFFFF, r, cuda.laneid - lane)
-    if not valid:
-        return
-    dst = i * dim
-    if r >= 0:
-        src = np.int64(r) * dim
-        for d in range(lane, dim, lanes):
-            out[dst + d] = weights[src + d]
-    else:
-        for d in range(lane, dim, lanes):
-            out[dst + d] = default[d]
+    tid = cuda.threadIdx.x
+    lane = tid & 31
+    handed = cuda.shared.array(GATHER_BLOCK, dtype=np.int32)
+    if shuffle == 0:
+        handed[tid] = r
+        cuda.syncthreads()
+    lanes = 1 << shift
+    sub = lane >> shift  # which of the rows moved at once this lane works on
+    coord = lane & (lanes - 1)
+    for base in range(0, 32, 32 >> shift):
+        owner = base + sub
+        rr = cuda.shfl_sync(0xFFFFFFFF, r, owner) if shuffle != 0 else handed[tid - lane + owner]
+        j = i - lane + owner
+        if j < n:
+            dst = np.int64(j) * dim
+            if rr >= 0:
+                src = np.int64(rr) * dim
+                for d in range(coord, dim, lanes):
+                    out[dst + d] = weights[src + d]
+            else:
+                for d in range(coord, dim, lanes):
+                    out[dst + d] = default[d]
+
+
+# Counters a table keeps on the device (``CudaEmbeddingTable._ctr``), read by the host in one
+# batched copy when it settles (see cuda_table.py):
+C_TAKEN = 0  # new rows taken since the last settle (the k-th: free[free_count-1-k], then past high_water)
+C_FAIL = 1  # (id, row) pairs whose cuckoo walk failed since the last settle: fail_ids/fail_rows
+C_UNADMITTED = 2  # occurrences answered with the default vector since the last settle
+C_NEW = 3  # this call's new rows (new_ids/new_rows), zeroed per call
+C_SPILL = 4  # this call's ids whose two buckets were full (spill_ids/spill_rows), zeroed per call
+N_COUNTERS = 5
 
 
 @cuda.jit
-def find_admit(
+def find_admit_sorted(
     keys, rows, n_buckets, seed1, seed2,
-    ids, occurrences, out,
+    sorted_ids, dpos, out,
     last_update, dirty, now,
     counts, width, sketch_seed, threshold,
     free, free_count, high_water,
-    tickets, new_ids, new_rows, spill_ids, spill_rows,
+    ctr, new_ids, new_rows, spill_ids, spill_rows, fail_ids, fail_rows,
 ):  # fmt: skip
-    """Find-or-insert of distinct ``ids``; ``out[i]`` = row or -1 (not admitted yet).
+    """Find-or-insert of a batch given *sorted* (``sorted_ids``) with ``dpos[j]`` the distinct
+    index of position ``j`` (a cumulative sum of first-occurrence flags, computed without a host
+    sync): only the first position of each id works, so every id belongs to one thread.
+    ``out[d]`` = the row of the ``d``-th distinct id or -1 (not admitted yet); ``out`` past the
+    distinct count is -1. Its occurrence count (admission counts every occurrence) is the length
+    of its run, found by a binary search, only when ``threshold > 1``.
 
-    ``tickets[0]`` counts the new rows (the k-th takes ``free[free_count-1-k]``, then
-    ``high_water + k - free_count``: the CPU's order), ``tickets[1]`` the ids whose two buckets
-    were full (``spill_*``: placed afterwards by :func:`insert_spilled`).
-    """
-    i = cuda.grid(1)
-    if i >= ids.shape[0]:
+    Rows come from ``ctr[C_TAKEN]`` tickets (the free list from its top, then past the high-water
+    mark: the CPU's order), which accumulate until the host settles; an id whose walk failed
+    since then sits in ``fail_*`` with its row and is found there (it keeps its row)."""
+    j = cuda.grid(1)
+    n = sorted_ids.shape[0]
+    if j >= n:
         return
-    key = ids[i]
+    if j > dpos[n - 1]:
+        out[j] = -1
+    key = sorted_ids[j]
+    if j > 0 and sorted_ids[j - 1] == key:
+        return
+    d = dpos[j]
     base1 = bucket_of(key, seed1, n_buckets) * STRIDE
     base2 = bucket_of(key, seed2, n_buckets) * STRIDE
     p = find_in(keys, rows, base1, base2, key)
+    r = np.int32(-1)
     if p >= 0:
         r = rows[row_at(p)]
-        out[i] = r
+    else:
+        for f in range(ctr[C_FAIL]):
+            if fail_ids[f] == key:
+                r = fail_rows[f]
+                break
+    if r >= 0:
+        out[d] = r
         if last_update[r] < now:
             last_update[r] = now
         return
-    if threshold > 1 and not sketch_observe_n(counts, width, sketch_seed, key, occurrences[i], threshold):
-        out[i] = -1
-        return
-    k = cuda.atomic.add(tickets, 0, 1)
+    if threshold > 1:
+        lo = j + 1
+        hi = n
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if sorted_ids[mid] == key:
+                lo = mid + 1
+            else:
+                hi = mid
+        occurrences = lo - j
+        if not sketch_observe_n(counts, width, sketch_seed, key, occurrences, threshold):
+            out[d] = -1
+            cuda.atomic.add(ctr, C_UNADMITTED, occurrences)
+            return
+    k = cuda.atomic.add(ctr, C_TAKEN, 1)
     r = free[free_count - 1 - k] if k < free_count else np.int32(high_water + k - free_count)
-    out[i] = r
+    out[d] = r
     last_update[r] = now
     dirty[r] = 1
-    new_ids[k] = key
-    new_rows[k] = r
+    q = cuda.atomic.add(ctr, C_NEW, 1)
+    new_ids[q] = key
+    new_rows[q] = r
     if not claim(keys, rows, base1, base2, key, r):
-        s = cuda.atomic.add(tickets, 1, 1)
+        s = cuda.atomic.add(ctr, C_SPILL, 1)
         spill_ids[s] = key
         spill_rows[s] = r
 
 
 @cuda.jit
-def walk_spilled(keys, rows, n_buckets, seed1, seed2, locks, spill_ids, spill_rows, n, walk_seed, tickets, fail_ids,
-                 fail_rows):  # fmt: skip
-    """Every spilled pair walks in parallel, one thread each: claim a slot in either bucket of
-    the pair in hand; else lock one of its buckets (a spin lock per bucket: ``atomic.cas``), swap
-    the pair with a random *held* slot there, unlock, and carry the evicted pair to its other
-    bucket. Claims only take empty slots and swaps only held ones, so they never meet; no finds
-    run meanwhile. A walk longer than ``MAX_KICKS`` leaves its pair in ``fail_*`` (tickets[0]):
-    the host grows the index with them."""
-    i = cuda.grid(1)
-    if i >= n:
-        return
-    key = spill_ids[i]
-    row = spill_rows[i]
+def gather_leaf(weights, default, rows, out):
+    """``out[k] = weights[rows[k]]``, ``default`` where ``rows[k] < 0``: a training step's leaf,
+    one thread per (row, coordinate)."""
+    t = cuda.grid(1)
+    dim = weights.shape[1]
+    k = t // dim
+    if k < rows.shape[0]:
+        d = t - k * dim
+        r = rows[k]
+        out[k, d] = weights[r, d] if r >= 0 else default[d]
+
+
+@cuda.jit(device=True)
+def _walk_pair(keys, rows, n_buckets, seed1, seed2, locks, key, row, i, walk_seed, max_kicks, ctr, fail_at, fail_ids,
+               fail_rows):  # fmt: skip
+    """The walk of one spilled pair (see :func:`walk_spilled`); ``i`` seeds its random choices."""
     state = cuda.local.array(1, dtype=np.int64)
     state[0] = np.int64(mix64(np.uint64(walk_seed) ^ (np.uint64(i + 1) * _GOLDEN)) | _ONE)
     b1 = bucket_of(key, seed1, n_buckets)
     b2 = bucket_of(key, seed2, n_buckets)
     bucket = b1 if (_xorshift(state) & _ONE) == 0 else b2
-    for _ in range(MAX_KICKS):
+    for _ in range(max_kicks):
         if claim(keys, rows, b1 * STRIDE, b2 * STRIDE, key, row):
             return
         while cuda.atomic.cas(locks, bucket, 0, 1) != 0:
@@ -298,9 +357,26 @@ def walk_spilled(keys, rows, n_buckets, seed1, seed2, locks, spill_ids, spill_ro
             bucket = b2 if b1 == bucket else b1
         else:
             cuda.atomic.exch(locks, bucket, 0)
-    f = cuda.atomic.add(tickets, 0, 1)
+    f = cuda.atomic.add(ctr, fail_at, 1)
     fail_ids[f] = key
     fail_rows[f] = row
+
+
+@cuda.jit
+def walk_spilled(keys, rows, n_buckets, seed1, seed2, locks, spill_ids, spill_rows, ctr, n_at, fail_at, walk_seed,
+                 max_kicks, fail_ids, fail_rows):  # fmt: skip
+    """Every spilled pair walks in parallel, one thread each: claim a slot in either bucket of
+    the pair in hand; else lock one of its buckets (a spin lock per bucket: ``atomic.cas``), swap
+    the pair with a random *held* slot there, unlock, and carry the evicted pair to its other
+    bucket. Claims only take empty slots and swaps only held ones, so they never meet; no finds
+    run meanwhile. A walk longer than ``max_kicks`` (``MAX_KICKS``) leaves its pair in ``fail_*``
+    (ticket ``ctr[fail_at]``): the host grows the index with them. The pairs are
+    ``spill_*[:ctr[n_at]]``, a count on the device: the launch covers an upper bound and the
+    threads past it exit."""
+    i = cuda.grid(1)
+    if i < ctr[n_at]:
+        _walk_pair(keys, rows, n_buckets, seed1, seed2, locks, spill_ids[i], spill_rows[i], i, walk_seed, max_kicks,
+                   ctr, fail_at, fail_ids, fail_rows)  # fmt: skip
 
 
 @cuda.jit
@@ -338,17 +414,10 @@ def claim_given(keys, rows, n_buckets, seed1, seed2, ids, new_rows, tickets, spi
         spill_rows[s] = r
 
 
-@cuda.jit
-def init_rows(weights, new_rows, new_ids, n, kind, a, b, seed):
-    """Initial vectors of new rows, one thread per coordinate: the CPU initializer's formulas."""
-    t = cuda.grid(1)
-    dim = weights.shape[1]
-    k = t // dim
-    if k >= n:
-        return
-    d = t - k * dim
-    r = new_rows[k]
-    key = new_ids[k]
+@cuda.jit(device=True, inline=True)
+def _init_coordinate(weights, state, state_init, n_state, r, key, d, kind, a, b, seed):
+    for s in range(n_state):
+        state[s, r, d] = state_init[s]
     if kind == 0:
         weights[r, d] = 0.0
     elif kind == 1:
@@ -357,6 +426,29 @@ def init_rows(weights, new_rows, new_ids, n, kind, a, b, seed):
         u1 = _unit(seed, key, 2 * d) + 0.5 * _INV24
         u2 = _unit(seed, key, 2 * d + 1)
         weights[r, d] = a + b * math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+
+
+@cuda.jit
+def place_new(
+    keys, rows, n_buckets, seed1, seed2, locks, spill_ids, spill_rows, walk_seed, max_kicks, fail_ids, fail_rows,
+    weights, state, state_init, n_state, new_ids, new_rows, ctr, kind, a, b, seed,
+):  # fmt: skip
+    """After :func:`find_admit_sorted`, in one launch over ``batch * dim`` threads: thread
+    ``(k, d)`` writes coordinate ``d`` of the ``k``-th new row's initial vector (the CPU
+    initializer's formulas) and optimizer state (``state`` [n_state, rows, dim], ``state_init``
+    its initial values; 1-entry stand-ins when ``n_state`` is 0, so no argument is ever empty),
+    for ``k < ctr[C_NEW]``; and thread ``(k, 0)`` walks the ``k``-th spilled pair for
+    ``k < ctr[C_SPILL]`` (:func:`walk_spilled`'s walk, failures to ``fail_*`` at ``ctr[C_FAIL]``).
+    The counts are the device's: the launch covers the batch size and the rest exit."""
+    t = cuda.grid(1)
+    dim = weights.shape[1]
+    k = t // dim
+    d = t - k * dim
+    if k < ctr[C_NEW]:
+        _init_coordinate(weights, state, state_init, n_state, new_rows[k], new_ids[k], d, kind, a, b, seed)
+    if d == 0 and k < ctr[C_SPILL]:
+        _walk_pair(keys, rows, n_buckets, seed1, seed2, locks, spill_ids[k], spill_rows[k], k, walk_seed, max_kicks,
+                   ctr, C_FAIL, fail_ids, fail_rows)  # fmt: skip
 
 
 @cuda.jit
@@ -422,25 +514,35 @@ def forget_many(counts, width, seed, ids, amount):
 
 
 # -- the fused row optimizers (one thread per (row, coordinate); rows distinct) ------------------
+# Positions whose row is < 0 (ids not admitted, padding past a batch's distinct count) are
+# skipped; each updated row is marked in ``dirty`` for the next delta.
 @cuda.jit
-def sgd_rows(weights, rows, grads, lr):
+def sgd_rows(weights, rows, grads, dirty, lr):
     t = cuda.grid(1)
     dim = weights.shape[1]
     k = t // dim
     if k < rows.shape[0]:
         d = t - k * dim
         r = rows[k]
+        if r < 0:
+            return
+        if d == 0:
+            dirty[r] = 1
         weights[r, d] = weights[r, d] - lr * grads[k, d]
 
 
 @cuda.jit
-def adagrad_rows(weights, acc, rows, grads, clr, eps):
+def adagrad_rows(weights, acc, rows, grads, dirty, clr, eps):
     t = cuda.grid(1)
     dim = weights.shape[1]
     k = t // dim
     if k < rows.shape[0]:
         d = t - k * dim
         r = rows[k]
+        if r < 0:
+            return
+        if d == 0:
+            dirty[r] = 1
         g = grads[k, d]
         s = acc[r, d] + g * g
         acc[r, d] = s
@@ -448,13 +550,17 @@ def adagrad_rows(weights, acc, rows, grads, clr, eps):
 
 
 @cuda.jit
-def adam_rows(weights, exp_avg, exp_avg_sq, rows, grads, one_minus_b1, one_minus_b2, step_size, eps):
+def adam_rows(weights, exp_avg, exp_avg_sq, rows, grads, dirty, one_minus_b1, one_minus_b2, step_size, eps):
     t = cuda.grid(1)
     dim = weights.shape[1]
     k = t // dim
     if k < rows.shape[0]:
         d = t - k * dim
         r = rows[k]
+        if r < 0:
+            return
+        if d == 0:
+            dirty[r] = 1
         g = grads[k, d]
         m_old = exp_avg[r, d]
         v_old = exp_avg_sq[r, d]
@@ -468,13 +574,17 @@ def adam_rows(weights, exp_avg, exp_avg_sq, rows, grads, one_minus_b1, one_minus
 
 
 @cuda.jit
-def ftrl_rows(weights, z_state, n_state, rows, grads, alpha, beta, l1, l2):
+def ftrl_rows(weights, z_state, n_state, rows, grads, dirty, alpha, beta, l1, l2):
     t = cuda.grid(1)
     dim = weights.shape[1]
     k = t // dim
     if k < rows.shape[0]:
         d = t - k * dim
         r = rows[k]
+        if r < 0:
+            return
+        if d == 0:
+            dirty[r] = 1
         g = grads[k, d]
         w = weights[r, d]
         n = n_state[r, d]

@@ -4,8 +4,9 @@
 (``admit``, ``apply_gradients``, ``lookup``, ``rows_of``, ``evict_expired``, ``export_delta``,
 ``export_full``, ``state_arrays``) with every per-id step a kernel of ``cuda_kernels.py``; rows,
 optimizer state, ``last_update``, ``dirty``, the free list, the admission sketch and the cuckoo
-buckets are torch tensors on the GPU (so a batch's leaf gathers with one ``index_select``, and
-numba kernels read the same memory through ``__cuda_array_interface__``, on torch's stream).
+buckets are torch tensors on the GPU (numba kernels read the same memory through
+``__cuda_array_interface__``, or a direct ``cuLaunchKernel`` with the tensors' pointers, on torch's
+stream).
 
 What stays the same as on the CPU, by construction:
 
@@ -22,6 +23,21 @@ fed the same ids; growth is decided before a batch as well as on a failed walk (
 above 0.97); a hash flood the index cannot place raises :class:`IndexFloodError` instead of
 refusing the one id.
 
+**The allocator lives on the device; the host settles lazily.** A training call
+(:meth:`~CudaEmbeddingTable.admit_distinct`, or the module's grouped step through
+:meth:`~CudaEmbeddingTable.find_or_insert_sorted`) reads nothing back: the kernels take rows by
+tickets on a device counter (``_ctr``: rows taken, failed walks, ids not admitted), and the launches
+that depend on a count (the spilled ids' walk, the new rows' init) cover the batch size with the
+threads past the device's count exiting. The host keeps only an upper bound of the rows taken
+since it last read the counters (``_pending``: the batch sizes), and grows row capacity and the
+index *ahead* by that bound (so a table may hold up to one batch more rows and buckets than the
+per-id path would); only when the bound says growth may be due does it settle first (one read)
+and grow on the exact counts. A walk that fails (the index needs to grow) leaves its pair on the
+device, with its row, where later finds see it; the settle grows the index with it, nothing lost.
+Every other call (reads, expiry, deltas, snapshots, stats, ``len``) settles first.
+:func:`settle_tables` settles many tables in one read (the module does it once per step, with
+the gradient check's flags). :data:`COUNTS` tallies launches and device reads for the benches.
+
 ``device="cuda"`` under ``NUMBA_ENABLE_CUDASIM=1`` runs the same kernels in Numba's CUDA simulator
 with the tensors in host memory: that is how the tests run without a GPU.
 """
@@ -31,6 +47,7 @@ from __future__ import annotations
 import math
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import astuple
 
 import msgspec
@@ -107,6 +124,18 @@ def torch_device(device: str) -> torch.device:
     return target
 
 
+COUNTS = {"launches": 0, "syncs": 0}
+"""Process-wide tallies of the GPU path's own work: numba kernel launches (``_Launcher``) and host
+reads of device memory (:func:`device_read`, each a host sync on a GPU). ``bench training``
+reports them per step; the tests bound them."""
+
+
+def device_read(t: torch.Tensor) -> torch.Tensor:
+    """``t`` copied to the host: the one way this module reads device memory (counted)."""
+    COUNTS["syncs"] += 1
+    return t.cpu()
+
+
 class _Launcher:
     """Launches numba kernels on torch's current stream, tensors passed zero-copy.
 
@@ -147,13 +176,15 @@ class _Launcher:
     def __call__(self, kernel, n: int, *args, threads: int = 256) -> None:
         if n <= 0:
             return
+        COUNTS["launches"] += 1
         if self.sim:
             threads = min(threads, 64)
             kernel[(n + threads - 1) // threads, threads, 0](*args)
             return
         blocks = (n + threads - 1) // threads
         stream = torch.cuda.current_stream(self.device).cuda_stream
-        key = (kernel, tuple(_kind(a) for a in args))
+        packed = [_packed(a) for a in args]
+        key = (kernel, tuple(p[0] for p in packed))
         entry = self._compiled.get(key, False)
         if entry is False or entry is None:
             self._dispatch(kernel, key, args, blocks, threads, stream, first=entry is False)
@@ -161,12 +192,8 @@ class _Launcher:
         func, ctypes_types = entry
         self.launches["direct"] += 1
         values: list = []
-        for a in args:
-            if isinstance(a, torch.Tensor):
-                size = a.element_size()
-                values += [0, 0, a.numel(), size, a.data_ptr(), *a.shape, *(st * size for st in a.stride())]
-            else:
-                values.append(int(a) if isinstance(a, int | np.integer) else float(a))
+        for p in packed:
+            values += p[1]
         (err,) = self._driver.cuLaunchKernel(
             func, blocks, 1, 1, threads, 1, 1, 0, stream, (tuple(values), ctypes_types), 0
         )
@@ -214,11 +241,20 @@ class _Launcher:
         self._compiled[key] = (func, tuple(layout))
 
 
-def _kind(a: object) -> tuple:
-    """What decides a kernel's compiled signature: dtype, rank and contiguity, or a scalar's type."""
+def _packed(a: object) -> tuple[tuple, tuple]:
+    """(what decides a kernel's compiled signature: dtype, rank and contiguity, or a scalar's type;
+    the argument's values as numba lays out the parameter). A tensor's pair is computed once and
+    kept on the tensor (its pointer, shape and strides never change: nothing here resizes a tensor
+    in place), which saves most of a direct launch's Python time for the tables' own arrays."""
     if isinstance(a, torch.Tensor):
-        return (a.dtype, a.dim(), a.is_contiguous())
-    return (type(a),)
+        cached = getattr(a, "_streamrec_launch_args", None)
+        if cached is None:
+            size = a.element_size()
+            values = (0, 0, a.numel(), size, a.data_ptr(), *a.shape, *(st * size for st in a.stride()))
+            cached = ((a.dtype, a.dim(), a.is_contiguous()), values)
+            a._streamrec_launch_args = cached
+        return cached
+    return (type(a),), (int(a) if isinstance(a, int | np.integer) else float(a),)
 
 
 def _kernels():
@@ -315,9 +351,9 @@ class CudaCuckooIndex:
         dim = weights.shape[1]
         if out is None:
             out = torch.empty((ids.shape[0], dim), dtype=weights.dtype, device=self.device)
-        shift = max(0, min(5, (dim - 1).bit_length()))
+        shift = max(0, min(5, (dim - 1).bit_length()))  # lanes per row: dim rounded up to 2**k, <= 32
         a = self.launch.arr
-        self.launch(_kernels().lookup_gather, ids.shape[0] << shift, self.k, self.r, self.n_buckets, self.seed1,
+        self.launch(_kernels().lookup_gather, ids.shape[0], self.k, self.r, self.n_buckets, self.seed1,
                     self.seed2, a(ids), a(weights.view(-1)), a(default), a(out.view(-1)), dim, shift,
                     0 if self.launch.sim else 1)  # fmt: skip
         return out
@@ -360,16 +396,19 @@ class CudaCuckooIndex:
         if fail_ids.numel():
             self.grow(homeless=(fail_ids, fail_rows))
 
+    def walk_seed(self) -> np.int64:
+        """A fresh seed for the next launch of :func:`walk_spilled`."""
+        self._walks += 1
+        return np.int64(py_mix64(self._walks ^ int(self.seed1)) >> 1)
+
     def _walk(self, k, r, n_buckets, seed1, seed2, locks, spill_ids, spill_rows, n):
-        tickets = torch.zeros(1, dtype=torch.int64, device=self.device)
+        counters = torch.tensor([0, n], dtype=torch.int64).to(self.device)  # [fails, pairs]
         fail_ids = torch.empty(n, dtype=torch.int64, device=self.device)
         fail_rows = torch.empty(n, dtype=torch.int32, device=self.device)
-        self._walks += 1
         a = self.launch.arr
-        walk_seed = np.int64(py_mix64(self._walks ^ int(self.seed1)) >> 1)
         self.launch(_kernels().walk_spilled, n, k, r, n_buckets, seed1, seed2, a(locks), a(spill_ids), a(spill_rows),
-                    n, walk_seed, a(tickets), a(fail_ids), a(fail_rows))  # fmt: skip
-        failed = int(tickets[0])
+                    a(counters), 1, 0, self.walk_seed(), _kernels().MAX_KICKS, a(fail_ids), a(fail_rows))  # fmt: skip
+        failed = int(device_read(counters)[0])
         return fail_ids[:failed], fail_rows[:failed]
 
     def grow(self, homeless: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
@@ -486,12 +525,18 @@ class CudaEmbeddingTable:
         self.optimizer = make_optimizer(self.config.optimizer)
         self.step = cpu.step
         self._stats = TableStats(*astuple(cpu.stats))
-        self._unadmitted = torch.zeros((), dtype=torch.int64, device=self.device)
         self._init = initializer_params(self.config.initializer)
         self.index = CudaCuckooIndex.from_cpu(cpu.index, self.launch)
         dev = self.device
         self._weights = torch.from_numpy(np.ascontiguousarray(cpu._weights)).to(dev, copy=True)
-        self._state = {k: torch.from_numpy(np.ascontiguousarray(v)).to(dev, copy=True) for k, v in cpu._state.items()}
+        names = list(cpu._state)
+        self._state_names = names
+        self._state_all = (
+            torch.stack([torch.from_numpy(np.ascontiguousarray(cpu._state[k])) for k in names]).to(dev)
+            if names
+            else torch.zeros((0, 1, self.dim), dtype=torch.float32, device=dev)
+        )
+        self._state_init = torch.tensor([self.optimizer.initial_state(k) for k in names], dtype=torch.float32).to(dev)
         self._last_update = torch.from_numpy(cpu._last_update.astype(np.int64)).to(dev)  # uint32 seconds, widened
         self._dirty = torch.from_numpy(cpu._dirty).to(dev, copy=True)
         self._free = torch.from_numpy(cpu._free[: int(cpu._alloc[0])].copy()).to(dev)
@@ -504,11 +549,26 @@ class CudaEmbeddingTable:
             [torch.from_numpy(np.concatenate(cpu._evicted)).to(dev)] if cpu._evicted else []
         )
         self.default = torch.zeros(self.dim, dtype=torch.float32, device=dev)
+        # The allocator on the device (see "settling" in the module docstring).
+        self._ctr = torch.zeros(_kernels().N_COUNTERS, dtype=torch.int64, device=dev)
+        self._pending = 0  # upper bound on the rows taken since the last settle
+        self._unsettled = False
+        self._calls = False  # a call ran since the per-call counters were zeroed
+        self._fail_ids = torch.empty(0, dtype=torch.int64, device=dev)
+        self._fail_rows = torch.empty(0, dtype=torch.int32, device=dev)
+        self._bufs: tuple[torch.Tensor, ...] = ()
+        self._no_free = torch.zeros(1, dtype=torch.int32, device=dev)
         self._views()
 
     def _views(self) -> None:
         a = self.launch.arr
+        self._state = {k: self._state_all[i] for i, k in enumerate(self._state_names)}
         self._w = a(self._weights)
+        if self._state_names:
+            self._st, self._st_init = a(self._state_all), a(self._state_init)
+        else:  # no optimizer state (SGD): 1-entry stand-ins, never written (n_state = 0)
+            self._st = a(torch.zeros((1, 1, 1), dtype=torch.float32, device=self.device))
+            self._st_init = a(torch.zeros(1, dtype=torch.float32, device=self.device))
         self._s = {k: a(v) for k, v in self._state.items()}
         self._lu = a(self._last_update)
         self._d = a(self._dirty)
@@ -517,14 +577,73 @@ class CudaEmbeddingTable:
         self._sk = a(self._sk_t)
         self._sk_width = counts.shape[1]
 
+    # -- settling: the host's view of the device allocator ---------------------------------------
+    def _settled(self, counters: np.ndarray) -> None:
+        """Take in ``counters`` (a host copy of ``_ctr[:3]``): rows taken, failed walks, ids not
+        admitted since the last settle. Failed walks are placed now (growing the index)."""
+        taken, failed, unadmitted = (int(x) for x in counters[:3])
+        self._unsettled, self._pending = False, 0
+        if taken:
+            free = self._free.numel()
+            used_free = min(taken, free)
+            self._free = self._free[: free - used_free]
+            self._high_water += taken - used_free
+            self.index.size += taken
+            self._stats.admitted += taken
+        self._stats.unadmitted_lookups += unadmitted
+        self._calls = False
+        if failed:
+            self.index.grow(homeless=(self._fail_ids[:failed].clone(), self._fail_rows[:failed].clone()))
+
+    def settle(self) -> None:
+        """Bring the host's counters (rows used, ids held, stats) up to date: one device read,
+        only when a training call ran since the last settle."""
+        settle_tables([self])
+
+    def _prepare(self, n: int) -> None:
+        """Before a find-or-insert of at most ``n`` new ids: enough rows, index room below
+        ``PREGROW_LOAD`` and buffers for the worst case, judged from the host's upper bound; only
+        when the bound says growth might be needed does it settle first (one read) and grow on the
+        exact counts."""
+        bound = self._pending + n
+        # Failed walks since the settle (at most ``bound``) wait in fail_*: grown by a copy while
+        # unsettled, up to a limit past which the table settles instead (failures are rare; the
+        # buffer need not hold the worst case of many calls).
+        fail_limit = max(4 * n, self._capacity // 8)
+
+        def short() -> bool:
+            rows_needed = self._high_water + max(0, bound - self._free.numel())
+            index_full = self.index.size + bound > PREGROW_LOAD * self.index.positions
+            return rows_needed > self._capacity or index_full or bound > max(fail_limit, self._fail_ids.numel())
+
+        if short() and self._unsettled:
+            self.settle()
+            bound = n
+        if short():
+            self._ensure_rows(self._high_water + max(0, bound - self._free.numel()))
+            self.index.reserve(bound)
+        if bound > self._fail_ids.numel():
+            size = max(bound, min(fail_limit, 2 * self._fail_ids.numel()))
+            grown = torch.empty(size - self._fail_ids.numel(), dtype=torch.int64, device=self.device)
+            self._fail_ids = torch.cat([self._fail_ids, grown])
+            self._fail_rows = torch.cat([self._fail_rows, grown.to(torch.int32)])
+        if len(self._bufs) == 0 or self._bufs[0].numel() < n:
+            dev = self.device
+            self._bufs = (
+                torch.empty(n, dtype=torch.int64, device=dev), torch.empty(n, dtype=torch.int32, device=dev),
+                torch.empty(n, dtype=torch.int64, device=dev), torch.empty(n, dtype=torch.int32, device=dev),
+            )  # fmt: skip
+        self._pending = bound
+        self._unsettled = True
+
     # -- sizes ---------------------------------------------------------------------------------
     def __len__(self) -> int:
+        self.settle()
         return self.index.size
 
     @property
     def stats(self) -> TableStats:
-        self._stats.unadmitted_lookups += int(self._unadmitted)
-        self._unadmitted.zero_()
+        self.settle()
         return self._stats
 
     @property
@@ -563,73 +682,88 @@ class CudaEmbeddingTable:
     # -- the training path ---------------------------------------------------------------------
     def admit_distinct(self, ids: object, now: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(row of each distinct id or -1, index of each occurrence's distinct id): the training
-        lookup of a batch, on the device. Admission counts every occurrence."""
+        lookup of a batch, on the device, without a host sync. Admission counts every occurrence.
+
+        The first tensor has one entry per *occurrence* (a fixed size: the distinct count stays on
+        the device): entry ``d`` is the row of the ``d``-th smallest distinct id, -1 for an id not
+        admitted yet and for every entry past the distinct count."""
         ids = self.device_ids(ids)
         t = int(check_time(now))
-        distinct, inverse, counts = torch.unique(ids, return_inverse=True, return_counts=True)
-        n = distinct.shape[0]
-        out = torch.empty(n, dtype=torch.int32, device=self.device)
+        n = ids.shape[0]
         if n == 0:
-            return out, inverse
-        self.index.reserve(n)
-        self._ensure_rows(self._high_water + max(0, n - self._free.numel()))
-        tickets = torch.zeros(2, dtype=torch.int64, device=self.device)
-        new_ids = torch.empty(n, dtype=torch.int64, device=self.device)
-        new_rows = torch.empty(n, dtype=torch.int32, device=self.device)
-        spill_ids = torch.empty(n, dtype=torch.int64, device=self.device)
-        spill_rows = torch.empty(n, dtype=torch.int32, device=self.device)
-        free = self._free if self._free.numel() else torch.zeros(1, dtype=torch.int32, device=self.device)
+            return torch.empty(0, dtype=torch.int32, device=self.device), torch.empty(0, dtype=torch.int64,
+                                                                                     device=self.device)  # fmt: skip
+        sorted_ids, order = torch.sort(ids)
+        dpos = first_occurrence_index(sorted_ids.unsqueeze(0))[0]
+        inverse = torch.empty_like(dpos).scatter_(0, order, dpos)
+        out = torch.empty(n, dtype=torch.int32, device=self.device)
+        self.find_or_insert_sorted(sorted_ids, dpos, out, t)
+        return out, inverse
+
+    def find_or_insert_sorted(self, sorted_ids: torch.Tensor, dpos: torch.Tensor, out: torch.Tensor, now: int) -> None:
+        """Find-or-insert of a sorted batch (``dpos``: distinct index of each position, see
+        :func:`first_occurrence_index`) into ``out`` (int32, the batch's size): two launches
+        (find-or-insert; the new rows' init with the spilled ids' walk), each over the batch size
+        with the device's counts deciding which threads work; no host sync."""
+        n = sorted_ids.shape[0]
+        self._prepare(n)
         ix, a, K = self.index, self.launch.arr, _kernels()
+        new_ids, new_rows, spill_ids, spill_rows = (a(b) for b in self._bufs)
+        free = self._free if self._free.numel() else self._no_free
+        ctr = a(self._ctr)
+        if self._calls:  # zero after a settle already
+            self._ctr[K.C_NEW : K.C_SPILL + 1].zero_()
+        self._calls = True
         self.launch(
-            K.find_admit, n, ix.k, ix.r, ix.n_buckets, ix.seed1, ix.seed2,
-            a(distinct), a(counts.to(torch.int32)), a(out),
-            self._lu, self._d, np.int64(t),
+            K.find_admit_sorted, n, ix.k, ix.r, ix.n_buckets, ix.seed1, ix.seed2,
+            a(sorted_ids), a(dpos), a(out),
+            self._lu, self._d, np.int64(now),
             self._sk, self._sk_width, self.sketch_seed, self.config.admit_after,
             a(free), self._free.numel(), self._high_water,
-            a(tickets), a(new_ids), a(new_rows), a(spill_ids), a(spill_rows),
+            ctr, new_ids, new_rows, spill_ids, spill_rows, a(self._fail_ids), a(self._fail_rows),
         )  # fmt: skip
-        n_new, n_spill = (int(x) for x in tickets.cpu())
-        if n_new:
-            used_free = min(n_new, self._free.numel())
-            self._free = self._free[: self._free.numel() - used_free]
-            self._high_water += n_new - used_free
-            ix.size += n_new
-            self._stats.admitted += n_new
-            ix.place_spilled(spill_ids, spill_rows, n_spill)
-            self._initialize(new_ids[:n_new], new_rows[:n_new])
-        self._unadmitted += (counts * (out < 0)).sum()  # stays on the device: no sync
-        return out, inverse
+        kind, lo, hi = self._init
+        self.launch(
+            K.place_new, n * self.dim, ix.k, ix.r, ix.n_buckets, ix.seed1, ix.seed2, a(ix._locks),
+            spill_ids, spill_rows, ix.walk_seed(), K.MAX_KICKS, a(self._fail_ids), a(self._fail_rows),
+            self._w, self._st, self._st_init, len(self._state_names), new_ids, new_rows, ctr,
+            kind, float(lo), float(hi), self.seed,
+        )  # fmt: skip
+
+    def gather_rows(self, rows: torch.Tensor, out: torch.Tensor) -> None:
+        """``out[k] = weight[rows[k]]`` (the default vector where ``rows[k] < 0``): one launch."""
+        a = self.launch.arr
+        self.launch(_kernels().gather_leaf, rows.shape[0] * self.dim, self._w, a(self.default), a(rows), a(out))
 
     def admit(self, ids: object, now: float) -> np.ndarray:
         """Rows of ``ids`` for a training step, as :meth:`EmbeddingTable.admit` (host int32)."""
         rows, inverse = self.admit_distinct(ids, now)
         return rows[inverse].cpu().numpy() if rows.numel() else np.empty(0, dtype=np.int32)
 
-    def _initialize(self, ids: torch.Tensor, rows: torch.Tensor) -> None:
-        kind, lo, hi = self._init
-        a = self.launch.arr
-        self.launch(_kernels().init_rows, ids.shape[0] * self.dim, self._w, a(rows), a(ids), ids.shape[0], kind,
-                    float(lo), float(hi), self.seed)  # fmt: skip
-        if self._state:
-            r = rows.to(torch.int64)
-            for name, array in self._state.items():
-                array[r] = self.optimizer.initial_state(name)
-
     def _ensure_rows(self, needed: int, exact: bool = False) -> None:
         if needed <= self._capacity:
             return
+        self.settle()
         capacity = needed if exact else max(needed, int(self._capacity * 1.5) + 16)
         if capacity > 2**31 - 1:
             raise MemoryError(f"slot {self.slot}: more than 2**31 rows")
         used = self._high_water
 
-        def grown(t: torch.Tensor, fill: float = 0) -> torch.Tensor:
-            new = torch.full((capacity, *t.shape[1:]), fill, dtype=t.dtype, device=self.device)
-            new[:used] = t[:used]
+        def grown(t: torch.Tensor, fill: float | torch.Tensor = 0, axis: int = 0) -> torch.Tensor:
+            shape = list(t.shape)
+            shape[axis] = capacity
+            new = torch.empty(shape, dtype=t.dtype, device=self.device)
+            if axis == 0:
+                new.fill_(fill)
+                new[:used] = t[:used]
+            else:
+                new.copy_(fill.view(-1, 1, 1).expand_as(new))
+                new[:, :used] = t[:, :used]
             return new
 
         self._weights = grown(self._weights)
-        self._state = {k: grown(v, self.optimizer.initial_state(k)) for k, v in self._state.items()}
+        if self._state_names:
+            self._state_all = grown(self._state_all, self._state_init, axis=1)
         self._last_update = grown(self._last_update)
         self._dirty = grown(self._dirty)
         self._capacity = capacity
@@ -653,25 +787,28 @@ class CudaEmbeddingTable:
         if not distinct:
             rows, inverse = torch.unique(rows, return_inverse=True)
             grads = torch.zeros((rows.numel(), self.dim), device=self.device).index_add_(0, inverse, grads)
-        grads = grads.contiguous()
+        self.update_rows(rows.contiguous(), grads.contiguous())
+
+    def update_rows(self, rows: torch.Tensor, grads: torch.Tensor) -> None:
+        """The fused optimizer kernel, one launch: ``rows`` distinct (int32 or int64; entries < 0
+        skipped), ``grads`` [len(rows), dim] float32 and already checked; marks rows dirty."""
         self.step += 1
         c, a, K, n = self.config.optimizer, self.launch.arr, _kernels(), rows.numel() * self.dim
-        r, g, f32 = a(rows.contiguous()), a(grads), np.float32
+        r, g, d, f32 = a(rows), a(grads), self._d, np.float32
         if isinstance(c, SGD):
-            self.launch(K.sgd_rows, n, self._w, r, g, f32(c.lr))
+            self.launch(K.sgd_rows, n, self._w, r, g, d, f32(c.lr))
         elif isinstance(c, Adagrad):
             clr = c.lr / (1 + (self.step - 1) * c.lr_decay)
-            self.launch(K.adagrad_rows, n, self._w, self._s["sum"], r, g, f32(clr), f32(c.eps))
+            self.launch(K.adagrad_rows, n, self._w, self._s["sum"], r, g, d, f32(clr), f32(c.eps))
         elif isinstance(c, Adam):
             step_size = c.lr * math.sqrt(1 - c.beta2**self.step) / (1 - c.beta1**self.step)
-            self.launch(K.adam_rows, n, self._w, self._s["exp_avg"], self._s["exp_avg_sq"], r, g,
+            self.launch(K.adam_rows, n, self._w, self._s["exp_avg"], self._s["exp_avg_sq"], r, g, d,
                         f32(1 - c.beta1), f32(1 - c.beta2), f32(step_size), f32(c.eps))  # fmt: skip
         elif isinstance(c, FTRL):
-            self.launch(K.ftrl_rows, n, self._w, self._s["z"], self._s["n"], r, g, f32(c.alpha), f32(c.beta),
+            self.launch(K.ftrl_rows, n, self._w, self._s["z"], self._s["n"], r, g, d, f32(c.alpha), f32(c.beta),
                         f32(c.l1), f32(c.l2))  # fmt: skip
         else:  # pragma: no cover - config validation admits these four only
             raise TypeError(f"unknown optimizer config {c!r}")
-        self._dirty[rows] = 1
 
     def check_gradients(self, rows: torch.Tensor, grads: torch.Tensor) -> None:
         """Raise :class:`InvalidInputError` (or ``NonFiniteGradientError``) for a bad update."""
@@ -685,20 +822,25 @@ class CudaEmbeddingTable:
             )
         if rows.numel() == 0:
             return
-        lo, hi, finite = torch.stack(
-            [rows.min().to(torch.float64), rows.max().to(torch.float64), torch.isfinite(grads).all().to(torch.float64)]
+        self.settle()
+        lo, hi, finite = device_read(
+            torch.stack(
+                [
+                    rows.min().to(torch.float64),
+                    rows.max().to(torch.float64),
+                    torch.isfinite(grads).all().to(torch.float64),
+                ]
+            )
         ).tolist()
         if lo < 0 or hi >= self._high_water:
             raise InvalidInputError(f"{self.slot}.rows", rows.cpu(), "rows must be rows of this table")
         if not finite:
-            bad = int((~torch.isfinite(grads)).any(dim=1).nonzero()[0, 0])
-            raise NonFiniteGradientError(
-                f"{self.slot}.grads", grads[bad].tolist(), "gradient holds NaN or infinity; nothing was updated"
-            )
+            raise_non_finite(self.slot, grads)
 
     # -- the read path -------------------------------------------------------------------------
     def lookup_tensor(self, ids: object) -> torch.Tensor:
         """Vectors of ``ids`` as a device tensor (default vector where absent): one kernel."""
+        self.settle()
         return self.index.gather(self.device_ids(ids), self._weights, self.default)
 
     def lookup(self, ids: object) -> np.ndarray:
@@ -707,12 +849,14 @@ class CudaEmbeddingTable:
 
     def rows_of(self, ids: object) -> np.ndarray:
         """Rows of ``ids`` without admitting or touching them (-1 = absent), host int32."""
+        self.settle()
         return self.index.lookup(self.device_ids(ids)).cpu().numpy()
 
     # -- expiry, delete, export ----------------------------------------------------------------
     def evict_expired(self, now: float) -> int:
         """Remove rows idle for longer than the TTL at event time ``now`` (one sweep kernel)."""
         t = int(check_time(now))
+        self.settle()
         if self.config.ttl is None:
             return 0
         cutoff = t - int(self.config.ttl)
@@ -736,6 +880,7 @@ class CudaEmbeddingTable:
 
     def delete(self, ids: object) -> int:
         """Remove ``ids`` now (absent ones ignored): rows freed, ids reported as evicted."""
+        self.settle()
         freed, freed_ids = self.index.delete(self.device_ids(ids))
         if freed.numel():
             self._release(freed_ids, freed)
@@ -753,6 +898,7 @@ class CudaEmbeddingTable:
 
     def export_delta(self) -> TableDelta:
         """Ids and vectors changed, and ids evicted, since the previous export (one sweep kernel)."""
+        self.settle()
         ix = self.index
         tickets = torch.zeros(1, dtype=torch.int64, device=self.device)
         positions = torch.empty(max(1, len(self)), dtype=torch.int64, device=self.device)
@@ -766,6 +912,7 @@ class CudaEmbeddingTable:
         return TableDelta(self.slot, ids.cpu().numpy(), vectors.cpu().numpy(), evicted)
 
     def export_full(self) -> TableDelta:
+        self.settle()
         ids, rows = self.index.items()
         return TableDelta(
             self.slot, ids.cpu().numpy(), self._weights[rows.to(torch.int64)].cpu().numpy(), np.empty(0, np.int64)
@@ -782,6 +929,7 @@ class CudaEmbeddingTable:
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """The CPU table's snapshot arrays (``EmbeddingTable.state_arrays``), copied to the host."""
+        self.settle()
         used = self._high_water
         stats = self.stats
         arrays = {f"index.{k}": v for k, v in self.index.state().items()}
@@ -807,6 +955,41 @@ class CudaEmbeddingTable:
         cls, slot: str, config: SlotConfig, seed: int, arrays: dict[str, np.ndarray], device: str = "cuda"
     ) -> CudaEmbeddingTable:
         return cls.from_cpu(EmbeddingTable.from_state_arrays(slot, config, seed, arrays), device)
+
+
+def first_occurrence_index(sorted_ids: torch.Tensor) -> torch.Tensor:
+    """For ``[S, B]`` ids sorted along each row: the distinct index of every position (int64,
+    ``[S, B]``; 0 at the first id, +1 at each new one). Fixed-size, no host sync: the distinct
+    count of row ``s`` is ``out[s, -1] + 1`` and stays on the device."""
+    out = torch.zeros(sorted_ids.shape, dtype=torch.int64, device=sorted_ids.device)
+    if sorted_ids.shape[1] > 1:
+        torch.cumsum(sorted_ids[:, 1:] != sorted_ids[:, :-1], dim=1, out=out[:, 1:])
+    return out
+
+
+def settle_tables(tables: Sequence[CudaEmbeddingTable], extra: torch.Tensor | None = None) -> np.ndarray | None:
+    """Settle every table that ran a training call since its last settle, with ``extra`` (any
+    small tensor on the same device, e.g. per-slot gradient flags) read along: one device read in
+    all. Returns ``extra``'s host values (int64)."""
+    pending = [t for t in tables if t._unsettled]
+    if not pending and extra is None:
+        return None
+    parts = [t._ctr[:3] for t in pending]
+    if extra is not None:
+        parts.append(extra.reshape(-1).to(torch.int64))
+    host = device_read(torch.cat(parts)).numpy()
+    torch._foreach_zero_([t._ctr for t in pending])  # one launch for all (stream-ordered after the read)
+    for i, table in enumerate(pending):
+        table._settled(host[3 * i : 3 * i + 3])
+    return host[3 * len(pending) :] if extra is not None else None
+
+
+def raise_non_finite(slot: str, grads: torch.Tensor) -> None:
+    """Raise :class:`NonFiniteGradientError` for ``slot`` naming the first gradient row with a NaN/inf."""
+    bad = int((~torch.isfinite(grads)).any(dim=1).nonzero()[0, 0])
+    raise NonFiniteGradientError(
+        f"{slot}.grads", grads[bad].tolist(), "gradient holds NaN or infinity; nothing was updated"
+    )
 
 
 def make_table(slot: str, config: SlotConfig, seed: int, device: str) -> EmbeddingTable | CudaEmbeddingTable:
