@@ -206,6 +206,19 @@ def test_the_supervisor_waits_for_ready_workers_and_stops_them_on_sigterm():
     assert len(pids) == 2 and not any(_alive(p) for p in pids)
 
 
+def test_the_supervisor_idles_while_its_workers_serve():
+    """Once every worker is ready the supervisor only watches for deaths: it must not take the CPU
+    its workers need (its loop spun at half a core before)."""
+    code = "import os, sys, time; os.write(int(sys.argv[1]), b'ready\\n'); time.sleep(600)"
+    sup = Supervisor(lambda i, fd: [*_child(code), str(fd)], 2, "127.0.0.1", free_port(), echo=lambda line: None)
+    threading.Timer(4.0, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+    cpu, wall = time.process_time(), time.monotonic()
+    assert sup.run() == 0
+    cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+    assert wall >= 3.5
+    assert cpu < 0.1 * wall, f"the supervisor used {cpu:.2f} s of CPU in {wall:.1f} s"
+
+
 def test_a_port_held_by_another_server_fails_at_start():
     import socket
 

@@ -138,8 +138,12 @@ class Supervisor:
         return worker
 
     def _check_ready(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for a worker's ready line (or, with none pending, just wait:
+        the loop of :meth:`run` must not spin once every worker serves; it took half a core from
+        the workers it supervises)."""
         waiting = {w.ready_fd: w for w in self._procs.values() if w.ready_fd is not None}
         if not waiting:
+            time.sleep(timeout)
             return
         readable, _, _ = select.select(list(waiting), [], [], timeout)
         for fd in readable:
