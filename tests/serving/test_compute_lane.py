@@ -145,3 +145,36 @@ def test_a_failed_append_answers_503_resend(own_world):
 def test_compute_threads_out_of_range_is_refused_naming_it(own_world, bad):
     with pytest.raises(ConfigError, match="compute_threads"):
         create_app(own_world.recommender(), compute_threads=bad)
+
+
+def test_requests_from_several_event_loops_each_get_a_lane(own_world):
+    """A TestClient used without ``with`` runs each request in an event loop of its own: the lane
+    (a limiter bound to one loop) is one per loop, so none of them waits forever on another's."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(create_app(own_world.recommender()))
+    with ThreadPoolExecutor(6) as pool:
+        futures = [
+            pool.submit(client.get, "/v1/recommendations", params={"user_id": f"u{i}", "k": 2, "now": NOW})
+            for i in range(6)
+        ]
+        codes = [f.result(timeout=60).status_code for f in futures]
+    assert codes == [200] * 6
+
+
+def test_impressions_of_an_unfinished_request_are_appended_by_flush(own_world):
+    rec = own_world.recommender()
+    log, topic = own_world.log, rec.config.impressions_topic
+    before = log.end_offset(topic)
+    pending = rec.begin("u2", 3, NOW)  # computed, impressions queued, never finished
+    assert log.end_offset(topic) == before
+    rec.flush()
+    assert log.end_offset(topic) == before + 3
+    served = rec.metrics.served.collect()[0].samples
+    answer = pending.finish()  # already durable: returns at once; metrics counted once
+    assert pending.finish() is answer
+    after = rec.metrics.served.collect()[0].samples
+    counted = sum(s.value for s in after if s.name.endswith("_total")) - sum(
+        s.value for s in served if s.name.endswith("_total")
+    )
+    assert counted == 3

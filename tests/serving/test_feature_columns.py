@@ -6,17 +6,21 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from conftest import NOW
 from streamrec.profiles.types import FeatureQuery
-from streamrec.serving.features import _match, _strings, stable_id
+from streamrec.serving.features import _codes, _match, stable_id
 
 names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=4)
 
 
 @settings(max_examples=300, deadline=None)
+@example(pairs=[("a\x00", 5.0)], extra=[], keys=["a", "a\x00"])  # NumPy strings drop trailing NULs
+@example(pairs=[("a", 5.0)], extra=[], keys=["a\x00", "a"])
+@example(pairs=[("\x00", 7.0)], extra=[], keys=["", "\x00"])  # "" is "no category"
+@example(pairs=[("x", 1.0), ("x", 2.0)], extra=[], keys=["x"])  # the last of repeated names
 @given(
     pairs=st.lists(st.tuples(names, st.floats(-1e6, 1e6)), max_size=12),
     extra=st.lists(st.floats(-1e6, 1e6), max_size=3),
@@ -26,9 +30,9 @@ def test_match_is_a_dict_lookup_with_the_last_of_repeated_names(pairs, extra, ke
     given_names = [n for n, _ in pairs]
     numbers = [x for _, x in pairs] + extra  # more numbers than names: zip stops at the shorter
     reference = dict(zip(given_names, numbers, strict=False))
-    got = _match(given_names, numbers, _strings(keys))
+    got = _match(given_names, numbers, _codes(keys))
     assert got.tolist() == [reference.get(k, 0.0) for k in keys]
-    fewer = _match(given_names, numbers[: len(given_names) // 2], _strings(keys))  # fewer numbers than names
+    fewer = _match(given_names, numbers[: len(given_names) // 2], _codes(keys))  # fewer numbers than names
     shorter = dict(zip(given_names, numbers[: len(given_names) // 2], strict=False))
     assert fewer.tolist() == [shorter.get(k, 0.0) for k in keys]
 
@@ -67,10 +71,13 @@ def test_columns_and_ids_equal_a_per_item_recomputation(world):
             else:
                 top = user_row[f"_top:{s.name}"].values or []
                 assert bags == [[stable_id(s.name, v) for v in top]] * len(items)
-        for i in (0, len(items) - 1):
-            assert fs.sparse_of(i) == {slot: bags[i] for slot, bags in fs.sparse.items()}
+        sparse = fs.sparse
+        for i in (0, len(items) - 1, -1):
+            assert fs.sparse_of(i) == {slot: bags[i] for slot, bags in sparse.items()}
         batch = fs.batch()
-        for slot, bags in fs.sparse.items():
+        for slot, bags in sparse.items():
             assert batch.sparse[slot].values.tolist() == [x for bag in bags for x in bag]
             assert batch.sparse[slot].lengths().tolist() == [len(b) for b in bags]
+            batch.sparse[slot].values.zero_()  # a model that writes into its input ...
+        assert fs.sparse == sparse  # ... leaves what the impressions log untouched
     assert matched > 20  # the users' crossings did match candidates: the columns were not all zero

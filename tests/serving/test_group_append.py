@@ -71,3 +71,23 @@ def test_a_failed_append_raises_in_its_caller_and_stores_nothing(tmp_path):
     appender.append([_impression(0, 1, 0)])  # the appender goes on after a failure
     assert log.end_offset("impressions") == 1
     log.close()
+
+
+def test_a_caller_that_waits_late_still_gets_its_batch_error(tmp_path):
+    """The error stays with the batch: a waiter that arrives after many later appends (its batch
+    appended, and failed, by another caller) is told, never answered as if durable."""
+    log = open_log(f"sqlite:///{tmp_path}/log.db")
+    appender = GroupAppender(log, "impressions")
+    late = appender.submit([_impression(0, 0, 0), "not an impression"])
+    errors = []
+    for c in range(70):  # the first append takes `late`'s records along and fails; many more follow
+        try:
+            appender.append([_impression(2, c, 0)] if c % 2 else ["bad"])
+        except Exception as exc:  # the failures are the point
+            errors.append(exc)
+    assert len(errors) == 35
+    with pytest.raises(type(errors[0])) as failed:
+        appender.wait(late)
+    assert failed.value is errors[0]
+    assert log.end_offset("impressions") == 35  # the good batches only
+    log.close()

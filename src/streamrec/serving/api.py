@@ -48,6 +48,7 @@ from typing import Any
 
 import anyio.to_thread
 import msgspec
+from anyio.lowlevel import RunVar
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -155,7 +156,7 @@ class _Guard:
         start = time.perf_counter()
         method = scope["method"]
         if self.expected is not None and scope["path"] not in _OPEN:
-            given = dict(scope.get("headers") or ()).get(b"authorization", b"")
+            given = next((v for k, v in scope.get("headers") or () if k == b"authorization"), b"")
             if not hmac.compare_digest(given, self.expected):
                 response = JSONResponse(
                     {"detail": "missing or wrong bearer token"},
@@ -228,12 +229,18 @@ def create_app(
     """
     if isinstance(compute_threads, bool) or not isinstance(compute_threads, int) or not 1 <= compute_threads <= 64:
         raise ConfigError("compute_threads", f"{compute_threads!r}: expected an integer from 1 to 64")
-    lane: list[anyio.CapacityLimiter] = []  # made on first use, inside the server's event loop
+    # One lane per event loop (a limiter belongs to the loop it was made in; a TestClient or a
+    # second server in this process runs another loop), and feature queries in a lane of their
+    # own, so a large one does not hold up recommendations.
+    lanes = {name: RunVar[anyio.CapacityLimiter](f"streamrec-{name}-lane") for name in ("recommend", "query")}
 
-    async def in_lane(fn: Any, *args: Any) -> Any:
-        if not lane:
-            lane.append(anyio.CapacityLimiter(compute_threads))
-        return await anyio.to_thread.run_sync(partial(fn, *args), limiter=lane[0])
+    async def in_lane(name: str, fn: Any, *args: Any) -> Any:
+        try:
+            limiter = lanes[name].get()
+        except LookupError:
+            limiter = anyio.CapacityLimiter(compute_threads)
+            lanes[name].set(limiter)
+        return await anyio.to_thread.run_sync(partial(fn, *args), limiter=limiter)
 
     app = FastAPI(
         title="streamrec",
@@ -328,9 +335,11 @@ def create_app(
 
         ``{"request_id", "items": [{"item", "score", "source"}], "candidates", "timings_ms"}``.
         """
-        pending = await in_lane(recommender.begin, user_id, k, now)
+        pending = await in_lane("recommend", recommender.begin, user_id, k, now)
         # The wait for the log's append runs outside the lane: the lane computes the next request.
-        rec = await anyio.to_thread.run_sync(pending.finish)
+        # Shielded: a cancelled request still appends what it queued, and records its metrics.
+        with anyio.CancelScope(shield=True):
+            rec = await anyio.to_thread.run_sync(pending.finish)
         body = {
             "request_id": rec.request_id,
             "items": [{"item": i, "score": s, "source": src} for i, s, src in rec.items],
@@ -357,7 +366,7 @@ def create_app(
         (entities x features) and ``max_response_bytes`` (the encoded answer); 422 naming the limit.
         A number without a value (an empty window of a ``max``/``min`` counter) is ``null``.
         """
-        return await in_lane(_features_query, body)
+        return await in_lane("query", _features_query, body)
 
     def _features_query(body: Any) -> Response:
         if not isinstance(body, dict):

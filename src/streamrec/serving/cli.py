@@ -197,6 +197,10 @@ def serve(
             model.stop()
         if retriever is not None and follow:
             retriever.stop()
+        try:
+            recommender.flush()  # impressions of a request cut off between compute and log
+        except Exception as exc:  # reported; the shutdown goes on
+            typer.echo(f"streamrec serve: impressions not logged at exit: {exc}", err=True)
         event_log.close()
         client.close()
         if lock is not None:

@@ -64,8 +64,13 @@ def stable_id(slot: str, value: str) -> int:
 
 
 # Requests ask for the same hot items and categories over and over: their ids are remembered
-# (a pure function; 2**17 entries, about 20 MB at most).
-_cached_id = functools.lru_cache(maxsize=1 << 17)(stable_id)
+# (a pure function; 2**16 entries of values up to 128 characters: 50 MB at the very most, a few MB
+# for ids of usual length; longer values are hashed every time).
+_remembered_id = functools.lru_cache(maxsize=1 << 16)(stable_id)
+
+
+def _cached_id(slot: str, value: str) -> int:
+    return _remembered_id(slot, value) if len(value) <= 128 else stable_id(slot, value)
 
 
 class DenseFeature(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -343,7 +348,7 @@ class FeaturePlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         n = len(items)
         dense = np.zeros((n, self.n_dense), dtype=np.float32)
         item_col = 0
-        item_keys = cat_keys = None  # the items' and categories' names as NumPy strings, when needed
+        item_keys = cat_keys = None  # the items' and categories' codes (_codes), when a crossing needs them
         for c, d in enumerate(self.dense):
             if d.kind == "context":
                 dense[:, c] = _context(d.context or "", now)
@@ -355,9 +360,9 @@ class FeaturePlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
                 item_col += 1
             else:
                 if d.match == "item":
-                    keys = item_keys if item_keys is not None else (item_keys := _strings(items))
+                    keys = item_keys if item_keys is not None else (item_keys := _codes(items))
                 else:
-                    keys = cat_keys if cat_keys is not None else (cat_keys := _strings(categories))
+                    keys = cat_keys if cat_keys is not None else (cat_keys := _codes(categories))
                 answer = user_row[d.name]
                 dense[:, c] = _match(answer.values or (), [row[0] for row in answer.data], keys)
         # An empty window of a max/min counter answers its identity (inf, or NaN once reduced):
@@ -549,26 +554,24 @@ def _local_store(client: Any) -> Any:
     return None
 
 
-def _strings(values: Sequence[str]) -> np.ndarray:
-    """``values`` as a NumPy string array (what :func:`_match` compares in C)."""
-    return np.array(values, dtype=str) if len(values) else np.empty(0, dtype="<U1")
+def _codes(keys: Sequence[str]) -> tuple[dict[str, int], np.ndarray]:
+    """Each distinct key's code, and the code of each key: one dict pass over the candidates."""
+    index: dict[str, int] = {}
+    codes = np.fromiter((index.setdefault(k, len(index)) for k in keys), dtype=np.int64, count=len(keys))
+    return index, codes
 
 
-def _match(names: Sequence[str], numbers: Sequence[float], keys: np.ndarray) -> np.ndarray:
-    """For each of ``keys``, the number of the equal name (the last one if repeated), else 0:
-    ``dict(zip(names, numbers)).get(key, 0.0)`` for every key, by one sort and a binary search."""
-    m = min(len(names), len(numbers))
-    if m == 0 or keys.size == 0:
-        return np.zeros(keys.size, dtype=np.float64)
-    held = _strings(list(names[:m]))
-    order = np.argsort(held, kind="stable")  # equal names keep their order
-    sorted_names = held[order]
-    at = np.searchsorted(sorted_names, keys, side="right") - 1  # the last of equal names
-    found = at >= 0
-    at = np.maximum(at, 0)
-    found &= sorted_names[at] == keys
-    values = np.asarray(numbers[:m], dtype=np.float64)[order]
-    return np.where(found, values[at], 0.0)
+def _match(names: Sequence[str], numbers: Sequence[float], keys: tuple[dict[str, int], np.ndarray]) -> np.ndarray:
+    """For each key of ``keys`` (:func:`_codes`), the number of the equal name (the last one if
+    repeated), else 0: ``dict(zip(names, numbers)).get(key, 0.0)`` for every key, with the Python
+    work on the user's few names and one NumPy gather over the candidates."""
+    index, codes = keys
+    by_code = np.zeros(len(index) + 1, dtype=np.float64)
+    for name, number in dict(zip(names, numbers, strict=False)).items():
+        code = index.get(name)
+        if code is not None:
+            by_code[code] = number
+    return by_code[codes]
 
 
 def _bags(values: np.ndarray, offsets: np.ndarray) -> JaggedIds:
@@ -636,13 +639,15 @@ class FeatureSet:
 
     def sparse_of(self, i: int) -> dict[str, list[int]]:
         """Candidate ``i``'s sparse ids, as an :class:`Impression` stores them."""
+        i = range(len(self.items))[i]  # a negative index counts from the end, as for a list
         return {slot: self._bag(bags, i) for slot, bags in self.ids.items()}
 
     def batch(self) -> ExampleBatch:
         """The candidates as an unlabelled :class:`ExampleBatch` (what the ranker scores)."""
         n = len(self.items)
         return ExampleBatch(
-            dict(self.ids),
+            # copies: the impressions are built from `ids` after the model ran on these
+            {slot: JaggedIds(bags.values.clone(), bags.offsets.clone()) for slot, bags in self.ids.items()},
             torch.from_numpy(self.dense),
             torch.zeros(n),
             time=torch.full((n,), self.now, dtype=torch.float64),

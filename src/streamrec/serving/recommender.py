@@ -127,18 +127,36 @@ class PendingRecommendation:
     """An answer whose impressions are queued for the log (:meth:`Recommender.begin`)."""
 
     def __init__(
-        self, recommender: Recommender, user: str, answer: Recommendation, candidates: Any, ticket: int | None,
+        self,
+        recommender: Recommender,
+        user: str,
+        answer: Recommendation,
+        candidates: Any,
+        batch: _Batch | None,
         started_log: float,
-    ) -> None:  # fmt: skip
-        self._rec, self._user, self.answer, self._candidates = recommender, user, answer, candidates
-        self._ticket, self._started_log = ticket, started_log
+    ) -> None:
+        self._rec = recommender
+        self._user = user
+        self.answer = answer
+        self._candidates = candidates
+        self._batch = batch  # the log batch holding the impressions (None: nothing to log)
+        self._started_log = started_log
+        self._finished = False
 
     def finish(self) -> Recommendation:
         """Wait until the impressions are durable (raising the log's error, if the append failed),
-        record the request's metrics, and return the answer."""
+        record the request's metrics (once, however often it is called), and return the answer.
+
+        ``timings["log"]`` runs from the end of ranking to durable: building the impressions,
+        the hand-off to the waiting thread and the append (shared with the requests of its batch).
+        """
         answer, rec = self.answer, self._rec
-        if self._ticket is not None:
-            rec._impressions.wait(self._ticket)
+        if self._batch is not None:
+            rec._impressions.wait(self._batch)  # raises the batch's error, every time
+        if self._finished:
+            return answer
+        self._finished = True
+        if self._batch is not None:
             answer.timings["log"] = time.perf_counter() - self._started_log
         rec._observe(answer.timings, self._candidates, answer.items)
         rec.live.observe_request(answer.request_id, answer.items, sum(answer.timings.values()), self._user)
@@ -279,54 +297,64 @@ class GroupAppender:
     def __init__(self, log: EventLog, topic: str) -> None:
         self.log, self.topic = log, topic
         self._cond = threading.Condition()
-        self._queue: list[Any] = []
-        self._open = 0  # number of the batch new records join
-        self._done = -1  # highest batch appended (or failed)
+        self._open = _Batch()  # the batch new records join
         self._busy = False
-        self._errors: dict[int, BaseException] = {}
         self.appends = 0  # log transactions, for tests and the bench
 
     def append(self, records: list[Any]) -> None:
         """Return once ``records`` are in the log (raise the append's error if it failed)."""
         self.wait(self.submit(records))
 
-    def submit(self, records: list[Any]) -> int:
-        """Queue ``records`` for the open batch and return its number, without waiting: durable
-        only once :meth:`wait` of that number returns (any waiter appends every queued record)."""
+    def submit(self, records: list[Any]) -> _Batch:
+        """Queue ``records`` in the open batch and return it, without waiting: they are durable
+        only once :meth:`wait` of that batch returns (any waiter appends every queued record)."""
         with self._cond:
-            self._queue.extend(records)
+            self._open.records.extend(records)
             return self._open
 
-    def wait(self, mine: int) -> None:
-        """Return once batch ``mine`` is in the log, appending it here if no append is running."""
+    def wait(self, mine: _Batch) -> None:
+        """Return once batch ``mine`` is in the log, appending the open batch here if no append
+        is running; raise that batch's error if its append failed (kept on the batch itself, so
+        a caller that comes late still gets it)."""
         with self._cond:
-            while self._done < mine:
+            while not mine.done:
                 if self._busy:
                     self._cond.wait()
                     continue
-                batch, self._queue = self._queue, []
-                number = self._open
-                self._open += 1
+                batch, self._open = self._open, _Batch()
                 self._busy = True
                 self._cond.release()
                 error = None
                 try:
-                    self.log.append(self.topic, batch, key="user")
+                    self.log.append(self.topic, batch.records, key="user")
                 except BaseException as exc:  # every caller of the batch gets it
                     error = exc
                 finally:
                     self._cond.acquire()
                     self.appends += 1
                     self._busy = False
-                    self._done = number
-                    if error is not None:
-                        self._errors[number] = error
-                    for old in [k for k in self._errors if k < number - 64]:
-                        del self._errors[old]
+                    batch.error, batch.done = error, True
                     self._cond.notify_all()
-            error = self._errors.get(mine)
-        if error is not None:
-            raise error
+        if mine.error is not None:
+            raise mine.error
+
+    def flush(self) -> None:
+        """Append whatever is queued and not yet waited for (at shutdown)."""
+        with self._cond:
+            pending = self._open if self._open.records else None
+        if pending is not None:
+            self.wait(pending)
+
+
+class _Batch:
+    """Records appended in one log transaction, and how that append ended."""
+
+    __slots__ = ("done", "error", "records")
+
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+        self.done = False
+        self.error: BaseException | None = None
 
 
 class Recommender:
@@ -418,7 +446,9 @@ class Recommender:
     def begin(self, user: str, k: int = 10, now: float | None = None) -> PendingRecommendation:
         """Everything of :meth:`recommend` but the wait for the log: the answer and its
         impressions queued for the log's next append. :meth:`PendingRecommendation.finish` waits
-        until they are durable (and raises the append's error); answer nobody before it returns.
+        until they are durable (and raises the append's error); answer nobody before it returns,
+        and always call it (impressions queued by a ``begin`` without ``finish`` wait for the next
+        append: :meth:`flush` at shutdown).
 
         Why split: an append waits for the disk (``synchronous=FULL``). ``serve`` computes the next
         request in its compute lane while this one's impressions are written, and the requests
@@ -444,10 +474,14 @@ class Recommender:
         chosen = top_k(scores, k, features.categories, self.config.category_cap)
         t3 = time.perf_counter()
         items = [(candidates.items[i], float(scores[i]), candidates.sources[i]) for i in chosen.tolist()]
-        ticket = self._impressions.submit(self._impressions_of(request_id, features, chosen, scores))
+        batch = self._impressions.submit(self._impressions_of(request_id, features, chosen, scores))
         timings = {"retrieve": t1 - t0, "features": t2 - t1, "rank": t3 - t2}
         answer = Recommendation(request_id, items, timings, len(candidates))
-        return PendingRecommendation(self, user, answer, candidates, ticket, t3)
+        return PendingRecommendation(self, user, answer, candidates, batch, t3)
+
+    def flush(self) -> None:
+        """Append the impressions of any :meth:`begin` not finished yet (``serve`` calls it at exit)."""
+        self._impressions.flush()
 
     def score(self, features: FeatureSet) -> np.ndarray:
         """Corrected probabilities of every candidate (float64), or the fallback column without a model."""
