@@ -11,7 +11,7 @@ from conftest import NOW
 from streamrec.profiles.types import FeatureQuery
 from streamrec.records import ActionEvent
 from streamrec.serving.api import create_app
-from streamrec.serving.openapi import EventsAnswer, EventsBody, FeaturesAnswer
+from streamrec.serving.openapi import EventsAnswer, EventsBody, FeaturesAnswer, RecommendationsAnswer
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,8 @@ def test_the_schema_names_the_bodies_and_every_reference_resolves(api):
     assert body("/v1/events", "200") == body("/v1/events", "422") == "EventsAnswer"
     assert body("/v1/features/query", "request") == "FeatureQuery"
     assert body("/v1/features/query", "200") == "FeaturesAnswer"
+    answer = doc["paths"]["/v1/recommendations"]["get"]["responses"]["200"]
+    assert answer["content"]["application/json"]["schema"]["$ref"].endswith("/RecommendationsAnswer")
     # The records' fields, as msgspec itself states them (an independent call, not the module's).
     for record in (ActionEvent, FeatureQuery):
         (_,), own = msgspec.json.schema_components([record])
@@ -89,3 +91,11 @@ def test_real_answers_decode_with_the_documented_types(api, own_world):
     assert answer.entities == q["entities"] and len(answer.results) == 2
     assert answer.results[0]["clicked_item:counters:1h"] == 3.0  # the 2 + 1 clicks stored above
     assert isinstance(answer.results[0]["clicked_category:counters:7d"], dict)
+
+
+def test_a_real_recommendation_decodes_with_its_documented_answer(api):
+    r = api.get("/v1/recommendations", params={"user_id": "u3", "k": 4, "now": NOW})
+    assert r.status_code == 200
+    answer = msgspec.json.decode(r.content, type=RecommendationsAnswer)  # unknown fields forbidden
+    assert len(answer.items) == 4 and answer.candidates >= 4
+    assert set(answer.timings_ms) == {"retrieve", "features", "rank", "log"}

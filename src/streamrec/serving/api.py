@@ -325,7 +325,7 @@ def create_app(
             return JSONResponse(content, status_code=422)
         return JSONResponse(content)
 
-    @app.get("/v1/recommendations", summary="Recommend items to a user")
+    @app.get("/v1/recommendations", summary="Recommend items to a user", openapi_extra=BODIES["/v1/recommendations"])
     async def get_recommendations(
         user_id: str = Query(..., min_length=1, description="Raw id of the user."),
         k: int = Query(10, ge=1, le=recommender.config.max_k, description="How many items."),

@@ -1,4 +1,5 @@
-"""Request and response bodies of ``POST /v1/events`` and ``POST /v1/features/query`` in the OpenAPI schema.
+"""Request and response bodies of ``POST /v1/events``, ``POST /v1/features/query`` and the answer of
+``GET /v1/recommendations`` in the OpenAPI schema.
 
 The handlers read their bodies as raw JSON and validate them with msgspec (``api.py`` says why), so
 FastAPI sees ``Any`` and documents nothing. The schemas here are generated from the msgspec types:
@@ -19,7 +20,16 @@ from fastapi import FastAPI
 from streamrec.profiles.types import FeatureQuery
 from streamrec.records import ActionEvent
 
-__all__ = ["BODIES", "EventsAnswer", "EventsBody", "FeaturesAnswer", "RejectedEvent", "document_bodies"]
+__all__ = [
+    "BODIES",
+    "EventsAnswer",
+    "EventsBody",
+    "FeaturesAnswer",
+    "RecommendationsAnswer",
+    "RecommendedItem",
+    "RejectedEvent",
+    "document_bodies",
+]
 
 
 class EventsBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -61,10 +71,29 @@ class FeaturesAnswer(msgspec.Struct, forbid_unknown_fields=True):
     now: float
 
 
-_TYPES = (EventsBody, FeatureQuery, EventsAnswer, FeaturesAnswer)
+class RecommendedItem(msgspec.Struct, forbid_unknown_fields=True):
+    """One recommended item: its raw id, the corrected probability (``null`` if the model returned
+    NaN or infinity) and the retrieval source that proposed it."""
+
+    item: str
+    score: float | None
+    source: str
+
+
+class RecommendationsAnswer(msgspec.Struct, forbid_unknown_fields=True):
+    """``GET /v1/recommendations``: the top ``k``, best first; ``candidates`` ranked; per-stage
+    milliseconds (``retrieve``, ``features``, ``rank``, ``log``)."""
+
+    request_id: str
+    items: list[RecommendedItem]
+    candidates: int
+    timings_ms: dict[str, float]
+
+
+_TYPES = (EventsBody, FeatureQuery, EventsAnswer, FeaturesAnswer, RecommendationsAnswer)
 _REF = "#/components/schemas/{name}"
 _schemas, COMPONENTS = msgspec.json.schema_components(_TYPES, ref_template=_REF)
-_EVENTS, _QUERY, _EVENTS_ANSWER, _FEATURES_ANSWER = _schemas
+_EVENTS, _QUERY, _EVENTS_ANSWER, _FEATURES_ANSWER, _RECOMMENDATIONS = _schemas
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
@@ -85,6 +114,9 @@ BODIES: dict[str, dict[str, Any]] = {
     "/v1/features/query": {
         "requestBody": _json(_QUERY),
         "responses": {"200": {"description": "The features of each entity", **_json(_FEATURES_ANSWER)}},
+    },
+    "/v1/recommendations": {
+        "responses": {"200": {"description": "The top k items, best first", **_json(_RECOMMENDATIONS)}},
     },
 }
 
