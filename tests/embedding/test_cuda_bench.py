@@ -60,8 +60,12 @@ def test_gpu_embedding_bench_keys_and_figures(monkeypatch, capsys):
 def test_gpu_training_bench_keys_and_figures(capsys):
     out = cuda_bench.run_training("cuda", as_json=True)
     assert _printed(capsys) == out
-    assert set(out["ratios"]) == {"gpu_train_step_vs_embeddingbag", "gpu_train_step_vs_torch_rowwise"}
-    names = ("ours", "embeddingbag", "rowwise")
+    assert set(out["ratios"]) == {
+        "gpu_train_step_vs_embeddingbag",
+        "gpu_train_step_vs_torch_rowwise",
+        "gpu_train_step_grouped_vs_per_slot",
+    }
+    names = ("ours", "ours_per_slot", "embeddingbag", "rowwise")
     assert set(out["throughput"]) == {f"gpu_train_examples_per_s_{n}" for n in names}
     assert {"lookup_call_us", "kernel_launches", "train_setup"} <= set(out["extra"])
     extra = out["extra"]
@@ -75,5 +79,6 @@ def test_gpu_training_bench_keys_and_figures(capsys):
     for base, key in (
         ("embeddingbag", "gpu_train_step_vs_embeddingbag"),
         ("rowwise", "gpu_train_step_vs_torch_rowwise"),
+        ("ours_per_slot", "gpu_train_step_grouped_vs_per_slot"),
     ):
         assert out["ratios"][key] == pytest.approx(t["ours"] / t[base], rel=0.02, abs=1e-3)

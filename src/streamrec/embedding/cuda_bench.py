@@ -22,6 +22,8 @@ repetition (``torch.cuda.synchronize`` around each timed run); medians of the re
   sparse ``torch.optim.Adagrad``, and against streamrec's own design written in plain torch (one
   table for every slot, ids = rows: no hashing, admission or expiry; distinct rows gathered into
   a leaf, row-wise Adagrad after backward).
+* ``ratios.gpu_train_step_grouped_vs_per_slot`` — the same step of ours through the per-slot
+  path (``EmbeddingModule(grouped=False)``, tables of their own): what grouping the slots buys.
 """
 
 from __future__ import annotations
@@ -211,7 +213,24 @@ def bench_train_step(s: GpuSizes, device: str, out: dict, gen: torch.Generator) 
         for ranks, _, labels in steps:
             row_model.step(ranks, labels)
 
-    times = _race({"ours": ours, "embeddingbag": embeddingbag, "rowwise": rowwise}, s.train_reps, dev)
+    # the same step through the per-slot path (grouped=False): what grouping the slots buys, side by side
+    per_slot_tables = EmbeddingCollection({n: SlotConfig(dim=s.dim, optimizer=Adagrad(lr=lr), capacity=s.train_rows)
+                                           for n in names}, device=device)  # fmt: skip
+    per_slot_module = EmbeddingModule(per_slot_tables, grouped=False)
+    per_slot_head = LogisticHead(s.slots, s.dim).to(dev)
+    per_slot_opt = torch.optim.Adagrad(per_slot_head.parameters(), lr=lr)
+
+    def ours_per_slot() -> None:
+        for _, features, labels in steps:
+            emb = per_slot_module(features, now=1)
+            loss = F.binary_cross_entropy_with_logits(per_slot_head([emb[n] for n in names]), labels)
+            per_slot_opt.zero_grad()
+            loss.backward()
+            per_slot_opt.step()
+            per_slot_module.apply_gradients()
+
+    contenders = {"ours": ours, "ours_per_slot": ours_per_slot, "embeddingbag": embeddingbag, "rowwise": rowwise}
+    times = _race(contenders, s.train_reps, dev)
     # where our step's time goes (synchronised phases, one pass), and one kernel launch's cost
     phases = {"lookup": 0.0, "head_and_backward": 0.0, "sparse_update": 0.0}
     for _, features, labels in steps:
@@ -246,6 +265,9 @@ def bench_train_step(s: GpuSizes, device: str, out: dict, gen: torch.Generator) 
         out["throughput"][f"gpu_train_examples_per_s_{name}"] = rate(n, t)
     out["ratios"]["gpu_train_step_vs_embeddingbag"] = speedup(times["ours"], baseline_seconds=times["embeddingbag"])
     out["ratios"]["gpu_train_step_vs_torch_rowwise"] = speedup(times["ours"], baseline_seconds=times["rowwise"])
+    out["ratios"]["gpu_train_step_grouped_vs_per_slot"] = speedup(
+        times["ours"], baseline_seconds=times["ours_per_slot"]
+    )
     out["extra"]["train_setup"] = (
         f"{s.slots} slots x {s.train_rows:,} ids, dim {s.dim}, batch {s.train_batch:,}, "
         f"{s.train_steps} steps per timed run, Zipf(1.05) ids, Adagrad lr {lr}"
