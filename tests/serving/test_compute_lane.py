@@ -178,3 +178,19 @@ def test_impressions_of_an_unfinished_request_are_appended_by_flush(own_world):
         s.value for s in served if s.name.endswith("_total")
     )
     assert counted == 3
+
+
+def test_scores_the_model_returns_as_nan_answer_null_and_are_counted(own_world):
+    import numpy as np
+    from fastapi.testclient import TestClient
+
+    rec = own_world.recommender()
+    real = rec.score
+    rec.score = lambda features: np.where(np.arange(len(features)) % 2 == 0, np.nan, real(features))
+    with TestClient(create_app(rec)) as client:
+        r = client.get("/v1/recommendations", params={"user_id": "u4", "k": 50, "now": NOW})
+    assert r.status_code == 200
+    scores = [x["score"] for x in r.json()["items"]]
+    assert None in scores and any(s is not None for s in scores)
+    candidates = r.json()["candidates"]
+    assert rec.metrics.nonfinite_scores._value.get() == (candidates + 1) // 2

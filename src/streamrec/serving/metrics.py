@@ -39,6 +39,9 @@ class ServingMetrics:
         self.candidates = Counter("streamrec_candidates", "Candidates retrieved, by source.", ["source"], registry=r)
         self.served = Counter("streamrec_served_items", "Items returned, by source.", ["source"], registry=r)
         self.events = Counter("streamrec_events", "Action events by outcome.", ["outcome"], registry=r)
+        self.nonfinite_scores = Counter(
+            "streamrec_nonfinite_scores", "Candidates the model scored NaN or infinite (answered as null).", registry=r
+        )
 
     def observe_stages(self, timings: dict[str, float]) -> None:
         for stage, seconds in timings.items():

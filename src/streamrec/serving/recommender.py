@@ -471,6 +471,9 @@ class Recommender:
         features = self.plan.fetch(self.profiles, user, candidates.items, now, self.item_cache)
         t2 = time.perf_counter()
         scores = self.score(features)
+        finite = np.isfinite(scores)
+        if not finite.all():  # a model gone bad: answered (null over HTTP), but counted
+            self.metrics.nonfinite_scores.inc(int(finite.size - np.count_nonzero(finite)))
         chosen = top_k(scores, k, features.categories, self.config.category_cap)
         t3 = time.perf_counter()
         items = [(candidates.items[i], float(scores[i]), candidates.sources[i]) for i in chosen.tolist()]
