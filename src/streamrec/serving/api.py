@@ -7,14 +7,15 @@ Routes (OpenAPI at ``/docs``): ``POST /v1/events``, ``GET /v1/recommendations``,
 
 Why it is built this way:
 
-* work never runs on the event loop: ``/v1/recommendations`` and ``/v1/features/query`` run in
-  the app's *compute lane*, ``compute_threads`` threads (default 1), the other handlers are plain
-  ``def`` in FastAPI's thread pool. Why one lane: a request is Python from the socket to the top
-  k, so threads of one process share one core through the GIL; with FastAPI's 40 threads, eight
-  concurrent requests ran as eight threads trading the GIL and the item cache's lock, and one
-  process answered 87 requests/s where one thread in process answers 130 (``bench serving``).
-  In the lane they queue on the event loop and run one after another at the in-process speed;
-  more cores means more processes (``serve --workers N``), not more threads;
+* work never runs on the event loop: ``/v1/recommendations`` and ``/v1/features/query`` each run
+  in a *compute lane* of ``compute_threads`` threads (default 1; one lane per route and per event
+  loop), the other handlers are plain ``def`` in FastAPI's thread pool. Why one thread: a request
+  is Python from the socket to the top k, so threads of one process share one core through the
+  GIL; with FastAPI's 40 threads, eight concurrent requests ran as eight threads trading the GIL
+  and the item cache's lock, and one process answered 87 requests/s where one thread in process
+  answers 130 (``bench serving``). In the lane they queue on the event loop and run one after
+  another at the in-process speed; more cores means more processes (``serve --workers N``), not
+  more threads;
 * ``POST /v1/events`` takes the batch as raw JSON and validates each event itself
   (``parse_many``), so one bad event gives a 422 that lists it by index and field while the valid
   events beside it are stored (a pydantic body model would reject the whole batch);
@@ -225,7 +226,7 @@ def create_app(
     worker
         This process's index among ``streamrec serve --workers N`` (shown by ``/healthz`` with the pid).
     compute_threads
-        Threads of the compute lane that runs recommendations and feature queries (module docstring).
+        Threads of each compute lane, the recommendations' and the feature queries' (module docstring).
     """
     if isinstance(compute_threads, bool) or not isinstance(compute_threads, int) or not 1 <= compute_threads <= 64:
         raise ConfigError("compute_threads", f"{compute_threads!r}: expected an integer from 1 to 64")
