@@ -185,20 +185,28 @@ def bench_train_step(s: GpuSizes, device: str, out: dict, gen: torch.Generator) 
         steps.append((ranks, {n: universes[n][ranks[i]] for i, n in enumerate(names)}, labels))
     lr = 0.05
 
-    tables = EmbeddingCollection({n: SlotConfig(dim=s.dim, optimizer=Adagrad(lr=lr), capacity=s.train_rows)
-                                  for n in names}, device=device)  # fmt: skip
-    module = EmbeddingModule(tables)
-    head = LogisticHead(s.slots, s.dim).to(dev)
-    head_opt = torch.optim.Adagrad(head.parameters(), lr=lr)
+    def our_model(grouped: bool):  # type: ignore[no-untyped-def]
+        """Tables, module, head and head optimizer of our step, and the step over ``steps``."""
+        tables = EmbeddingCollection({n: SlotConfig(dim=s.dim, optimizer=Adagrad(lr=lr), capacity=s.train_rows)
+                                      for n in names}, device=device)  # fmt: skip
+        module = EmbeddingModule(tables, grouped=grouped)
+        head = LogisticHead(s.slots, s.dim).to(dev)
+        head_opt = torch.optim.Adagrad(head.parameters(), lr=lr)
 
-    def ours() -> None:
-        for _, features, labels in steps:
-            emb = module(features, now=1)
-            loss = F.binary_cross_entropy_with_logits(head([emb[n] for n in names]), labels)
-            head_opt.zero_grad()
-            loss.backward()
-            head_opt.step()
-            module.apply_gradients()
+        def run() -> None:
+            for _, features, labels in steps:
+                emb = module(features, now=1)
+                loss = F.binary_cross_entropy_with_logits(head([emb[n] for n in names]), labels)
+                head_opt.zero_grad()
+                loss.backward()
+                head_opt.step()
+                module.apply_gradients()
+
+        return tables, module, head, head_opt, run
+
+    tables, module, head, head_opt, ours = our_model(grouped=True)
+    # the same step through the per-slot path (grouped=False): what grouping the slots buys, side by side
+    *_, ours_per_slot = our_model(grouped=False)
 
     bag_model = ModuloBagModel(names, s.train_rows, s.dim, s.train_batch, lr=lr, device=dev)
 
@@ -212,22 +220,6 @@ def bench_train_step(s: GpuSizes, device: str, out: dict, gen: torch.Generator) 
     def rowwise() -> None:
         for ranks, _, labels in steps:
             row_model.step(ranks, labels)
-
-    # the same step through the per-slot path (grouped=False): what grouping the slots buys, side by side
-    per_slot_tables = EmbeddingCollection({n: SlotConfig(dim=s.dim, optimizer=Adagrad(lr=lr), capacity=s.train_rows)
-                                           for n in names}, device=device)  # fmt: skip
-    per_slot_module = EmbeddingModule(per_slot_tables, grouped=False)
-    per_slot_head = LogisticHead(s.slots, s.dim).to(dev)
-    per_slot_opt = torch.optim.Adagrad(per_slot_head.parameters(), lr=lr)
-
-    def ours_per_slot() -> None:
-        for _, features, labels in steps:
-            emb = per_slot_module(features, now=1)
-            loss = F.binary_cross_entropy_with_logits(per_slot_head([emb[n] for n in names]), labels)
-            per_slot_opt.zero_grad()
-            loss.backward()
-            per_slot_opt.step()
-            per_slot_module.apply_gradients()
 
     contenders = {"ours": ours, "ours_per_slot": ours_per_slot, "embeddingbag": embeddingbag, "rowwise": rowwise}
     times = _race(contenders, s.train_reps, dev)
